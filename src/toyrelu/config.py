@@ -1,0 +1,171 @@
+"""Run configuration: one frozen, validated, hashable description of a training run.
+
+Every setting PAPER.md marks "our default" is a field here, so it is stored with each run and
+can be swept. A config round-trips through a plain dict (``to_dict`` / ``from_dict``) and its hash
+(``run_id``) is the run's identity in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message is one line naming the field and the allowed range."""
+
+
+DTYPES = ("float32", "float64")
+BIAS_INITS = ("zeros", "normal")
+LOSS_REDUCTIONS = ("sum", "mean")
+SCHEDULES = ("cosine", "constant")
+ENGINES = ("fused", "reference")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run of the ReLU-output toy model on a finite dataset (PAPER.md sections 1-3).
+
+    Attributes:
+        n_features: n, the number of sparse input features.
+        n_hidden: m, the hidden (bottleneck) dimension.
+        sparsity: S, the probability that a feature is zero, in [0, 1).
+        n_train: T, the number of training examples (full batch, fixed for the run).
+        seed: base seed; init, train data and test data use separate streams derived from it.
+        steps: number of full-batch AdamW steps.
+        lr: peak learning rate.
+        warmup_steps: linear warmup length; ``None`` means 5% of ``steps``.
+        weight_decay: AdamW decoupled weight decay.
+        decay_bias: whether weight decay also applies to ``b`` (PyTorch AdamW applies it to all).
+        beta1, beta2, eps: Adam hyper-parameters.
+        schedule: "cosine" (warmup, then cosine decay to 0 at the last step) or "constant"
+            (warmup, then flat).
+        loss_reduction: "sum" over features (the paper's scale, zero prediction gives 1.0) or
+            "mean" over features; both average over examples.
+        bias_init: "zeros" (the 2022 notebook) or "normal" (N(0, 1)).
+        dtype: "float32" or "float64" for parameters and arithmetic.
+        n_test: size of the test set, drawn from its own seed stream.
+        engine: "fused" (the fast CPU kernel) or "reference" (plain PyTorch autograd).
+    """
+
+    n_features: int = 1000
+    n_hidden: int = 2
+    sparsity: float = 0.99
+    n_train: int = 100
+    seed: int = 0
+    steps: int = 10_000
+    lr: float = 1e-3
+    warmup_steps: int | None = None
+    weight_decay: float = 1e-2
+    decay_bias: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    schedule: str = "cosine"
+    loss_reduction: str = "sum"
+    bias_init: str = "zeros"
+    dtype: str = "float32"
+    n_test: int = 10_000
+    engine: str = "fused"
+
+    def __post_init__(self) -> None:
+        _check_int(self, "n_features", 1)
+        _check_int(self, "n_hidden", 1)
+        _check_int(self, "n_train", 1)
+        _check_int(self, "seed", 0)
+        _check_int(self, "steps", 1)
+        _check_int(self, "n_test", 1)
+        if self.warmup_steps is not None:
+            _check_int(self, "warmup_steps", 0)
+            if self.warmup_steps > self.steps:
+                raise ConfigError(
+                    f"warmup_steps: {self.warmup_steps} must be in [0, steps={self.steps}]"
+                )
+        _check_float(self, "sparsity", 0.0, 1.0, hi_open=True)
+        _check_float(self, "lr", 0.0, math.inf, lo_open=True)
+        _check_float(self, "weight_decay", 0.0, math.inf)
+        _check_float(self, "beta1", 0.0, 1.0, hi_open=True)
+        _check_float(self, "beta2", 0.0, 1.0, hi_open=True)
+        _check_float(self, "eps", 0.0, math.inf, lo_open=True)
+        if not isinstance(self.decay_bias, bool):
+            raise ConfigError(f"decay_bias: {self.decay_bias!r} must be true or false")
+        for name, allowed in (
+            ("schedule", SCHEDULES),
+            ("loss_reduction", LOSS_REDUCTIONS),
+            ("bias_init", BIAS_INITS),
+            ("dtype", DTYPES),
+            ("engine", ENGINES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name}: {value!r} must be one of {', '.join(allowed)}")
+
+    @property
+    def warmup(self) -> int:
+        """Resolved warmup length in steps (5% of ``steps`` unless set)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return round(0.05 * self.steps)
+
+    @property
+    def density(self) -> float:
+        """1 - S, the probability that a feature is active."""
+        return 1.0 - self.sparsity
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown config field (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def run_id(self) -> str:
+        """Stable identity: a short hash of the canonical JSON of every field."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def field_names() -> list[str]:
+    """Names of every RunConfig field, in declaration order."""
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def _check_int(config: RunConfig, name: str, lo: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"{name}: {value!r} must be an integer >= {lo}")
+
+
+def _check_float(
+    config: RunConfig,
+    name: str,
+    lo: float,
+    hi: float,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open or hi == math.inf else "]"
+        upper = "inf" if hi == math.inf else f"{hi:g}"
+        raise ConfigError(f"{name}: {value!r} must be in {left}{lo:g}, {upper}{right}")

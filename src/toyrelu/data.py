@@ -1,0 +1,146 @@
+"""Sparse synthetic data (PAPER.md section 2) and the seed streams every sampler draws from.
+
+Each feature is 0 with probability S and otherwise Uniform[0, 1]; each example is rescaled to
+unit L2 norm, and an all-zero example stays all-zero. Data are kept in CSR form: at paper
+settings an example has about 10 nonzeros out of 10,000, so nothing of size T x n is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from toyrelu.config import RunConfig
+
+
+class Stream(IntEnum):
+    """Independent random streams derived from one base seed."""
+
+    INIT = 0
+    TRAIN = 1
+    TEST = 2
+    BATCH = 3
+
+
+def rng(seed: int, stream: Stream) -> np.random.Generator:
+    """Generator for one stream of a base seed; streams never overlap one another.
+
+    The init stream depends on the seed alone, so changing T never changes the initialisation,
+    and the test stream too, so every T of a sweep with one seed shares its test set.
+    """
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(int(stream),)))
+
+
+@dataclass(frozen=True)
+class SparseData:
+    """A batch of examples in CSR form.
+
+    Attributes:
+        indptr: (n_examples + 1,) int64 row pointers.
+        indices: (nnz,) int32 feature indices, sorted within each row.
+        data: (nnz,) values, each row of unit L2 norm (or empty).
+        n_features: number of columns.
+    """
+
+    indptr: NDArray[np.int64]
+    indices: NDArray[np.int32]
+    data: NDArray[np.floating]
+    n_features: int
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return len(self.data)
+
+    def astype(self, dtype: np.dtype | str) -> SparseData:
+        return SparseData(self.indptr, self.indices, self.data.astype(dtype), self.n_features)
+
+    def to_dense(self) -> NDArray[np.floating]:
+        """(n_examples, n_features) dense array; only for small data and the reference."""
+        dense = np.zeros((self.n_examples, self.n_features), dtype=self.data.dtype)
+        rows = np.repeat(np.arange(self.n_examples), np.diff(self.indptr))
+        dense[rows, self.indices] = self.data
+        return dense
+
+    def row_ids(self) -> NDArray[np.int64]:
+        """(nnz,) the example index of every stored value."""
+        return np.repeat(np.arange(self.n_examples, dtype=np.int64), np.diff(self.indptr))
+
+
+def sample(
+    n_examples: int,
+    n_features: int,
+    sparsity: float,
+    generator: np.random.Generator,
+    dtype: str = "float32",
+) -> SparseData:
+    """Draw ``n_examples`` sparse, unit-norm examples.
+
+    The number of active features per example is Binomial(n_features, 1 - sparsity) and the
+    active set is uniform among subsets of that size, which is exactly the law of independent
+    Bernoulli masks; values are Uniform[0, 1]. Cost is O(nnz), never O(n_examples * n_features).
+    """
+    density = 1.0 - sparsity
+    counts = generator.binomial(n_features, density, size=n_examples).astype(np.int64)
+    indptr = np.zeros(n_examples + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    rows = np.repeat(np.arange(n_examples, dtype=np.int64), counts)
+    indices = _distinct_indices(rows, indptr, n_features, generator)
+    values = generator.uniform(0.0, 1.0, size=len(indices))
+    norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=n_examples))
+    # A zero norm only occurs for rows with no entries, so the division never sees it.
+    values = values / norms[rows] if len(values) else values
+    return SparseData(indptr, indices.astype(np.int32), values.astype(dtype), n_features)
+
+
+def _distinct_indices(
+    rows: NDArray[np.int64],
+    indptr: NDArray[np.int64],
+    n_features: int,
+    generator: np.random.Generator,
+) -> NDArray[np.int64]:
+    """Uniform distinct column indices per row, sorted within rows."""
+    indices = generator.integers(0, n_features, size=len(rows))
+    dense_rows = np.diff(indptr) > n_features // 2
+    while True:
+        order = np.lexsort((indices, rows))
+        rows_sorted, cols_sorted = rows[order], indices[order]
+        dup = np.zeros(len(rows), dtype=bool)
+        dup[1:] = (rows_sorted[1:] == rows_sorted[:-1]) & (cols_sorted[1:] == cols_sorted[:-1])
+        indices = cols_sorted
+        rows = rows_sorted
+        if not dup.any():
+            break
+        if dense_rows.any():
+            # Rejection is slow when a row holds most features: draw those rows as permutations.
+            for r in np.flatnonzero(dense_rows):
+                lo, hi = indptr[r], indptr[r + 1]
+                indices[lo:hi] = generator.permutation(n_features)[: hi - lo]
+            dense_rows[:] = False
+        else:
+            indices[dup] = generator.integers(0, n_features, size=int(dup.sum()))
+    return indices
+
+
+def train_set(config: RunConfig) -> SparseData:
+    """The run's fixed training set of ``n_train`` examples (train stream)."""
+    return sample(
+        config.n_train, config.n_features, config.sparsity, rng(config.seed, Stream.TRAIN),
+        config.dtype,
+    )
+
+
+def test_set(config: RunConfig) -> SparseData:
+    """The run's test set of ``n_test`` examples (test stream), shared by every T of a seed."""
+    return sample(
+        config.n_test, config.n_features, config.sparsity, rng(config.seed, Stream.TEST),
+        config.dtype,
+    )

@@ -1,0 +1,78 @@
+"""Reference trainer: plain PyTorch autograd on dense tensors, AdamW, full batch.
+
+It is slow (about ten memory passes over the dense T x n output per step) and exists as the
+oracle: the fused engine must reproduce its gradients and trajectories, and the benchmark
+compares against it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from toyrelu import model
+from toyrelu.config import RunConfig
+from toyrelu.data import SparseData
+from toyrelu.schedule import learning_rates
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; the message says at which step."""
+
+
+def dense(X: SparseData, dtype: str) -> torch.Tensor:
+    """(n_examples, n_features) dense tensor of a sparse batch."""
+    return torch.from_numpy(X.astype(dtype).to_dense())
+
+
+def loss_and_grad(
+    W: NDArray[np.floating],
+    b: NDArray[np.floating],
+    X: SparseData,
+    reduction: str = "sum",
+) -> tuple[float, NDArray[np.floating], NDArray[np.floating]]:
+    """Loss and its gradients (dW (n_hidden, n_features), db (n_features,)) by autograd."""
+    W_t = torch.tensor(W, requires_grad=True)
+    b_t = torch.tensor(b, requires_grad=True)
+    value = model.loss(W_t, b_t, dense(X, str(W.dtype)), reduction)
+    value.backward()
+    assert W_t.grad is not None and b_t.grad is not None
+    return value.item(), W_t.grad.numpy(), b_t.grad.numpy()
+
+
+def train(
+    config: RunConfig,
+    X: SparseData,
+    W0: NDArray[np.floating],
+    b0: NDArray[np.floating],
+) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """Train from (W0, b0) on ``X`` with torch.optim.AdamW for ``config.steps`` steps.
+
+    Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite.
+    """
+    dtype = TORCH_DTYPES[config.dtype]
+    X_t = dense(X, config.dtype)
+    W = torch.nn.Parameter(torch.tensor(W0, dtype=dtype))
+    b = torch.nn.Parameter(torch.tensor(b0, dtype=dtype))
+    groups = [
+        {"params": [W], "weight_decay": config.weight_decay},
+        {"params": [b], "weight_decay": config.weight_decay if config.decay_bias else 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps
+    )
+    for step, lr in enumerate(learning_rates(config)):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        optimizer.zero_grad(set_to_none=True)
+        value = model.loss(W, b, X_t, config.loss_reduction)
+        if not math.isfinite(float(value)):
+            raise Diverged(f"loss is {float(value)} at step {step}")
+        value.backward()
+        optimizer.step()
+    return W.detach().numpy().copy(), b.detach().numpy().copy()
