@@ -16,13 +16,10 @@ from numpy.typing import NDArray
 from toyrelu import model
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
+from toyrelu.engine import Diverged
 from toyrelu.schedule import learning_rates
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the message says at which step."""
 
 
 def dense(X: SparseData, dtype: str) -> torch.Tensor:
