@@ -1,0 +1,241 @@
+"""Sweeps: a grid of run configs mapped over a swappable executor, one stored row per run.
+
+A sweep is resumable by construction: runs already in the store (finished or failed) are
+skipped, every finished run is committed before the next is written, and an interrupted sweep
+rerun with the same arguments picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+from toyrelu import train
+from toyrelu.config import RunConfig
+from toyrelu.store import Store
+
+StepsCallback = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker sends back for one run: everything the store keeps."""
+
+    run_id: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    arrays: dict[str, Any]
+
+
+def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
+    """Every combination of the axis values applied to ``base`` (validated, duplicates dropped)."""
+    names = list(axes)
+    configs: dict[str, RunConfig] = {}
+    for values in itertools.product(*(axes[name] for name in names)):
+        config = base.replace(**dict(zip(names, values, strict=True)))
+        configs.setdefault(config.run_id, config)
+    return list(configs.values())
+
+
+def cost(config: RunConfig) -> float:
+    """Relative cost of a run: (example, feature) pairs visited, plus per-step overhead."""
+    return config.steps * (config.n_train * config.n_features + 8 * config.n_features)
+
+
+def run_one(config: RunConfig, on_steps: StepsCallback | None = None) -> Outcome:
+    """Train one run and package it for the store; never raises for a failing run."""
+    try:
+        result = train.run(
+            config, on_steps=None if on_steps is None else lambda k: on_steps(config.run_id, k)
+        )
+        return Outcome(config.run_id, config.to_dict(), result.metrics(), result.arrays())
+    except Exception as exc:  # noqa: BLE001 - a crashed run is stored as failed, the sweep goes on
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return Outcome(config.run_id, config.to_dict(), {"status": "failed", "error": reason}, {})
+
+
+class Executor(Protocol):
+    """Runs ``run_one`` over configs, yielding outcomes as they finish (in any order)."""
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]: ...
+
+
+class InProcess:
+    """Runs one config after another in this process."""
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+        for config in configs:
+            yield run_one(config, on_steps)
+
+
+_progress_queue: Any = None
+
+
+def _init_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _worker_steps(run_id: str, k: int) -> None:
+    _progress_queue.put((run_id, k))
+
+
+def _run_in_worker(config: RunConfig) -> Outcome:
+    return run_one(config, _worker_steps)
+
+
+class LocalProcesses:
+    """Runs configs in ``workers`` single-threaded local processes (default: one per core).
+
+    Separate processes use the cores more reliably than threads inside one step (PERFORMANCE.md).
+    Workers are started with "spawn", which is safe whatever threads the parent has started.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        with ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(queue,)
+        ) as pool:
+            pending: set[Future[Outcome]] = {pool.submit(_run_in_worker, c) for c in configs}
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(queue, on_steps)
+                    for future in done:
+                        yield future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+                _drain(queue, on_steps)
+
+
+def _drain(queue: Any, on_steps: StepsCallback) -> None:
+    while not queue.empty():
+        try:
+            run_id, k = queue.get_nowait()
+        except Exception:  # noqa: BLE001 - an empty queue raced with empty()
+            return
+        on_steps(run_id, k)
+
+
+def executor(workers: int) -> Executor:
+    """In-process for one worker, local processes otherwise."""
+    return InProcess() if workers <= 1 else LocalProcesses(workers)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """Counts of one sweep call."""
+
+    total: int
+    skipped: int
+    ok: int
+    failed: int
+
+
+class Progress:
+    """A one-line progress bar on a text stream: runs done, steps/s and time left.
+
+    Time left is the elapsed time scaled by the remaining share of the work, with each step
+    weighted by its cost, so one large run does not make the estimate jump.
+    """
+
+    def __init__(self, configs: Sequence[RunConfig], stream: TextIO | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.total_runs = len(configs)
+        self.step_cost = {c.run_id: cost(c) / c.steps for c in configs}
+        self.total_work = sum(cost(c) for c in configs) or 1.0
+        self.work = 0.0
+        self.steps = 0
+        self.runs = 0
+        self.start = time.perf_counter()
+        self.last_draw = 0.0
+
+    def on_steps(self, run_id: str, k: int) -> None:
+        self.steps += k
+        self.work += k * self.step_cost.get(run_id, 0.0)
+        self.draw()
+
+    def on_run(self) -> None:
+        self.runs += 1
+        self.draw(force=True)
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = self.steps / elapsed if elapsed > 0 else 0.0
+        share = min(self.work / self.total_work, 1.0)
+        left = elapsed * (1 - share) / share if share > 0 else float("nan")
+        return (
+            f"runs {self.runs}/{self.total_runs} | {rate:,.0f} steps/s | "
+            f"elapsed {_clock(elapsed)} | left {_clock(left)}"
+        )
+
+    def draw(self, force: bool = False) -> None:
+        # A terminal line is redrawn in place; a log file gets a new line every few seconds.
+        tty = self.stream.isatty()
+        now = time.perf_counter()
+        if not force and now - self.last_draw < (0.5 if tty else 5.0):
+            return
+        if not tty and force and now - self.last_draw < 5.0 and self.runs < self.total_runs:
+            return
+        self.last_draw = now
+        self.stream.write(self.line() + ("\r" if tty else "\n"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # NaN: nothing measured yet
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def run_sweep(
+    configs: Iterable[RunConfig],
+    store: Store,
+    runner: Executor | None = None,
+    *,
+    progress: TextIO | None = None,
+) -> SweepReport:
+    """Run every config not yet in ``store``, largest first, storing each as it finishes.
+
+    ``progress``, if given, is a text stream that receives a progress line (``Progress``).
+
+    Largest first, because the few largest runs hold most of the work (PERFORMANCE.md) and a
+    worker left alone with one of them at the end would idle the others.
+    """
+    configs = list(configs)
+    finished = store.finished_ids()
+    todo = sorted((c for c in configs if c.run_id not in finished), key=cost, reverse=True)
+    runner = runner or InProcess()
+    bar = Progress(todo, progress) if progress is not None else None
+    ok = failed = 0
+    on_steps = bar.on_steps if bar is not None else (lambda run_id, k: None)
+    try:
+        for outcome in runner.map(todo, on_steps):
+            store.put(outcome.run_id, outcome.config, outcome.metrics, outcome.arrays)
+            if outcome.metrics["status"] == "ok":
+                ok += 1
+            else:
+                failed += 1
+            if bar is not None:
+                bar.on_run()
+    finally:
+        if bar is not None:
+            bar.close()
+    return SweepReport(len(configs), len(configs) - len(todo), ok, failed)
