@@ -17,7 +17,15 @@ from typing import Any, NoReturn
 import numpy as np
 
 from toyrelu import analysis, summary
-from toyrelu.config import ConfigError, RunConfig
+from toyrelu.config import (
+    BIAS_INITS,
+    DTYPES,
+    ENGINES,
+    LOSS_REDUCTIONS,
+    SCHEDULES,
+    ConfigError,
+    RunConfig,
+)
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
 from toyrelu.sweep import executor, run_sweep
@@ -27,6 +35,13 @@ EXPORT_COLUMNS = [
     "weight_decay", "train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds",
 ]
 ALIASES = {"seeds": "seed"}
+CHOICES = {
+    "schedule": SCHEDULES,
+    "loss_reduction": LOSS_REDUCTIONS,
+    "bias_init": BIAS_INITS,
+    "dtype": DTYPES,
+    "engine": ENGINES,
+}
 
 
 class UsageError(Exception):
@@ -63,12 +78,14 @@ def _parse_value(name: str, kind: str, text: str) -> Any:
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("config overrides (a comma list sweeps the field)")
+    group = parser.add_argument_group(
+        "config overrides (each replaces the preset's value; a comma list sweeps the field)"
+    )
     for f in dataclasses.fields(RunConfig):
         flags = [f"--{f.name.replace('_', '-')}"]
         flags += [f"--{alias}" for alias, target in ALIASES.items() if target == f.name]
-        group.add_argument(*flags, dest=f"set_{f.name}", metavar=str(f.type).upper(),
-                           help=f"default {f.default!r}")
+        metavar = "|".join(CHOICES[f.name]) if f.name in CHOICES else str(f.type).upper()
+        group.add_argument(*flags, dest=f"set_{f.name}", metavar=metavar)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, list[Any]]:

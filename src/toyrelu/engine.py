@@ -19,12 +19,22 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from toyrelu import kernels
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 from toyrelu.schedule import learning_rates
+
+def flush_denormals() -> None:
+    """Flush denormal floats to zero (FTZ/DAZ) in the calling thread.
+
+    Adam moments of features whose gradient has died decay into the denormal range after a few
+    hundred steps, and every operation on them is then 10-100x slower (PERFORMANCE.md).
+    """
+    torch.set_flush_denormal(True)
+
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite; the message says at which step."""
@@ -93,6 +103,7 @@ def train(
     """Train from (W0, b0) on ``X`` for ``config.steps`` AdamW steps; same contract as
     ``reference.train``. ``on_steps(k)`` (if given) is called after every ``chunk`` steps with
     the number of steps just done. Raises ``Diverged`` on a non-finite loss."""
+    flush_denormals()
     W = np.array(W0, dtype=config.dtype, order="C")
     b = np.array(b0, dtype=config.dtype)
     X = X.astype(config.dtype)

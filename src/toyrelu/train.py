@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from toyrelu import data, engine, metrics, model, reference
@@ -53,8 +52,7 @@ def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> 
     Losses are evaluated in float64 on the final parameters: ``train_loss`` on the training set,
     ``test_loss`` on ``n_test`` fresh examples from the test stream.
     """
-    # Adam moments of dead features decay into denormals, which are 10-100x slower.
-    torch.set_flush_denormal(True)
+    engine.flush_denormals()
     start = time.perf_counter()
     X = data.train_set(config)
     W, b = model.init_params(config)
