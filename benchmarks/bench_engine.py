@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numba
@@ -52,9 +51,6 @@ from toyrelu import data, engine, model, reference  # noqa: E402
 from toyrelu.config import RunConfig  # noqa: E402
 
 TARGET_S = 1.0  # seconds of work per timed call
-# reference.train checks float(loss) on a tensor that requires grad; torch warns once per
-# process. It costs nothing measurable, so keep it out of the table.
-warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
 # Child for the memory measurement: imports, kernel load on a tiny set, then reset the RSS
 # high-water mark, build the big training set and run 2 steps, then a few more timed calls.
@@ -126,11 +122,11 @@ def calibrate(fn, fixed: int | None, floor: int, cap: int) -> int:
     steps = 1
     while (elapsed := timed(fn, steps)) < 0.1 and steps < cap:
         steps *= 4
-    return max(floor, min(cap, math.ceil(TARGET_S * steps / elapsed)))
+    return max(floor, min(cap, math.ceil(1.2 * TARGET_S * steps / elapsed)))
 
 
-def median_ms(fn, steps: int, repeats: int) -> float:
-    return 1e3 * statistics.median(timed(fn, steps) / steps for _ in range(repeats))
+def ms_per_step(fn, steps: int, repeats: int) -> list[float]:
+    return [1e3 * timed(fn, steps) / steps for _ in range(repeats)]
 
 
 def bench_T(base: RunConfig, T: int, args: argparse.Namespace) -> dict:
@@ -148,8 +144,9 @@ def bench_T(base: RunConfig, T: int, args: argparse.Namespace) -> dict:
     eng(1)  # warm: numba compile or cache load
     ref_steps = calibrate(ref, args.steps_ref, floor=3, cap=200)
     eng_steps = calibrate(eng, args.steps_engine, floor=10, cap=100_000)
-    ref_ms = median_ms(ref, ref_steps, args.repeats)
-    eng_ms = median_ms(eng, eng_steps, args.repeats)
+    ref_all = ms_per_step(ref, ref_steps, args.repeats)
+    eng_all = ms_per_step(eng, eng_steps, args.repeats)
+    ref_ms, eng_ms = statistics.median(ref_all), statistics.median(eng_all)
     # Sanity check: both engines' gradients at the initial parameters.
     _, gW_ref, gb_ref = reference.loss_and_grad(W0, b0, X, config.loss_reduction)
     _, gW_eng, gb_eng = engine.loss_and_grad(W0, b0, X, config.loss_reduction)
@@ -157,6 +154,7 @@ def bench_T(base: RunConfig, T: int, args: argparse.Namespace) -> dict:
                for r, e in ((gW_ref, gW_eng), (gb_ref, gb_eng)))
     return {"T": T, "ref_ms": ref_ms, "engine_ms": eng_ms, "speedup": ref_ms / eng_ms,
             "ref_steps": ref_steps, "engine_steps": eng_steps, "grad_rel_diff": diff,
+            "ref_ms_all": ref_all, "engine_ms_all": eng_all,
             "csr_bytes": X.indptr.nbytes + X.indices.nbytes + X.data.nbytes}
 
 
@@ -221,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
     torch.set_flush_denormal(True)  # before any worker thread starts
     base = RunConfig(n_features=args.n_features, n_hidden=args.n_hidden, sparsity=args.sparsity)
     info = machine()
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     for T in (int(t) for t in args.n_train.split(",") if t.strip()):
         r = bench_T(base, T, args)
         rows.append(r)
-        print(f"{T:>8,} {r['ref_ms']:>12.2f} {r['engine_ms']:>15.3f} {r['speedup']:>8.0f}x "
+        print(f"{T:>8,} {r['ref_ms']:>12.2f} {r['engine_ms']:>15.3f} {r['speedup']:>8.1f}x "
               f"{r['ref_steps']:>6}/{r['engine_steps']:<7} {r['grad_rel_diff']:>14.1e}", flush=True)
 
     big = None
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             verdict = "under" if big["peak_rss_mb"] < 1024 else "OVER"
             print(f"  training set (CSR): {big['csr_mb']:.1f} MB ({big['nnz']:,} nonzeros)\n"
-                  f"  RSS after imports {big['base_rss_mb']:.0f} MB, peak {big['peak_rss_mb']:.0f}"
+                  f"  RSS before data {big['base_rss_mb']:.0f} MB, peak {big['peak_rss_mb']:.0f}"
                   f" MB (+{big['extra_rss_mb']:.0f} MB for data and steps): {verdict} 1 GB\n"
                   f"  {big['engine_ms']:.0f} ms/step (first call {big['first_call_ms']:.0f})")
 

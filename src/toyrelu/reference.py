@@ -68,8 +68,9 @@ def train(
             group["lr"] = float(lr)
         optimizer.zero_grad(set_to_none=True)
         value = model.loss(W, b, X_t, config.loss_reduction)
-        if not math.isfinite(float(value)):
-            raise Diverged(f"loss is {float(value)} at step {step}")
+        current = value.item()
+        if not math.isfinite(current):
+            raise Diverged(f"loss is {current} at step {step}")
         value.backward()
         optimizer.step()
     return W.detach().numpy().copy(), b.detach().numpy().copy()

@@ -1,0 +1,429 @@
+"""Tests for sweeps: the grid, run_sweep over swappable executors, resumption, failed runs,
+determinism across processes, the progress line and the largest-first order.
+
+Every run here is tiny (n = 20, <= 40 examples, 60-100 steps, n_test = 200), so a training run
+takes milliseconds once the numba kernels are cached on disk; only the one LocalProcesses test pays
+for starting worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+from toyrelu import data, metrics, sweep
+from toyrelu.config import ConfigError, RunConfig
+from toyrelu.store import Store
+from toyrelu.sweep import (
+    InProcess,
+    LocalProcesses,
+    Outcome,
+    Progress,
+    cost,
+    executor,
+    grid,
+    run_one,
+    run_sweep,
+)
+
+# ``toyrelu.train`` is the public ``train.run`` function (toyrelu/__init__.py), which shadows the
+# submodule; sweep.py holds the module itself, and monkeypatching goes through that reference.
+train = sweep.train
+
+BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
+REQUIRED_METRICS = ("train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds")
+
+
+def small_grid() -> list[RunConfig]:
+    """Six tiny runs: three T by two seeds."""
+    return grid(BASE, {"n_train": (3, 8, 40), "seed": (0, 1)})
+
+
+class Recording:
+    """An executor that runs in process and records the configs it was asked to run, in order."""
+
+    def __init__(self) -> None:
+        self.ran: list[RunConfig] = []
+
+    def map(self, configs: Sequence[RunConfig], on_steps) -> Iterator[Outcome]:
+        for config in configs:
+            self.ran.append(config)
+            yield run_one(config, on_steps)
+
+
+class InterruptAfter:
+    """Yields the first ``k`` outcomes of an in-process run, then raises KeyboardInterrupt, as a
+    Ctrl-C between two runs would."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def map(self, configs: Sequence[RunConfig], on_steps) -> Iterator[Outcome]:
+        inner = InProcess().map(configs, on_steps)
+        for _ in range(self.k):
+            yield next(inner)
+        raise KeyboardInterrupt
+
+
+def dense_loss(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> float:
+    """PAPER.md's loss with reduction "sum": mean over examples of
+    sum_i (ReLU(W^T W x + b)_i - x_i)^2, computed densely in float64."""
+    W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
+    out = np.maximum(X @ W.T @ W + b, 0.0)
+    return float(np.mean(np.sum((out - X) ** 2, axis=1)))
+
+
+def csr_dense(arrays: dict[str, np.ndarray], n_features: int) -> np.ndarray:
+    return data.SparseData(
+        arrays["X_indptr"], arrays["X_indices"], arrays["X_data"], n_features
+    ).to_dense()
+
+
+# ---------------------------------------------------------------------------------------- grid
+
+
+def test_grid_is_the_cartesian_product_in_axis_order() -> None:
+    configs = grid(BASE, {"n_train": (3, 5), "seed": (0, 1, 2)})
+    assert [(c.n_train, c.seed) for c in configs] == list(itertools.product((3, 5), (0, 1, 2)))
+    for c in configs:
+        assert c.replace(n_train=BASE.n_train, seed=BASE.seed) == BASE
+    assert len({c.run_id for c in configs}) == 6
+
+
+def test_grid_without_axes_is_the_base() -> None:
+    assert grid(BASE, {}) == [BASE]
+
+
+def test_grid_drops_duplicates_keeping_first_occurrence() -> None:
+    configs = grid(BASE, {"n_train": (3, 5, 3), "seed": (0, 0)})
+    assert [(c.n_train, c.seed) for c in configs] == [(3, 0), (5, 0)]
+    # An axis value equal to the base value gives the base itself (same run_id).
+    same = grid(BASE, {"n_train": (BASE.n_train,)})
+    assert same == [BASE] and same[0].run_id == BASE.run_id
+
+
+@pytest.mark.parametrize(
+    ("axes", "field"),
+    [
+        ({"sparsity": (0.5, 1.5)}, "sparsity"),
+        ({"n_train": (3, 0)}, "n_train"),
+        ({"seed": (0, -1)}, "seed"),
+        ({"dtype": ("float32", "float16")}, "dtype"),
+        # steps below the base's explicit warmup: the combination is invalid, not the value.
+        ({"steps": (100, 10)}, "warmup_steps"),
+    ],
+)
+def test_grid_validates_every_combination(axes: dict, field: str) -> None:
+    base = BASE.replace(warmup_steps=20)
+    with pytest.raises(ConfigError, match=f"^{field}: ") as excinfo:
+        grid(base, axes)
+    assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="sweep.grid -> RunConfig.replace -> dataclasses.replace raises a bare TypeError "
+    "('RunConfig.__init__() got an unexpected keyword argument') for an unknown axis name, "
+    "where RunConfig.from_dict and Preset.override raise ConfigError naming the field",
+)
+def test_grid_unknown_axis_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="^n_trian: "):
+        grid(BASE, {"n_trian": (3, 5)})
+
+
+def test_cost_counts_example_feature_pairs_plus_overhead() -> None:
+    # steps * n * (T + 8): 80 * 20 * (5 + 8)
+    assert cost(BASE) == 80 * 20 * 13
+    assert cost(BASE.replace(n_train=40)) > cost(BASE.replace(n_train=8)) > cost(BASE)
+
+
+def test_executor_picks_in_process_for_one_worker() -> None:
+    assert isinstance(executor(1), InProcess)
+    parallel = executor(3)
+    assert isinstance(parallel, LocalProcesses) and parallel.workers == 3
+
+
+# ------------------------------------------------------------------------------ run_sweep
+
+
+def test_run_sweep_stores_one_ok_row_per_config(tmp_path: Path) -> None:
+    configs = small_grid()
+    steps_seen: list[tuple[str, int]] = []
+
+    class Watching(Recording):
+        def map(self, configs, on_steps):
+            return super().map(configs, lambda r, k: (steps_seen.append((r, k)), on_steps(r, k)))
+
+    with Store(tmp_path / "runs.sqlite") as store:
+        report = run_sweep(configs, store, Watching())
+        runs = store.runs()
+        assert report == sweep.SweepReport(total=6, skipped=0, ok=6, failed=0)
+        assert sorted(runs["run_id"]) == sorted(c.run_id for c in configs)
+        assert (runs["status"] == "ok").all() and runs["error"].isna().all()
+        for name in REQUIRED_METRICS:
+            assert np.isfinite(runs[name].to_numpy(float)).all(), name
+        assert (runs["wall_seconds"] > 0).all()
+        # Every run reports all of its steps to the progress callback.
+        assert {r: sum(k for rr, k in steps_seen if rr == r) for r, _ in steps_seen} == {
+            c.run_id: c.steps for c in configs
+        }
+
+        for config in configs:
+            stored = store.config(config.run_id)
+            assert RunConfig.from_dict(stored) == config
+            row = runs.set_index("run_id").loc[config.run_id]
+            arrays = store.arrays(config.run_id)
+            W, b, H = arrays["W"], arrays["b"], arrays["H"]
+            assert W.shape == (config.n_hidden, config.n_features) and W.dtype == np.float32
+            assert b.shape == (config.n_features,)
+            assert H.shape == (config.n_train, config.n_hidden)
+            X = csr_dense(arrays, config.n_features)
+            assert X.shape == (config.n_train, config.n_features)
+            # The stored numbers are what they claim, recomputed from the stored arrays.
+            # rtol 1e-6: H is accumulated in float32 by the kernel, the rest in float64.
+            assert_close(H, X.astype(np.float64) @ W.T.astype(np.float64), rtol=1e-6, what="H")
+            # rtol 1e-10: both sides are float64 sums of the same terms in different orders.
+            assert_close(row["train_loss"], dense_loss(W, b, X), rtol=1e-10, what="train_loss")
+            test = data.test_set(config).to_dense()
+            assert_close(row["test_loss"], dense_loss(W, b, test), rtol=1e-10, what="test_loss")
+            W_norm, b_norm = metrics.norms(W, b)
+            assert row["W_norm"] == W_norm and row["b_norm"] == b_norm
+
+
+def test_rerun_skips_everything_and_leaves_the_store_unchanged(tmp_path: Path) -> None:
+    configs = small_grid()
+    with Store(tmp_path / "runs.sqlite") as store:
+        run_sweep(configs, store)
+        before = store.runs()
+        arrays_before = {c.run_id: store.arrays(c.run_id) for c in configs}
+        again = Recording()
+        report = run_sweep(configs, store, again)
+        assert report == sweep.SweepReport(total=6, skipped=6, ok=0, failed=0)
+        assert again.ran == []
+        after = store.runs()
+        # wall_seconds included: nothing was run or rewritten.
+        assert after.equals(before)
+        for run_id, arrays in arrays_before.items():
+            stored = store.arrays(run_id)
+            assert list(stored) == list(arrays)
+            for name, a in arrays.items():
+                np.testing.assert_array_equal(stored[name], a)
+
+
+def test_interrupted_sweep_keeps_finished_runs_and_resumes_the_rest(tmp_path: Path) -> None:
+    configs = small_grid()
+    order = sorted(configs, key=cost, reverse=True)
+    k = 2
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as store, pytest.raises(KeyboardInterrupt):
+        run_sweep(configs, store, InterruptAfter(k))
+
+    # A fresh connection sees exactly the k committed runs, the k largest, intact.
+    with Store(path) as store:
+        first = store.runs()
+        assert list(first["run_id"]) == [c.run_id for c in order[:k]]
+        assert (first["status"] == "ok").all()
+        for config in order[:k]:
+            fresh = run_one(config)
+            stored = store.arrays(config.run_id)
+            for name, a in fresh.arrays.items():
+                np.testing.assert_array_equal(stored[name], a, err_msg=name)
+            row = first.set_index("run_id").loc[config.run_id]
+            assert row["train_loss"] == fresh.metrics["train_loss"]
+            assert row["test_loss"] == fresh.metrics["test_loss"]
+
+        resumed = Recording()
+        report = run_sweep(configs, store, resumed)
+        assert report == sweep.SweepReport(total=6, skipped=k, ok=6 - k, failed=0)
+        assert [c.run_id for c in resumed.ran] == [c.run_id for c in order[k:]]
+        final = store.runs()
+        assert sorted(final["run_id"]) == sorted(c.run_id for c in configs)
+        assert (final["status"] == "ok").all()
+        # The runs stored before the interruption were not rerun (same wall_seconds).
+        assert final.iloc[:k].equals(first)
+
+
+def test_diverging_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    # lr = 1e6 overflows within a few steps: the loss is inf at step 3 of this tiny run.
+    diverging = BASE.replace(lr=1e6, steps=60)
+    direct = train.run(diverging)
+    assert direct.status == "failed"
+    assert direct.error.startswith("diverged: loss is ")
+    assert set(direct.values) == {"wall_seconds"}
+
+    good = [BASE, BASE.replace(seed=1)]
+    configs = [good[0], diverging, good[1]]
+    with Store(tmp_path / "runs.sqlite") as store:
+        report = run_sweep(configs, store)
+        assert report == sweep.SweepReport(total=3, skipped=0, ok=2, failed=1)
+        runs = store.runs().set_index("run_id")
+        assert runs.loc[diverging.run_id, "status"] == "failed"
+        assert runs.loc[diverging.run_id, "error"] == direct.error
+        assert math.isnan(runs.loc[diverging.run_id, "test_loss"])
+        for config in good:
+            assert runs.loc[config.run_id, "status"] == "ok"
+            assert runs.loc[config.run_id, "test_loss"] < 10
+        # A failed run is finished: a rerun does not retry it.
+        again = Recording()
+        assert run_sweep(configs, store, again).skipped == 3
+        assert again.ran == []
+
+
+def test_a_crashing_run_is_stored_as_failed_with_its_first_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashing = BASE.replace(seed=7)
+    real_run = train.run
+
+    def run(config, **kwargs):
+        if config == crashing:
+            raise RuntimeError("boom\nsecond line")
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(train, "run", run)
+    outcome = run_one(crashing)
+    assert outcome.metrics == {"status": "failed", "error": "RuntimeError: boom"}
+    assert outcome.arrays == {} and outcome.config == crashing.to_dict()
+    with Store(tmp_path / "runs.sqlite") as store:
+        report = run_sweep([crashing, BASE], store)
+        assert (report.ok, report.failed) == (1, 1)
+        assert store.status(crashing.run_id) == "failed"
+        assert store.runs().set_index("run_id").loc[crashing.run_id, "error"] == (
+            "RuntimeError: boom"
+        )
+        assert store.status(BASE.run_id) == "ok"
+
+
+def test_runs_execute_largest_first(tmp_path: Path) -> None:
+    configs = [
+        BASE.replace(n_train=3),
+        BASE.replace(n_train=40),
+        BASE.replace(n_train=8, steps=60),
+        BASE.replace(n_train=8),
+        BASE.replace(n_train=3, steps=100),
+    ]
+    recording = Recording()
+    with Store(tmp_path / "runs.sqlite") as store:
+        run_sweep(configs, store, recording)
+    ran = [(c.n_train, c.steps) for c in recording.ran]
+    # costs steps * 20 * (T + 8): 76,800, 25,600, 22,000, 19,200, 17,600
+    assert ran == [(40, 80), (8, 80), (3, 100), (8, 60), (3, 80)]
+    costs = [cost(c) for c in recording.ran]
+    assert costs == sorted(costs, reverse=True)
+
+
+def test_local_processes_give_bitwise_the_same_runs_as_in_process(tmp_path: Path) -> None:
+    configs = grid(BASE, {"n_train": (3, 8, 40), "seed": (0, 1)})
+    with Store(tmp_path / "serial.sqlite") as serial, Store(tmp_path / "par.sqlite") as par:
+        run_sweep(configs, serial, InProcess())
+        report = run_sweep(configs, par, LocalProcesses(2))
+        assert (report.ok, report.failed) == (6, 0)
+        a = serial.runs().set_index("run_id").sort_index()
+        b = par.runs().set_index("run_id").sort_index()
+        assert list(a.index) == list(b.index)
+        for name in ("train_loss", "test_loss", "W_norm", "b_norm"):
+            np.testing.assert_array_equal(b[name].to_numpy(), a[name].to_numpy(), err_msg=name)
+        for run_id in a.index:
+            left, right = serial.arrays(run_id), par.arrays(run_id)
+            assert list(left) == list(right)
+            for name in left:
+                assert left[name].dtype == right[name].dtype
+                np.testing.assert_array_equal(right[name], left[name], err_msg=name)
+
+
+# ------------------------------------------------------------------------------- progress
+
+
+def test_progress_lines_from_a_sweep(tmp_path: Path) -> None:
+    configs = small_grid()
+    stream = io.StringIO()
+    with Store(tmp_path / "runs.sqlite") as store:
+        run_sweep(configs, store, progress=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines, "no progress written"
+    for line in lines:
+        assert "runs" in line and "steps/s" in line and "left" in line
+    # A log file (not a tty) always gets the final line.
+    assert lines[-1].startswith("runs 6/6 | ")
+    assert lines[-1].endswith("left 0:00")
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def progress_pair(monkeypatch: pytest.MonkeyPatch, stream) -> tuple[Progress, FakeClock, list]:
+    # Per-step costs n * (T + 8): 20 * 10 = 200 for T = 2 and 20 * 40 = 800 for T = 32, so 100
+    # steps of each weigh 20,000 and 80,000 (1/5 and 4/5 of the work).
+    clock = FakeClock(1000.0)
+    monkeypatch.setattr(sweep, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    configs = [BASE.replace(n_train=2, steps=100), BASE.replace(n_train=32, steps=100)]
+    return Progress(configs, stream), clock, configs
+
+
+def test_progress_time_left_weighs_steps_by_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    bar, clock, (small, big) = progress_pair(monkeypatch, io.StringIO())
+    assert bar.line() == "runs 0/2 | 0 steps/s | elapsed 0:00 | left ?"
+    clock.now += 10
+    bar.on_steps(small.run_id, 100)
+    # share 1/5 done after 10 s: 10 * (4/5) / (1/5) = 40 s left; 100 steps / 10 s.
+    assert bar.line() == "runs 0/2 | 10 steps/s | elapsed 0:10 | left 0:40"
+    bar.on_run()
+    clock.now += 20
+    bar.on_steps(big.run_id, 50)
+    # share 3/5 after 30 s: 30 * (2/5) / (3/5) = 20 s left; 150 steps / 30 s.
+    assert bar.line() == "runs 1/2 | 5 steps/s | elapsed 0:30 | left 0:20"
+    clock.now += 3600
+    # Past an hour the clock shows hours: 3630 s elapsed, 2420 s left.
+    assert bar.line() == "runs 1/2 | 0 steps/s | elapsed 1:00:30 | left 40:20"
+
+
+def test_progress_on_a_log_file_writes_a_line_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    bar, clock, (small, big) = progress_pair(monkeypatch, stream)
+    bar.on_steps(small.run_id, 50)  # first line
+    clock.now += 1
+    bar.on_steps(small.run_id, 50)  # within 5 s: no line
+    bar.on_run()  # a run finished, but not the last one: no line within 5 s
+    clock.now += 6
+    bar.on_steps(big.run_id, 50)  # 6 s later: a line
+    clock.now += 1
+    bar.on_steps(big.run_id, 50)
+    bar.on_run()  # the last run: always a line
+    bar.close()
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == ""
+    assert [line.split(" | ")[0] for line in lines[:-1]] == ["runs 0/2", "runs 1/2", "runs 2/2"]
+
+
+def test_progress_on_a_terminal_redraws_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar, clock, (small, _) = progress_pair(monkeypatch, stream)
+    bar.on_steps(small.run_id, 10)
+    clock.now += 0.1
+    bar.on_steps(small.run_id, 10)  # within 0.5 s: no redraw
+    clock.now += 0.9
+    bar.on_steps(small.run_id, 10)  # 30 steps in 1 s
+    bar.close()
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\r\n")
+    assert text.split("\r")[1].startswith("runs 0/2 | 30 steps/s")
