@@ -151,8 +151,11 @@ def loss_and_grad(W, b, indptr, indices, data, scale, gW64, gb64, gW, gb):  # no
         gW64 += gW
         gb64 += gb
     # The kernel accumulates ReLU(z) - x, which is half of dL/dz per unit of scale.
-    gW[:] = 2.0 * scale * gW64
-    gb[:] = 2.0 * scale * gb64
+    factor = 2.0 * scale
+    for i in range(gb.size):
+        gb[i] = factor * gb64[i]
+        for k in range(gW.shape[0]):
+            gW[k, i] = factor * gW64[k, i]
     return total * scale
 
 
