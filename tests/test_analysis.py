@@ -364,12 +364,6 @@ def test_summary_has_settings_findings_and_a_per_T_table(tmp_path: Path) -> None
     assert "![summary.png](summary.png)" in lines and "![loss.png](loss.png)" in lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analysis.findings writes 'median |D / (m/T) - 1| ...' into Finding.measured and "
-    "summary.markdown (summary.py, the findings rows) puts it in a markdown table cell without "
-    "escaping '|', so the T-gon row renders with 5 cells instead of 3",
-)
 def test_summary_findings_rows_have_three_cells(tmp_path: Path) -> None:
     text, _, found = summary_text(tmp_path)
     rows = [line for line in text.splitlines()

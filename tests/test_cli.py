@@ -119,12 +119,6 @@ def test_export_json(smoke_store: Path, capsys: pytest.CaptureFixture) -> None:
             assert_close(record[name], row[name], rtol=0, atol=1e-10, what=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.cmd_export writes JSON with DataFrame.to_json's default double_precision=10 "
-    "(10 decimal places): a stored eps of 1e-12 or a train_loss of 3e-12 is exported as 0.0, "
-    "and 1.23456789e-7 as 1.235e-7, while the CSV export is exact",
-)
 def test_export_json_keeps_small_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "runs.sqlite"
     config = RunConfig(n_features=20, n_train=3, steps=50, n_test=200, eps=1e-12)
@@ -217,11 +211,6 @@ def test_export_arrays_of_one_run(smoke_store: Path, tmp_path: Path,
             np.testing.assert_array_equal(arrays[name], array, err_msg=name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.cmd_export passes --arrays to np.savez, which appends '.npz' to a name without "
-    "it: '--arrays W_run' writes W_run.npz while the command reports 'to W_run'",
-)
 def test_export_arrays_writes_the_named_file(smoke_store: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     run_id = SMOKE.configs()[0].run_id
@@ -411,13 +400,6 @@ def test_no_command(capsys: pytest.CaptureFixture) -> None:
     assert_one_error_line(*run_cli(capsys), "command")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileExistsError,
-    reason="cli.cmd_figures never checks --out (cmd_reproduce does): an existing file there "
-    "makes figures.save's mkdir raise FileExistsError, which main() does not catch, so the "
-    "command ends in a traceback instead of one error line and exit code 2",
-)
 def test_figures_into_a_file(store_copy: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "figs"
@@ -426,13 +408,6 @@ def test_figures_into_a_file(store_copy: Path, tmp_path: Path,
     assert_one_error_line(*result, f"out: {out}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="cli.cmd_export writes --out / --arrays without checking the folder: a missing "
-    "folder raises OSError (pandas) or FileNotFoundError (np.savez), uncaught by main(), so "
-    "the command ends in a traceback instead of one error line and exit code 2",
-)
 @pytest.mark.parametrize("option", ["--out", "--arrays"])
 def test_export_into_a_missing_folder(option: str, store_copy: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture) -> None:

@@ -14,12 +14,6 @@ from toyrelu import data, engine, metrics
 from toyrelu.config import RunConfig
 from toyrelu.train import RunResult, run
 
-# reference.train warns once per process (float() of a tensor requiring grad, see
-# test_engine.test_reference_train_emits_no_warning); engine="reference" runs silence it.
-IGNORE_REFERENCE_WARNING = pytest.mark.filterwarnings(
-    "ignore:Converting a tensor with requires_grad=True to a scalar:UserWarning"
-)
-
 
 def memorisation_config(seed: int = 0, **changes) -> RunConfig:
     """The paper's small-T regime at toy size: m = 2, T = 3 sparse examples (about 5 active
@@ -109,7 +103,6 @@ def test_on_steps_reports_every_step() -> None:
     assert sum(calls) == 120
 
 
-@IGNORE_REFERENCE_WARNING
 def test_reference_and_fused_engines_agree() -> None:
     config = memorisation_config(steps=200, n_train=30, n_hidden=3, sparsity=0.9, dtype="float64")
     fused = run(config)
@@ -130,7 +123,6 @@ def diverging_config(**changes) -> RunConfig:
     return RunConfig(**{**settings, **changes})
 
 
-@IGNORE_REFERENCE_WARNING
 @pytest.mark.parametrize(
     "config",
     [diverging_config(), diverging_config(dtype="float64"), diverging_config(engine="reference")],

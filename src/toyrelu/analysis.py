@@ -130,7 +130,8 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
         out.append(Finding(
             f"T = {', '.join(str(T) for T, _ in deviations)}: training hidden vectors form "
             "regular T-gons (every example's D near m/T)",
-            "median |D / (m/T) - 1| " + ", ".join(f"{d:.0%} at T = {T}" for T, d in deviations),
+            "median relative deviation of D from m/T: "
+            + ", ".join(f"{d:.0%} at T = {T}" for T, d in deviations),
             all(d < 0.15 for _, d in deviations),
         ))
     peak = int(rows["test_mean"].idxmax())

@@ -195,12 +195,17 @@ def _axes(figures: Any) -> tuple[Any, Any]:
     return fig, fig.add_subplot()
 
 
+def _out_dir(path: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"out: {out} exists and is not a folder")
+    return out
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     preset = _preset(args)
     workers = _workers(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"out: {out} exists and is not a folder")
+    out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
         _sweep(preset, store, workers)
         names, (table, found) = write_figures(store, out, preset.geometry_T)
@@ -225,7 +230,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 def cmd_figures(args: argparse.Namespace) -> None:
     with Store(args.store, create=False) as store:
-        names, _ = write_figures(store, Path(args.out), PRESETS["quick"].geometry_T)
+        names, _ = write_figures(store, _out_dir(args.out), PRESETS["quick"].geometry_T)
     print(f"toyrelu: wrote {', '.join(names)} (and SVG twins) to {args.out}")
 
 
@@ -235,7 +240,8 @@ def cmd_export(args: argparse.Namespace) -> None:
             if not (args.run and args.arrays):
                 raise UsageError("export: --run and --arrays go together")
             arrays = store.arrays(args.run)
-            np.savez(args.arrays, **arrays)
+            with open(args.arrays, "wb") as f:  # a file object keeps the name exactly as given
+                np.savez(f, **arrays)
             print(f"toyrelu: wrote {', '.join(arrays)} of run {args.run} to {args.arrays}")
             return
         runs = store.runs()
@@ -244,7 +250,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "csv":
         runs.to_csv(target, index=False)
     else:
-        runs.to_json(target, orient="records", indent=1)
+        runs.to_json(target, orient="records", indent=1, double_precision=15)
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -268,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except (UsageError, ConfigError, StoreError) as exc:
         print(f"toyrelu: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output path that cannot be written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"toyrelu: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("toyrelu: interrupted; finished runs are stored, rerun the same command to resume",

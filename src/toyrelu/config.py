@@ -130,8 +130,8 @@ class RunConfig:
         return cls(**values)
 
     def replace(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again); unknown names are an error."""
+        return RunConfig.from_dict({**self.to_dict(), **changes})
 
     @property
     def run_id(self) -> str:

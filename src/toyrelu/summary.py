@@ -35,11 +35,12 @@ def markdown(
     lines = [f"# {title}", ""]
     lines += [f"Runs: {counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed.", ""]
     lines += ["## Settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in settings.items()]
+    lines += [f"| {k} | {_escape(str(v))} |" for k, v in settings.items()]
     if found:
         lines += ["", "## What the paper shows, measured here", "",
                   "| phenomenon | measured | holds |", "|---|---|---|"]
-        lines += [f"| {f.claim} | {f.measured} | {'yes' if f.holds else 'no'} |" for f in found]
+        lines += [f"| {_escape(f.claim)} | {_escape(f.measured)} | {'yes' if f.holds else 'no'} |"
+                  for f in found]
     lines += ["", "## Per training-set size", ""]
     for m, rows in table.groupby("n_hidden"):
         lines += [f"m = {m}", "", _table(rows), ""]
@@ -57,9 +58,14 @@ def _table(rows: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _escape(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         if value != value:
             return "–"
         return f"{value:.4g}"
-    return str(value)
+    return _escape(str(value))

@@ -8,6 +8,7 @@ rerun with the same arguments picks up where it stopped.
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 import os
 import sys
@@ -160,7 +161,7 @@ class Progress:
         self.steps = 0
         self.runs = 0
         self.start = time.perf_counter()
-        self.last_draw = 0.0
+        self.last_draw = -math.inf
 
     def on_steps(self, run_id: str, k: int) -> None:
         self.steps += k
