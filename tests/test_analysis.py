@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_close
 
+from helpers import assert_close
 from toyrelu import analysis, metrics, summary
 from toyrelu.analysis import LEARNED_D, Finding
 from toyrelu.config import RunConfig

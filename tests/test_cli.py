@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import assert_close
 
+from helpers import assert_close
 from toyrelu import cli
 from toyrelu.config import RunConfig
 from toyrelu.presets import PRESETS

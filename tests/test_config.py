@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_close
-
 from toyrelu.config import ConfigError, RunConfig, field_names
 
 SRC = Path(__file__).parents[1] / "src"
@@ -228,11 +227,6 @@ def test_run_id_changes_when_any_field_changes(name: str) -> None:
     assert changed.run_id != base.run_id
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py run_id hashes json.dumps of the raw field values, so sparsity=0 (int) and "
-    "sparsity=0.0 (float) -- equal configs -- get different run ids",
-)
 @pytest.mark.parametrize(("name", "as_int"), [("sparsity", 0), ("weight_decay", 0), ("lr", 1)])
 def test_equal_configs_have_equal_run_ids(name: str, as_int: int) -> None:
     with_int = RunConfig(**{name: as_int})

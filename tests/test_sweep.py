@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
-from toyrelu import data, metrics, sweep
+from helpers import assert_close
+from toyrelu import data, metrics, sweep, training
 from toyrelu.config import ConfigError, RunConfig
 from toyrelu.store import Store
 from toyrelu.sweep import (
@@ -33,10 +33,6 @@ from toyrelu.sweep import (
     run_one,
     run_sweep,
 )
-
-# ``toyrelu.train`` is the public ``train.run`` function (toyrelu/__init__.py), which shadows the
-# submodule; sweep.py holds the module itself, and monkeypatching goes through that reference.
-train = sweep.train
 
 BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
 REQUIRED_METRICS = ("train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds")
@@ -248,7 +244,7 @@ def test_interrupted_sweep_keeps_finished_runs_and_resumes_the_rest(tmp_path: Pa
 def test_diverging_run_is_stored_as_failed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     # lr = 1e6 overflows within a few steps: the loss is inf at step 3 of this tiny run.
     diverging = BASE.replace(lr=1e6, steps=60)
-    direct = train.run(diverging)
+    direct = training.run(diverging)
     assert direct.status == "failed"
     assert direct.error.startswith("diverged: loss is ")
     assert set(direct.values) == {"wall_seconds"}
@@ -275,14 +271,14 @@ def test_a_crashing_run_is_stored_as_failed_with_its_first_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     crashing = BASE.replace(seed=7)
-    real_run = train.run
+    real_run = training.run
 
     def run(config, **kwargs):
         if config == crashing:
             raise RuntimeError("boom\nsecond line")
         return real_run(config, **kwargs)
 
-    monkeypatch.setattr(train, "run", run)
+    monkeypatch.setattr(training, "run", run)
     outcome = run_one(crashing)
     assert outcome.metrics == {"status": "failed", "error": "RuntimeError: boom"}
     assert outcome.arrays == {} and outcome.config == crashing.to_dict()

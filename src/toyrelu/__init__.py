@@ -15,8 +15,8 @@ from toyrelu.metrics import dimensionality, feature_dimensionality, max_dimensio
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
 from toyrelu.sweep import InProcess, LocalProcesses, grid, run_sweep
-from toyrelu.train import RunResult
-from toyrelu.train import run as train
+from toyrelu.training import RunResult
+from toyrelu.training import run as train
 
 __all__ = [
     "PRESETS",

@@ -151,7 +151,8 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     top = feats[feats > LEARNED_D]
     span = f"{top.min():.2f}-{top.max():.2f}" if len(top) else "none"
     out.append(Finding(
-        f"T = {int(big.n_train)}: a handful of features with D well above the rest, test loss below 1",
+        f"T = {int(big.n_train)}: a handful of features with D well above the rest, "
+        "test loss below 1",
         f"{big.learned_features:.1f} features per seed with D > {LEARNED_D} (D {span}); "
         f"mean test loss {big.test_mean:.4f}",
         bool(2 <= big.learned_features <= 8 and big.test_mean < 1),

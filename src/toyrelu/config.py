@@ -101,7 +101,7 @@ class RunConfig:
             ("engine", ENGINES),
         ):
             value = getattr(self, name)
-            if value not in allowed:
+            if not isinstance(value, str) or value not in allowed:
                 raise ConfigError(f"{name}: {value!r} must be one of {', '.join(allowed)}")
 
     @property
@@ -126,7 +126,8 @@ class RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown config field (known: {', '.join(sorted(known))})")
+            names = ", ".join(sorted(known))
+            raise ConfigError(f"{unknown[0]}: unknown config field (known: {names})")
         return cls(**values)
 
     def replace(self, **changes: Any) -> RunConfig:
@@ -136,7 +137,12 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Stable identity: a short hash of the canonical JSON of every field."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        # Equal configs must hash alike: sparsity=0 and sparsity=0.0 are one run.
+        values = {
+            f.name: float(v) if f.type == "float" else v
+            for f, v in zip(dataclasses.fields(self), dataclasses.astuple(self), strict=True)
+        }
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

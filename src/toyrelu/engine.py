@@ -27,6 +27,7 @@ from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 from toyrelu.schedule import learning_rates
 
+
 def flush_denormals() -> None:
     """Flush denormal floats to zero (FTZ/DAZ) in the calling thread.
 

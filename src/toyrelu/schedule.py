@@ -12,7 +12,9 @@ def learning_rates(config: RunConfig) -> NDArray[np.float64]:
     """(steps,) learning rate used at each step.
 
     Linear warmup from 0 over ``config.warmup`` steps (lr * s / warmup at step s), then either a
-    cosine decay that reaches exactly 0 at the last step ("cosine") or the peak ("constant").
+    cosine decay from the peak that reaches exactly 0 at the last step ("cosine"), or the peak
+    ("constant"). A cosine phase needs two steps to go from peak to 0: with warmup_steps of
+    steps - 1 the only step after warmup runs at the peak.
     """
     steps = np.arange(config.steps, dtype=np.float64)
     warmup = config.warmup

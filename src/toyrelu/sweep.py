@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-from toyrelu import train
+from toyrelu import training
 from toyrelu.config import RunConfig
 from toyrelu.store import Store
 
@@ -53,7 +53,7 @@ def cost(config: RunConfig) -> float:
 def run_one(config: RunConfig, on_steps: StepsCallback | None = None) -> Outcome:
     """Train one run and package it for the store; never raises for a failing run."""
     try:
-        result = train.run(
+        result = training.run(
             config, on_steps=None if on_steps is None else lambda k: on_steps(config.run_id, k)
         )
         return Outcome(config.run_id, config.to_dict(), result.metrics(), result.arrays())
@@ -203,7 +203,9 @@ def _clock(seconds: float) -> str:
     if seconds != seconds:  # NaN: nothing measured yet
         return "?"
     minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+    if minutes >= 60:
+        return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+    return f"{minutes}:{secs:02d}"
 
 
 def run_sweep(

@@ -1,4 +1,4 @@
-"""train.run end to end: a tiny memorisation run converges, the result's arrays are consistent
+"""training.run end to end: a tiny memorisation run converges, the result's arrays are consistent
 (H = X W^T, CSR X), runs are reproducible bit for bit, the two engines agree, and a diverging run
 comes back failed instead of raising."""
 
@@ -12,7 +12,7 @@ import pytest
 from helpers import assert_close
 from toyrelu import data, engine, metrics
 from toyrelu.config import RunConfig
-from toyrelu.train import RunResult, run
+from toyrelu.training import RunResult, run
 
 
 def memorisation_config(seed: int = 0, **changes) -> RunConfig:
