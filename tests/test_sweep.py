@@ -130,8 +130,8 @@ def test_grid_unknown_axis_is_a_config_error() -> None:
 
 
 def test_cost_counts_example_feature_pairs_plus_overhead() -> None:
-    # steps * n * (T + 8): 80 * 20 * (5 + 8)
-    assert cost(BASE) == 80 * 20 * 13
+    # steps * n * (T + 40): 80 * 20 * (5 + 40)
+    assert cost(BASE) == 80 * 20 * 45
     assert cost(BASE.replace(n_train=40)) > cost(BASE.replace(n_train=8)) > cost(BASE)
 
 
@@ -304,8 +304,8 @@ def test_runs_execute_largest_first(tmp_path: Path) -> None:
     with Store(tmp_path / "runs.sqlite") as store:
         run_sweep(configs, store, recording)
     ran = [(c.n_train, c.steps) for c in recording.ran]
-    # costs steps * 20 * (T + 8): 76,800, 25,600, 22,000, 19,200, 17,600
-    assert ran == [(40, 80), (8, 80), (3, 100), (8, 60), (3, 80)]
+    # costs steps * 20 * (T + 40): 128,000, 86,000, 76,800, 68,800, 57,600
+    assert ran == [(40, 80), (3, 100), (8, 80), (3, 80), (8, 60)]
     costs = [cost(c) for c in recording.ran]
     assert costs == sorted(costs, reverse=True)
 
@@ -355,11 +355,11 @@ class FakeClock:
 
 
 def progress_pair(monkeypatch: pytest.MonkeyPatch, stream) -> tuple[Progress, FakeClock, list]:
-    # Per-step costs n * (T + 8): 20 * 10 = 200 for T = 2 and 20 * 40 = 800 for T = 32, so 100
-    # steps of each weigh 20,000 and 80,000 (1/5 and 4/5 of the work).
+    # Per-step costs n * (T + 40): 20 * 42 = 840 for T = 2 and 20 * 168 = 3,360 for T = 128, so
+    # 100 steps of each weigh 84,000 and 336,000 (1/5 and 4/5 of the work).
     clock = FakeClock(1000.0)
     monkeypatch.setattr(sweep, "time", SimpleNamespace(perf_counter=clock.perf_counter))
-    configs = [BASE.replace(n_train=2, steps=100), BASE.replace(n_train=32, steps=100)]
+    configs = [BASE.replace(n_train=2, steps=100), BASE.replace(n_train=128, steps=100)]
     return Progress(configs, stream), clock, configs
 
 
