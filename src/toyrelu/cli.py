@@ -241,7 +241,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 raise UsageError("export: --run and --arrays go together")
             arrays = store.arrays(args.run)
             with open(args.arrays, "wb") as f:  # a file object keeps the name exactly as given
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             print(f"toyrelu: wrote {', '.join(arrays)} of run {args.run} to {args.arrays}")
             return
         runs = store.runs()

@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 if TYPE_CHECKING:
     from toyrelu.config import RunConfig
@@ -60,7 +60,7 @@ class SparseData:
     def nnz(self) -> int:
         return len(self.data)
 
-    def astype(self, dtype: np.dtype | str) -> SparseData:
+    def astype(self, dtype: DTypeLike) -> SparseData:
         return SparseData(self.indptr, self.indices, self.data.astype(dtype), self.n_features)
 
     def to_dense(self) -> NDArray[np.floating]:

@@ -136,7 +136,8 @@ def plot_features(ax: Axes, W: NDArray[np.floating], *, style=None) -> Axes:
     alpha = floor + (1.0 - floor) * (length / (length.max(initial=0.0) or 1.0)) ** 2
     colors = np.tile(to_rgba(st.geometry_color), (len(tips), 1))
     colors[:, 3] = alpha
-    ax.add_collection(LineCollection(spokes, colors=colors, linewidths=0.9, label="features"))
+    ax.add_collection(LineCollection(list(spokes), colors=colors, linewidths=0.9,
+                                     label="features"))
     ax.scatter(tips[:, 0], tips[:, 1], s=9, c=colors, linewidths=0, zorder=3)
     _plane(ax, tips)
     return ax
@@ -150,7 +151,7 @@ def plot_hidden(ax: Axes, H: NDArray[np.floating], *, style=None) -> Axes:
     st = _style(style)
     points = np.asarray(H, dtype=float)
     rays = np.stack([np.zeros_like(points), points], axis=1)
-    ax.add_collection(LineCollection(rays, colors=st.geometry_color, linewidths=0.6,
+    ax.add_collection(LineCollection(list(rays), colors=st.geometry_color, linewidths=0.6,
                                      alpha=_faint(0.25, len(points))))
     ax.scatter(points[:, 0], points[:, 1], s=10, color=st.geometry_color, linewidths=0,
                zorder=3, alpha=_faint(1.0, len(points)), label="hidden vectors")
@@ -225,7 +226,8 @@ def plot_dimensionality(ax: Axes, dims: pd.DataFrame, *, style=None) -> Axes:
     ax.set_ylabel("fractional dimensionality $D$")
     legend = ax.legend(frameon=False, fontsize="small", loc="upper right")
     for handle in legend.legend_handles:
-        handle.set_alpha(1.0)
+        if handle is not None:
+            handle.set_alpha(1.0)
     return ax
 
 

@@ -37,13 +37,13 @@ def _prefer_512_bit_vectors() -> None:
     LLVM's default tuning for AVX-512 CPUs prefers 256-bit vectors; a user's own
     NUMBA_CPU_FEATURES always wins. Applies to kernels compiled after this call.
     """
-    if numba.config.CPU_FEATURES is not None:
+    if numba.config.CPU_FEATURES is not None:  # type: ignore[attr-defined]
         return
     import llvmlite.binding as llvm
 
     features = llvm.get_host_cpu_features()
     if features.get("avx512f"):
-        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"  # type: ignore[attr-defined]
 
 
 def _source(m: int, rows: int) -> str:
@@ -238,7 +238,8 @@ def module(m: int) -> ModuleType:
     """
     _prefer_512_bit_vectors()
     source = module_source(m)
-    key = f"{source}\n{numba.config.CPU_FEATURES}\n{numba.__version__}"
+    features = numba.config.CPU_FEATURES  # type: ignore[attr-defined]
+    key = f"{source}\n{features}\n{numba.__version__}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = _cache_dir() / f"fused_m{m}_{digest}.py"
     if not path.exists() or path.read_text() != source:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -25,11 +25,11 @@ COLUMNS = {
 
 def markdown(
     title: str,
-    settings: dict[str, object],
+    settings: Mapping[str, object],
     table: pd.DataFrame,
     found: Sequence[Finding],
     figures: Sequence[str],
-    counts: dict[str, int],
+    counts: Mapping[str, int],
 ) -> str:
     """Markdown text: settings, the checked phenomena, the per-T table and the figures."""
     lines = [f"# {title}", ""]
