@@ -97,9 +97,10 @@ def test_same_config_twice_is_bitwise_identical() -> None:
     assert first.values["train_loss"] == second.values["train_loss"]
 
 
-def test_on_steps_reports_every_step() -> None:
+@pytest.mark.parametrize("engine", ["fused", "reference"])
+def test_on_steps_reports_every_step(engine: str) -> None:
     calls: list[int] = []
-    run(memorisation_config(steps=120), on_steps=calls.append)
+    run(memorisation_config(steps=120, engine=engine), on_steps=calls.append)
     assert sum(calls) == 120
 
 
@@ -136,5 +137,7 @@ def test_diverging_run_comes_back_failed(config: RunConfig) -> None:
     assert "train_loss" not in result.values and "wall_seconds" in result.values
     row = result.metrics()
     assert row["status"] == "failed" and row["error"] == result.error
-    # The stored arrays still have their shapes, so a failed run can be stored and inspected.
+    # The result keeps the initial parameters' shapes, but the store gets only the training
+    # set: a diverged run has no trained W, b or H to show.
     assert result.W.shape == (2, 50) and result.H.shape == (20, 2)
+    assert sorted(result.arrays()) == ["X_data", "X_indices", "X_indptr"]

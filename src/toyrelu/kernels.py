@@ -112,7 +112,6 @@ def _source(m: int, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 # The drivers: plain Python, compiled inside each generated module next to its kernels.
 
 

@@ -8,6 +8,7 @@ compares against it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from toyrelu.engine import Diverged
 from toyrelu.schedule import learning_rates
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PROGRESS_EVERY = 100
 
 
 def dense(X: SparseData, dtype: str) -> torch.Tensor:
@@ -47,10 +49,13 @@ def train(
     X: SparseData,
     W0: NDArray[np.floating],
     b0: NDArray[np.floating],
+    *,
+    on_steps: Callable[[int], None] | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` with torch.optim.AdamW for ``config.steps`` steps.
 
     Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite.
+    ``on_steps(k)`` (if given) is called every ``PROGRESS_EVERY`` steps and at the end.
     """
     dtype = TORCH_DTYPES[config.dtype]
     X_t = dense(X, config.dtype)
@@ -73,4 +78,8 @@ def train(
             raise Diverged(f"loss is {current} at step {step}")
         value.backward()
         optimizer.step()
+        if on_steps is not None and (step + 1) % PROGRESS_EVERY == 0:
+            on_steps(PROGRESS_EVERY)
+    if on_steps is not None and config.steps % PROGRESS_EVERY:
+        on_steps(config.steps % PROGRESS_EVERY)
     return W.detach().numpy().copy(), b.detach().numpy().copy()

@@ -14,12 +14,13 @@ from toyrelu import data, engine, metrics, model, reference
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 
-ENGINES = {"fused": engine.train, "reference": reference.train}
+TRAINERS = {"fused": engine.train, "reference": reference.train}
 
 
 @dataclass
 class RunResult:
-    """Everything a run produces. ``status`` is "ok" or "failed" (then ``error`` says why)."""
+    """Everything a run produces. ``status`` is "ok" or "failed" (then ``error`` says why, and
+    W, b and H are those of the initialisation, since a diverged run has no final parameters)."""
 
     config: RunConfig
     status: str
@@ -35,11 +36,13 @@ class RunResult:
         return {"status": self.status, "error": self.error, **self.values}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Arrays stored for this run; X in CSR form so every number can be recomputed."""
+        """Arrays stored for this run; X in CSR form so every number can be recomputed.
+
+        A failed run stores its training set only: its W, b and H describe no trained model.
+        """
+        trained = {"W": self.W, "b": self.b, "H": self.H} if self.status == "ok" else {}
         return {
-            "W": self.W,
-            "b": self.b,
-            "H": self.H,
+            **trained,
             "X_indptr": self.X.indptr,
             "X_indices": self.X.indices,
             "X_data": self.X.data,
@@ -58,12 +61,7 @@ def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> 
     W, b = model.init_params(config)
     status, error = "ok", None
     try:
-        if config.engine == "fused":
-            W, b = engine.train(config, X, W, b, on_steps=on_steps)
-        else:
-            W, b = reference.train(config, X, W, b)
-            if on_steps is not None:
-                on_steps(config.steps)
+        W, b = TRAINERS[config.engine](config, X, W, b, on_steps=on_steps)
     except engine.Diverged as exc:
         status, error = "failed", f"diverged: {exc}"
     H = engine.hidden(W, X)
