@@ -388,6 +388,26 @@ def test_figures_of_a_store_without_finished_runs(tmp_path: Path,
     assert_one_error_line(*result, "no finished runs")
 
 
+def test_reproduce_reports_only_its_own_runs_in_a_shared_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "out"
+    first = ("reproduce", "--preset", "smoke", "--out", folder, "--workers", "1",
+             "--n-train", "3,5,30", "--seeds", "0", "--steps", "60")
+    assert run_cli(capsys, *first)[0] == 0
+    code, _, _ = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", folder,
+                         "--workers", "1", "--n-train", "3,5,8,30", "--seeds", "1",
+                         "--steps", "60")
+    assert code == 0
+    # The store keeps both sweeps, the summary speaks of the second one alone.
+    assert len(stored_runs(folder / "runs.sqlite")) == 7
+    md = (folder / "summary.md").read_text().splitlines()
+    assert "Runs: 4 finished, 0 failed." in md
+    table = md[md.index("m = 2") + 4:]
+    assert [row.split("|")[1].strip() for row in table[:4]] == ["3", "5", "8", "30"]
+    assert all(row.split("|")[2].strip() == "1" for row in table[:4])  # one seed per T
+
+
 def test_reproduce_into_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     out.write_text("keep me")

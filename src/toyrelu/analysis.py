@@ -6,6 +6,7 @@ Figures only draw; everything they draw is computed here from the stored arrays 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,12 +20,15 @@ from toyrelu.store import Store
 LEARNED_D = 0.1
 
 
-def ok_runs(store: Store) -> pd.DataFrame:
-    """Finished runs (status "ok"), one row each."""
+def ok_runs(store: Store, run_ids: Collection[str] | None = None) -> pd.DataFrame:
+    """Finished runs (status "ok"), one row each; only those in ``run_ids`` if given."""
     runs = store.runs()
     if runs.empty:
         return runs
-    return runs[runs["status"] == "ok"].reset_index(drop=True)
+    keep = runs["status"] == "ok"
+    if run_ids is not None:
+        keep &= runs["run_id"].isin(list(run_ids))
+    return runs[keep].reset_index(drop=True)
 
 
 def dimensionality_table(store: Store, runs: pd.DataFrame) -> pd.DataFrame:

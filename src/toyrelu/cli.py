@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -153,12 +153,17 @@ def _sweep(preset: Preset, store: Store, workers: int) -> None:
           f"stored", file=sys.stderr)
 
 
-def write_figures(store: Store, out: Path, geometry_T: Sequence[int]) -> tuple[list[str], Any]:
-    """Draw every figure the store supports into ``out`` (PNG + SVG); returns the PNG names
-    and the (per-T table, findings) for the summary."""
+def write_figures(
+    store: Store,
+    out: Path,
+    geometry_T: Sequence[int],
+    run_ids: Collection[str] | None = None,
+) -> tuple[list[str], Any]:
+    """Draw every figure the store supports into ``out`` (PNG + SVG), from all its finished runs
+    or those in ``run_ids``; returns the PNG names and the (per-T table, findings)."""
     from toyrelu import figures
 
-    runs = analysis.ok_runs(store)
+    runs = analysis.ok_runs(store, run_ids)
     if runs.empty:
         raise StoreError(f"store: {store.path} holds no finished runs to draw")
     dims = analysis.dimensionality_table(store, runs)
@@ -208,8 +213,11 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
         _sweep(preset, store, workers)
-        names, (table, found) = write_figures(store, out, preset.geometry_T)
-        counts = store.runs()["status"].value_counts().to_dict()
+        # The folder may hold runs of another preset too: report on this preset's runs only.
+        run_ids = {c.run_id for c in preset.configs()}
+        names, (table, found) = write_figures(store, out, preset.geometry_T, run_ids)
+        stored = store.runs()
+        counts = stored[stored["run_id"].isin(run_ids)]["status"].value_counts().to_dict()
     settings = {"preset": preset.name, "description": preset.description}
     settings.update({k: v for k, v in preset.base.to_dict().items() if k not in preset.axes})
     settings.update({k: ", ".join(map(str, v)) for k, v in preset.axes.items()})
