@@ -388,6 +388,17 @@ def test_figures_of_a_store_without_finished_runs(tmp_path: Path,
     assert_one_error_line(*result, "no finished runs")
 
 
+def test_figures_says_which_settings_it_pools(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "runs.sqlite"
+    for steps in ("40", "60"):
+        assert run_cli(capsys, "sweep", "--preset", "smoke", "--store", store, "--workers", "1",
+                       "--n-train", "3,5", "--seeds", "0", "--steps", steps)[0] == 0
+    code, _, err = run_cli(capsys, "figures", "--store", store, "--out", tmp_path / "figs")
+    assert code == 0
+    assert "toyrelu: note: the figures pool runs that differ in steps" in err.splitlines()
+
+
 def test_reproduce_reports_only_its_own_runs_in_a_shared_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

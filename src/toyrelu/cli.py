@@ -25,6 +25,7 @@ from toyrelu.config import (
     SCHEDULES,
     ConfigError,
     RunConfig,
+    field_names,
 )
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
@@ -239,6 +240,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_figures(args: argparse.Namespace) -> None:
     with Store(args.store, create=False) as store:
         names, _ = write_figures(store, _out_dir(args.out), PRESETS["quick"].geometry_T)
+        runs = analysis.ok_runs(store)
+    # Figures put T on x, average over seeds and split by m; any other setting that varies is
+    # pooled, which the user should know about.
+    pooled = [f for f in field_names() if f not in ("n_train", "seed", "n_hidden")
+              and f in runs and runs[f].nunique(dropna=False) > 1]
+    if pooled:
+        print(f"toyrelu: note: the figures pool runs that differ in {', '.join(pooled)}",
+              file=sys.stderr)
     print(f"toyrelu: wrote {', '.join(names)} (and SVG twins) to {args.out}")
 
 
