@@ -51,6 +51,7 @@ from toyrelu import data, engine, model, reference  # noqa: E402
 from toyrelu.config import RunConfig  # noqa: E402
 
 TARGET_S = 1.0  # seconds of work per timed call
+THREADS = numba.config.NUMBA_NUM_THREADS  # the engine's "all threads" column
 
 # Child for the memory measurement: imports, kernel load on a tiny set, then reset the RSS
 # high-water mark, build the big training set and run 2 steps, then a few more timed calls.
@@ -138,23 +139,30 @@ def bench_T(base: RunConfig, T: int, args: argparse.Namespace) -> dict:
         reference.train(config.replace(steps=steps), X, W0, b0)
 
     def eng(steps: int) -> None:
-        engine.train(config.replace(steps=steps), X, W0, b0)
+        engine.train(config.replace(steps=steps), X, W0, b0, threads=1)
+
+    def eng_all_threads(steps: int) -> None:
+        engine.train(config.replace(steps=steps), X, W0, b0, threads=THREADS)
 
     ref(1)  # warm: torch start-up, first-touch of buffers
     eng(1)  # warm: numba compile or cache load
+    eng_all_threads(1)
     ref_steps = calibrate(ref, args.steps_ref, floor=3, cap=200)
     eng_steps = calibrate(eng, args.steps_engine, floor=10, cap=100_000)
     ref_all = ms_per_step(ref, ref_steps, args.repeats)
     eng_all = ms_per_step(eng, eng_steps, args.repeats)
+    par_all = ms_per_step(eng_all_threads, eng_steps, args.repeats)
     ref_ms, eng_ms = statistics.median(ref_all), statistics.median(eng_all)
+    par_ms = statistics.median(par_all)
     # Sanity check: both engines' gradients at the initial parameters.
     _, gW_ref, gb_ref = reference.loss_and_grad(W0, b0, X, config.loss_reduction)
     _, gW_eng, gb_eng = engine.loss_and_grad(W0, b0, X, config.loss_reduction)
     diff = max(float(np.abs(r - e).max() / np.abs(r).max())
                for r, e in ((gW_ref, gW_eng), (gb_ref, gb_eng)))
     return {"T": T, "ref_ms": ref_ms, "engine_ms": eng_ms, "speedup": ref_ms / eng_ms,
+            "engine_threads_ms": par_ms, "speedup_threads": ref_ms / par_ms,
             "ref_steps": ref_steps, "engine_steps": eng_steps, "grad_rel_diff": diff,
-            "ref_ms_all": ref_all, "engine_ms_all": eng_all,
+            "ref_ms_all": ref_all, "engine_ms_all": eng_all, "engine_threads_ms_all": par_all,
             "csr_bytes": X.indptr.nbytes + X.indices.nbytes + X.data.nbytes}
 
 
@@ -231,12 +239,15 @@ def main(argv: list[str] | None = None) -> None:
           f"dtype={base.dtype}, full-batch AdamW; median of {args.repeats} timed calls\n")
 
     rows = []
-    print(f"{'T':>8} {'ref ms/step':>12} {'engine ms/step':>15} {'speedup':>9} "
-          f"{'ref/eng steps':>14} {'grad rel diff':>14}")
+    many = f"{THREADS} threads"
+    print(f"{'':>8} {'reference':>12} {'engine, 1 thread':>26} {'engine, ' + many:>26}")
+    print(f"{'T':>8} {'ms/step':>12} {'ms/step':>15} {'speedup':>10} {'ms/step':>15} "
+          f"{'speedup':>10} {'ref/eng steps':>14} {'grad rel diff':>14}")
     for T in (int(t) for t in args.n_train.split(",") if t.strip()):
         r = bench_T(base, T, args)
         rows.append(r)
-        print(f"{T:>8,} {r['ref_ms']:>12.2f} {r['engine_ms']:>15.3f} {r['speedup']:>8.1f}x "
+        print(f"{T:>8,} {r['ref_ms']:>12.2f} {r['engine_ms']:>15.3f} {r['speedup']:>9.1f}x "
+              f"{r['engine_threads_ms']:>15.3f} {r['speedup_threads']:>9.1f}x "
               f"{r['ref_steps']:>6}/{r['engine_steps']:<7} {r['grad_rel_diff']:>14.1e}", flush=True)
 
     big = None

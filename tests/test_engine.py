@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -338,3 +339,70 @@ def test_constant_schedule_is_flat_after_warmup() -> None:
     assert lrs[0] == 0.0
     assert (lrs[5:] == 2e-3).all()
     assert_close(lrs[:5], 2e-3 * np.arange(5) / 5, rtol=1e-15, what="warmup")  # one rounding
+
+
+# Threads: the row tiles of a step are shared between threads and summed in tile order, so the
+# numbers are the same bit for bit for any thread count and any number of tiles per region.
+
+
+def run_module(config: RunConfig, parallel: bool, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``config.steps`` AdamW steps through one compiled module, with ``batch`` tiles a region."""
+    X = data.train_set(config)
+    W, b = model.init_params(config)
+    moments = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
+    lrs = learning_rates(config)
+    done, _ = kernels.module(config.n_hidden, parallel).run_steps(
+        W, b, X.indptr, X.indices, X.data, 1.0 / config.n_train, lrs, 0, config.steps,
+        config.weight_decay, config.weight_decay, config.beta1, config.beta2, config.eps,
+        *moments, batch,
+    )
+    assert done == config.steps
+    return W, b
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_parallel_tiles_give_bitwise_the_serial_result(m: int) -> None:
+    # 700 rows: two full tiles of 256 and a ragged one, whose row count is not a multiple of 4.
+    config = trajectory_config(m, "float32", True, n_train=700, steps=30)
+    W, b = run_module(config, parallel=False, batch=1)
+    for batch in (1, 2, 3, 8):
+        W_par, b_par = run_module(config, parallel=True, batch=batch)
+        np.testing.assert_array_equal(W_par, W)
+        np.testing.assert_array_equal(b_par, b)
+
+
+def test_train_gives_the_same_numbers_on_any_thread_count() -> None:
+    config = trajectory_config(2, "float32", True, n_train=600, steps=40)
+    X = data.train_set(config)
+    W0, b0 = model.init_params(config)
+    threads = min(2, numba.get_num_threads())
+    W1, b1 = engine.train(config, X, W0, b0, threads=1)
+    W2, b2 = engine.train(config, X, W0, b0, threads=threads)
+    np.testing.assert_array_equal(W2, W1)
+    np.testing.assert_array_equal(b2, b1)
+
+
+def test_train_restores_the_callers_thread_setting() -> None:
+    config = trajectory_config(2, "float32", True, n_train=600, steps=2)
+    X = data.train_set(config)
+    W0, b0 = model.init_params(config)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        engine.train(config, X, W0, b0, threads=numba.config.NUMBA_NUM_THREADS)
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_train_refuses_more_threads_than_numba_has() -> None:
+    config = trajectory_config(2, "float32", True, steps=2)
+    X = data.train_set(config)
+    W0, b0 = model.init_params(config)
+    with pytest.raises(ValueError, match="^threads: "):
+        engine.train(config, X, W0, b0, threads=numba.config.NUMBA_NUM_THREADS + 1)
+
+
+def test_default_threads_use_the_pool_only_for_big_steps() -> None:
+    assert engine.default_threads(100, 10_000) == 1
+    assert engine.default_threads(1_000, 10_000) == numba.get_num_threads()

@@ -14,7 +14,8 @@ into float64, which keeps float32 runs within 1e-6 of a float64 reference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -32,7 +33,9 @@ def flush_denormals() -> None:
     """Flush denormal floats to zero (FTZ/DAZ) in the calling thread.
 
     Adam moments of features whose gradient has died decay into the denormal range after a few
-    hundred steps, and every operation on them is then 10-100x slower (PERFORMANCE.md).
+    hundred steps, and every operation on them is then 10-100x slower (PERFORMANCE.md). The
+    flags are per thread and a new thread copies them from its creator, so this runs before the
+    first parallel region starts numba's thread pool.
     """
     torch.set_flush_denormal(True)
 
@@ -55,14 +58,43 @@ def loss_and_grad(
     reduction: str = "sum",
 ) -> tuple[float, NDArray[np.floating], NDArray[np.floating]]:
     """Loss and gradients (dW (n_hidden, n_features), db (n_features,)), as the reference gives."""
+    flush_denormals()
     W = np.ascontiguousarray(W)
     X = X.astype(W.dtype)
     scale = loss_scale(reduction, X.n_examples, X.n_features)
     gW, gb = np.zeros_like(W), np.zeros_like(b)
-    value = kernels.module(W.shape[0]).loss_and_grad(
-        W, b, X.indptr, X.indices, X.data, scale, np.zeros(W.shape), np.zeros(b.shape), gW, gb
+    threads = numba.get_num_threads()
+    batch = tile_batch(threads)
+    tiles_gW = np.zeros((batch, *W.shape), W.dtype)
+    tiles_gb = np.zeros((batch, W.shape[1]), W.dtype)
+    value = kernels.module(W.shape[0], threads > 1).loss_and_grad(
+        W, b, X.indptr, X.indices, X.data, scale, gW, gb, tiles_gW, tiles_gb
     )
     return float(value), gW, gb
+
+
+def default_threads(n_examples: int, n_features: int) -> int:
+    """Threads for one run: all of numba's (``NUMBA_NUM_THREADS``, by default every core) once a
+    step has ~1e7 (example, feature) pairs, else one, where dispatching to the pool costs about
+    as much as it saves. A sweep's worker processes are single-threaded (``sweep``)."""
+    return numba.get_num_threads() if n_examples * n_features >= 10_000_000 else 1
+
+
+@contextmanager
+def _numba_threads(threads: int) -> Iterator[None]:
+    """Run numba's parallel regions on ``threads`` threads, then restore the caller's setting."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def tile_batch(threads: int) -> int:
+    """Row tiles per parallel region: a few per thread, so that threads finishing at different
+    times still have work. Any value gives the same numbers."""
+    return 4 * threads if threads > 1 else 1
 
 
 def loss(
@@ -100,12 +132,18 @@ def train(
     *,
     on_steps: Callable[[int], None] | None = None,
     chunk: int | None = None,
+    threads: int | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` for ``config.steps`` AdamW steps; same contract as
     ``reference.train``. ``on_steps(k)`` (if given) is called after every ``chunk`` steps (by
-    default about a second of work) with the number of steps just done. The result does not
-    depend on ``chunk``. Raises ``Diverged`` on a non-finite loss."""
+    default about a second of work) with the number of steps just done. ``threads`` share each
+    step's row tiles (default: ``default_threads``). The result depends on neither ``chunk`` nor
+    ``threads``. Raises ``Diverged`` on a non-finite loss."""
     flush_denormals()
+    threads = threads or default_threads(X.n_examples, config.n_features)
+    pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    if threads > pool:
+        raise ValueError(f"threads: {threads} must be at most NUMBA_NUM_THREADS = {pool}")
     if chunk is None:  # ~0.2 ns per (example, feature) pair and step
         chunk = int(min(1000, max(1, 5e9 / (X.n_examples * config.n_features + 1))))
     W = np.array(W0, dtype=config.dtype, order="C")
@@ -113,14 +151,15 @@ def train(
     X = X.astype(config.dtype)
     state = AdamState.zeros(W, b)
     lrs = learning_rates(config)
-    run = kernels.module(config.n_hidden).run_steps
+    run = kernels.module(config.n_hidden, threads > 1).run_steps
     wd_b = config.weight_decay if config.decay_bias else 0.0
     scale = loss_scale(config.loss_reduction, X.n_examples, config.n_features)
     for lo in range(0, config.steps, chunk):
         hi = min(lo + chunk, config.steps)
-        done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
-                          config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
-                          state.mW, state.vW, state.mb, state.vb)
+        with _numba_threads(threads):
+                done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
+                              config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
+                              state.mW, state.vW, state.mb, state.vb, tile_batch(threads))
         if done < hi:
             raise Diverged(f"loss is {value} at step {done}")
         if on_steps is not None:

@@ -16,12 +16,15 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numba
 import numpy as np
+from numba import prange
 
 TILE_ROWS = 256
 GROUP_ROWS = 4
@@ -134,27 +137,44 @@ def loss_sum(W, b, indptr, indices, data):  # noqa: ANN001
     return total
 
 
-def loss_and_grad(W, b, indptr, indices, data, scale, gW64, gb64, gW, gb):  # noqa: ANN001
-    """Loss (times ``scale``) into the return value and its gradient into gW, gb.
+def loss_and_grad(W, b, indptr, indices, data, scale, gW, gb, tiles_gW, tiles_gb):  # noqa: ANN001
+    """Loss (times ``scale``) as the return value, its gradient into gW (m, n) and gb (n,).
 
-    Each row tile accumulates in the working precision and is flushed into float64 (gW64, gb64).
+    The rows are cut into tiles of TILE_ROWS examples. Each tile accumulates in the working
+    precision into a buffer of its own (tiles_gW (batch, m, n), tiles_gb (batch, n)), up to
+    ``batch`` tiles in parallel, and the tiles are then added into float64 in tile order: the
+    result is the same bit for bit for any number of threads and any batch size.
     """
+    m, n = W.shape
     n_rows = len(indptr) - 1
-    gW64[:] = 0.0
-    gb64[:] = 0.0
+    n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
+    batch = tiles_gb.shape[0]
+    gW64 = np.zeros((m, n))
+    gb64 = np.zeros(n)
+    totals = np.zeros(batch)
     total = 0.0
-    for lo in range(0, n_rows, TILE_ROWS):
-        hi = min(lo + TILE_ROWS, n_rows)
-        gW[:] = 0.0
-        gb[:] = 0.0
-        total += accumulate(W, b, indptr, indices, data, lo, hi, gW, gb, True)
-        gW64 += gW
-        gb64 += gb
+    for first in range(0, n_tiles, batch):
+        count = min(batch, n_tiles - first)
+        for q in prange(count):
+            lo = (first + q) * TILE_ROWS
+            hi = min(lo + TILE_ROWS, n_rows)
+            tile_gW = tiles_gW[q]
+            tile_gb = tiles_gb[q]
+            tile_gW[:] = 0.0
+            tile_gb[:] = 0.0
+            totals[q] = accumulate(W, b, indptr, indices, data, lo, hi, tile_gW, tile_gb, True)
+        for q in range(count):
+            total += totals[q]
+        for i in prange(n):
+            for q in range(count):
+                gb64[i] += tiles_gb[q, i]
+                for k in range(m):
+                    gW64[k, i] += tiles_gW[q, k, i]
     # The kernel accumulates ReLU(z) - x, which is half of dL/dz per unit of scale.
     factor = 2.0 * scale
-    for i in range(gb.size):
+    for i in range(n):
         gb[i] = factor * gb64[i]
-        for k in range(gW.shape[0]):
+        for k in range(m):
             gW[k, i] = factor * gW64[k, i]
     return total * scale
 
@@ -177,17 +197,18 @@ def adamw(p, g, m, v, lr, wd, beta1, beta2, eps, step):  # noqa: ANN001
 
 
 def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa: ANN001
-              wd_W, wd_b, beta1, beta2, eps, mW, vW, mb, vb):
+              wd_W, wd_b, beta1, beta2, eps, mW, vW, mb, vb, batch):
     """AdamW steps [step_lo, step_hi) in place; returns (steps done, loss at the failing step).
 
-    Stops early, before updating, at the first step whose loss is not finite.
+    ``batch`` row tiles are processed in parallel at a time. Stops early, before updating, at
+    the first step whose loss is not finite.
     """
-    gW64 = np.zeros(W.shape)
-    gb64 = np.zeros(b.shape)
     gW = np.zeros_like(W)
     gb = np.zeros_like(b)
+    tiles_gW = np.zeros((batch, W.shape[0], W.shape[1]), W.dtype)
+    tiles_gb = np.zeros((batch, W.shape[1]), W.dtype)
     for s in range(step_lo, step_hi):
-        value = loss_and_grad(W, b, indptr, indices, data, scale, gW64, gb64, gW, gb)
+        value = loss_and_grad(W, b, indptr, indices, data, scale, gW, gb, tiles_gW, tiles_gb)
         if not math.isfinite(value):
             return s, value
         adamw(W, gW, mW, vW, lrs[s], wd_W, beta1, beta2, eps, s + 1)
@@ -195,14 +216,20 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     return step_hi, 0.0
 
 
-DRIVERS = (accumulate, loss_sum, loss_and_grad, adamw, run_steps)
+DRIVERS: tuple[Callable[..., Any], ...] = (accumulate, loss_sum, adamw)
+PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, run_steps)
 
 
-def module_source(m: int) -> str:
-    """Complete source of the kernel module for hidden size ``m``."""
+def module_source(m: int, parallel: bool = False) -> str:
+    """Complete source of the kernel module for hidden size ``m``.
+
+    With ``parallel``, the tile loops (``prange``) run on numba's thread pool. Without it they
+    are plain loops: a single thread then pays no thread-pool dispatch, which with numba's
+    fallback "workqueue" pool costs more than the work at small T. Both give the same numbers.
+    """
     parts = [
-        f'"""Fused kernels for n_hidden = {m}, generated by toyrelu.kernels."""',
-        "import math\n\nimport numpy as np\nfrom numba import njit\n",
+        f'"""Fused kernels, n_hidden = {m}, parallel = {parallel}: made by toyrelu.kernels."""',
+        "import math\n\nimport numpy as np\nfrom numba import njit, prange\n",
         f"TILE_ROWS = {TILE_ROWS}\nGROUP_ROWS = {GROUP_ROWS}\n",
     ]
     for rows, name in ((GROUP_ROWS, "accumulate_group"), (1, "accumulate_1")):
@@ -210,6 +237,8 @@ def module_source(m: int) -> str:
         parts.append(f"@njit({FAST})\n{body}")
     for fn in DRIVERS:
         parts.append(f"@njit({PLAIN})\n{inspect.getsource(fn)}")
+    for fn in PARALLEL_DRIVERS:
+        parts.append(f"@njit({PLAIN}, parallel={parallel})\n{inspect.getsource(fn)}")
     return "\n\n".join(parts)
 
 
@@ -229,24 +258,25 @@ def _cache_dir() -> Path:
 
 
 @cache
-def module(m: int) -> ModuleType:
+def module(m: int, parallel: bool = False) -> ModuleType:
     """The compiled kernel module for hidden size ``m``, written once and cached on disk.
 
     The file name carries a hash of the source (and of the CPU features in use), so a changed
     generator or machine never reuses stale code.
     """
     _prefer_512_bit_vectors()
-    source = module_source(m)
+    source = module_source(m, parallel)
     features = numba.config.CPU_FEATURES  # type: ignore[attr-defined]
     key = f"{source}\n{features}\n{numba.__version__}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = _cache_dir() / f"fused_m{m}_{digest}.py"
+    name = f"fused_m{m}{'_parallel' if parallel else ''}_{digest}"
+    path = _cache_dir() / f"{name}.py"
     if not path.exists() or path.read_text() != source:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
             f.write(source)
         # Atomic, so two worker processes never see a half-written module.
         os.replace(f.name, path)
-    spec = importlib.util.spec_from_file_location(f"toyrelu_fused_m{m}_{digest}", path)
+    spec = importlib.util.spec_from_file_location(f"toyrelu_{name}", path)
     assert spec is not None and spec.loader is not None
     loaded = importlib.util.module_from_spec(spec)
     # numba's on-disk cache finds a function's globals again through sys.modules.

@@ -83,9 +83,12 @@ _progress_queue: Any = None
 def _init_worker(queue: Any) -> None:
     global _progress_queue
     _progress_queue = queue
-    # One process per core: a reference run's torch threads would only compete with the others.
+    # One process per core: threads of a run (numba's or a reference run's torch threads) would
+    # only compete with the other workers.
+    import numba
     import torch
 
+    numba.set_num_threads(1)
     torch.set_num_threads(1)
 
 
