@@ -371,10 +371,14 @@ def test_parallel_tiles_give_bitwise_the_serial_result(m: int) -> None:
         np.testing.assert_array_equal(b_par, b)
 
 
+def inputs(config: RunConfig) -> tuple[SparseData, np.ndarray, np.ndarray]:
+    """The run's training set and initial (W, b)."""
+    return data.train_set(config), *model.init_params(config)
+
+
 def test_train_gives_the_same_numbers_on_any_thread_count() -> None:
     config = trajectory_config(2, "float32", True, n_train=600, steps=40)
-    X = data.train_set(config)
-    W0, b0 = model.init_params(config)
+    X, W0, b0 = inputs(config)
     threads = min(2, numba.get_num_threads())
     W1, b1 = engine.train(config, X, W0, b0, threads=1)
     W2, b2 = engine.train(config, X, W0, b0, threads=threads)
@@ -384,8 +388,7 @@ def test_train_gives_the_same_numbers_on_any_thread_count() -> None:
 
 def test_train_restores_the_callers_thread_setting() -> None:
     config = trajectory_config(2, "float32", True, n_train=600, steps=2)
-    X = data.train_set(config)
-    W0, b0 = model.init_params(config)
+    X, W0, b0 = inputs(config)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -397,8 +400,7 @@ def test_train_restores_the_callers_thread_setting() -> None:
 
 def test_train_refuses_more_threads_than_numba_has() -> None:
     config = trajectory_config(2, "float32", True, steps=2)
-    X = data.train_set(config)
-    W0, b0 = model.init_params(config)
+    X, W0, b0 = inputs(config)
     with pytest.raises(ValueError, match="^threads: "):
         engine.train(config, X, W0, b0, threads=numba.config.NUMBA_NUM_THREADS + 1)
 
