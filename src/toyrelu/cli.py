@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from toyrelu.config import (
 )
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
-from toyrelu.sweep import executor, run_sweep
+from toyrelu.sweep import default_workers, executor, run_sweep
 
 EXPORT_COLUMNS = [
     "run_id", "status", "n_features", "n_hidden", "sparsity", "n_train", "seed", "steps", "lr",
@@ -140,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _workers(args: argparse.Namespace) -> int:
     if args.workers is None:
-        return max(1, len(os.sched_getaffinity(0)))
+        return default_workers()
     if args.workers < 1:
         raise UsageError(f"workers: {args.workers} must be an integer >= 1")
     return args.workers
@@ -177,12 +176,12 @@ def write_figures(
         ("loss", figures.plot_loss, runs),
         ("norms", figures.plot_norms, runs),
     ):
-        fig, ax = _axes(figures)
+        fig, ax = _axes()
         plot(ax, table)
         figures.save(fig, out, name)
         names.append(f"{name}.png")
     for m, part in dims.groupby("n_hidden"):
-        fig, ax = _axes(figures)
+        fig, ax = _axes()
         figures.plot_dimensionality(ax, part)
         name = "dimensionality" if dims["n_hidden"].nunique() == 1 else f"dimensionality_m{m}"
         figures.save(fig, out, name)
@@ -194,7 +193,7 @@ def write_figures(
     return names, (table, analysis.findings(table, dims))
 
 
-def _axes(figures: Any) -> tuple[Any, Any]:
+def _axes() -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4), layout="constrained")

@@ -157,7 +157,7 @@ def train(
     for lo in range(0, config.steps, chunk):
         hi = min(lo + chunk, config.steps)
         with _numba_threads(threads):
-                done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
+            done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
                               config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
                               state.mW, state.vW, state.mb, state.vb, tile_batch(threads))
         if done < hi:

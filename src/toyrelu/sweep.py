@@ -100,6 +100,11 @@ def _run_in_worker(config: RunConfig) -> Outcome:
     return run_one(config, _worker_steps)
 
 
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 class LocalProcesses:
     """Runs configs in ``workers`` single-threaded local processes (default: one per core).
 
@@ -108,7 +113,7 @@ class LocalProcesses:
     """
 
     def __init__(self, workers: int | None = None):
-        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        self.workers = workers or default_workers()
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
         context = multiprocessing.get_context("spawn")
