@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -75,6 +76,14 @@ INVALID = [
     ("schedule", "Cosine"),
     ("loss_reduction", "max"),
     ("bias_init", "uniform"),
+    ("schedule", "quarter"),
+    ("n_train", -math.inf),
+    ("n_train", math.nan),
+    ("n_train", 100.0),
+    ("restart", -1),
+    ("batch_size", 0),
+    ("n_repeated", -1),
+    ("repeats", 0),
 ]
 
 
@@ -212,6 +221,10 @@ CHANGED = {
     "dtype": "float64",
     "n_test": 5_000,
     "engine": "reference",
+    "restart": 2,
+    "batch_size": 500,
+    "n_repeated": 3,
+    "repeats": 5,
 }
 
 
@@ -239,3 +252,28 @@ def test_density_is_one_minus_sparsity() -> None:
     # 1 - 0.999 in binary floating point is off from 0.001 by about 1e-15 relative.
     assert_close(RunConfig(sparsity=0.999).density, 0.001, rtol=1e-12, what="density")
     assert RunConfig(sparsity=0.0).density == 1.0
+
+
+def test_infinite_training_set() -> None:
+    config = RunConfig(n_train=math.inf, batch_size=64)
+    assert config.infinite and config.examples_per_step == 64
+    assert not RunConfig(n_train=10).infinite and RunConfig(n_train=10).examples_per_step == 10
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert config.run_id != RunConfig(n_train=10**9, batch_size=64).run_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(n_train=math.inf, n_repeated=1, repeats=5), "n_repeated"),
+        (dict(n_train=math.inf, repeats=2), "n_repeated"),
+        (dict(n_train=10, n_repeated=3, repeats=4), "repeats"),
+    ],
+)
+def test_repeats_need_a_finite_set_that_holds_them(changes: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        RunConfig(**changes)
+
+
+def test_repeats_that_fill_the_set_exactly_are_valid() -> None:
+    assert RunConfig(n_train=12, n_repeated=3, repeats=4).n_repeated == 3

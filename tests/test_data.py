@@ -202,3 +202,46 @@ def test_train_and_test_sets_have_configured_shapes() -> None:
     check_csr(train, 13, 77)
     check_csr(test, 29, 77)
     assert train.data.dtype == np.float64 and test.data.dtype == np.float64
+
+
+def test_rows_selects_and_repeats_examples_in_order() -> None:
+    X = data.sample(12, 40, 0.8, np.random.default_rng(0))
+    order = np.array([3, 0, 3, 11, 5])
+    np.testing.assert_array_equal(X.rows(order).to_dense(), X.to_dense()[order])
+    check_csr(X.rows(order), 5, 40)
+
+
+def test_repeated_data_replaces_the_last_rows_with_copies() -> None:
+    plain = RunConfig(n_features=100, sparsity=0.9, n_train=20, seed=2)
+    repeated = plain.replace(n_repeated=2, repeats=4)
+    X, Xr = data.train_set(plain).to_dense(), data.train_set(repeated).to_dense()
+    assert Xr.shape == X.shape
+    # Rows 0..13 are the plain set's; the last 6 rows are 3 more copies of rows 0 and 1, so
+    # each of the two appears 4 times.
+    np.testing.assert_array_equal(Xr[:14], X[:14])
+    np.testing.assert_array_equal(Xr[14:], np.tile(X[:2], (3, 1)))
+
+
+def test_restarts_change_the_initialisation_only() -> None:
+    base = RunConfig(n_features=50, sparsity=0.9, n_train=10, seed=1)
+    W0, _ = model.init_params(base)
+    W1, _ = model.init_params(base.replace(restart=1))
+    W2, _ = model.init_params(base.replace(restart=2))
+    assert not np.array_equal(W0, W1) and not np.array_equal(W1, W2)
+    again = base.replace(restart=1)
+    np.testing.assert_array_equal(data.train_set(again).to_dense(), data.train_set(base).to_dense())
+    np.testing.assert_array_equal(data.test_set(again).to_dense(), data.test_set(base).to_dense())
+
+
+def test_batches_are_fresh_reproducible_and_apart_from_the_train_set() -> None:
+    config = RunConfig(n_features=80, sparsity=0.9, n_train=float("inf"), batch_size=7, steps=5,
+                       seed=4)
+    batches = [b.to_dense() for b in data.batches(config)]
+    assert len(batches) == 5 and all(b.shape == (7, 80) for b in batches)
+    again = [b.to_dense() for b in data.batches(config)]
+    for first, second in zip(batches, again, strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(batches[0], batches[1])
+    shown = data.train_set(config).to_dense()
+    assert shown.shape == (7, 80)
+    assert all(not np.array_equal(shown, b) for b in batches)

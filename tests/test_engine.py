@@ -333,6 +333,31 @@ def test_cosine_schedule_warms_up_then_decays_to_exactly_zero(warmup: int) -> No
     assert_close(decay + decay[::-1], np.full(len(decay), 3e-3), rtol=1e-14, what="symmetry")
 
 
+def test_quarter_cosine_schedule_decays_as_cos_of_a_quarter_period_to_exactly_zero() -> None:
+    config = RunConfig(steps=101, lr=2e-3, warmup_steps=1, schedule="quarter_cosine")
+    lrs = learning_rates(config)
+    assert lrs[0] == 0.0 and lrs[1] == 2e-3 and lrs[-1] == 0.0
+    # Progress p = (s - 1) / 99 after the one warmup step; lr cos(pi p / 2), written as
+    # sin(pi (1 - p) / 2): the two agree to a few roundings, 1e-15 relative to the peak.
+    progress = np.arange(100) / 99
+    assert_close(lrs[1:], 2e-3 * np.cos(0.5 * np.pi * progress), rtol=1e-15, what="decay")
+    # A quarter cosine stays higher than the half cosine at every step in between.
+    assert (lrs[2:-1] > learning_rates(config.replace(schedule="cosine"))[2:-1]).all()
+
+
+def test_example_losses_are_each_rows_summed_squared_error() -> None:
+    config = RunConfig(n_features=60, n_hidden=3, sparsity=0.8, n_train=25, bias_init="normal",
+                       dtype="float64")
+    X = data.train_set(config)
+    W, b = model.init_params(config)
+    dense = X.to_dense()
+    expected = ((np.maximum((dense @ W.T) @ W + b, 0.0) - dense) ** 2).sum(axis=1)
+    # float64 sums of 60 terms in another order: rounding at 1e-15 relative.
+    assert_close(engine.example_losses(W, b, X), expected, rtol=1e-13, what="per example")
+    assert_close(engine.example_losses(W, b, X).mean(), engine.loss(W, b, X), rtol=1e-13,
+                 what="mean")
+
+
 def test_constant_schedule_is_flat_after_warmup() -> None:
     lrs = learning_rates(RunConfig(steps=100, lr=2e-3, schedule="constant"))
     assert RunConfig(steps=100).warmup == 5

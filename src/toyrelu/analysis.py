@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from toyrelu import metrics
+from toyrelu.config import field_names
 from toyrelu.store import Store
 
 # A feature counts as learned (a spoke of the pentagon) above this dimensionality; unlearned
@@ -20,15 +21,35 @@ from toyrelu.store import Store
 LEARNED_D = 0.1
 
 
+def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a boolean ``kept`` column: among the restarts of one dataset (runs equal
+    in every config field but ``restart``), the finished one with the lowest training loss, as
+    the paper kept (PAPER.md section 3). A run without restarts is kept if it finished."""
+    runs = runs.copy()
+    runs["kept"] = False
+    if runs.empty:
+        return runs
+    ok = runs[runs["status"] == "ok"]
+    if ok.empty:
+        return runs
+    fields = [f for f in field_names() if f != "restart" and f in runs]
+    keys = pd.Series([repr(tuple(row)) for row in ok[fields].itertuples(index=False)],
+                     index=ok.index)
+    best = ok.groupby(keys)["train_loss"].idxmin()
+    runs.loc[best.to_numpy(), "kept"] = True
+    return runs
+
+
 def ok_runs(store: Store, run_ids: Collection[str] | None = None) -> pd.DataFrame:
-    """Finished runs (status "ok"), one row each; only those in ``run_ids`` if given."""
+    """Finished runs (status "ok"), one row each; only those in ``run_ids`` if given. Of the
+    restarts of a dataset only the kept one (``mark_kept``) is returned."""
     runs = store.runs()
     if runs.empty:
         return runs
-    keep = runs["status"] == "ok"
     if run_ids is not None:
-        keep &= runs["run_id"].isin(list(run_ids))
-    return runs[keep].reset_index(drop=True)
+        runs = runs[runs["run_id"].isin(list(run_ids))]
+    runs = mark_kept(runs)
+    return runs[runs["kept"]].drop(columns="kept").reset_index(drop=True)
 
 
 def dimensionality_table(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
@@ -104,11 +125,14 @@ def per_T(runs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Finding:
-    """One phenomenon of the paper checked against the stored runs."""
+    """One phenomenon of the paper checked against the stored runs: the claim, toyrelu's
+    measured evidence, the verdict computed from it, and the paper's own value where it gives
+    one (PAPER.md section 5)."""
 
     claim: str
     measured: str
     holds: bool
+    paper: str = ""
 
 
 def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 DTYPES = ("float32", "float64")
 BIAS_INITS = ("zeros", "normal")
 LOSS_REDUCTIONS = ("sum", "mean")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "quarter_cosine", "constant")
 ENGINES = ("fused", "reference")
 
 
@@ -34,29 +34,37 @@ class RunConfig:
         n_features: n, the number of sparse input features.
         n_hidden: m, the hidden (bottleneck) dimension.
         sparsity: S, the probability that a feature is zero, in [0, 1).
-        n_train: T, the number of training examples (full batch, fixed for the run).
+        n_train: T, the number of training examples (full batch, fixed for the run), or
+            ``math.inf`` for T = infinity: a fresh batch of ``batch_size`` examples every step.
         seed: base seed; init, train data and test data use separate streams derived from it.
+        restart: which initialisation of the dataset (0, 1, ...): restarts share the seed's
+            data and differ only in the init stream (the paper kept the lowest training loss).
         steps: number of full-batch AdamW steps.
         lr: peak learning rate.
         warmup_steps: linear warmup length; ``None`` means 5% of ``steps``.
         weight_decay: AdamW decoupled weight decay.
         decay_bias: whether weight decay also applies to ``b`` (PyTorch AdamW applies it to all).
         beta1, beta2, eps: Adam hyper-parameters.
-        schedule: "cosine" (warmup, then cosine decay to 0 at the last step) or "constant"
-            (warmup, then flat).
+        schedule: after the warmup, "cosine" (half a cosine period, to 0 at the last step),
+            "quarter_cosine" (lr cos(pi/2 p) over progress p, also to 0) or "constant" (flat).
         loss_reduction: "sum" over features (the paper's scale, zero prediction gives 1.0) or
             "mean" over features; both average over examples.
         bias_init: "zeros" (the 2022 notebook) or "normal" (N(0, 1)).
         dtype: "float32" or "float64" for parameters and arithmetic.
         n_test: size of the test set, drawn from its own seed stream.
-        engine: "fused" (the fast CPU kernel) or "reference" (plain PyTorch autograd).
+        engine: "fused" (the fast kernels) or "reference" (plain PyTorch autograd).
+        batch_size: examples per step when ``n_train`` is infinite; unused otherwise.
+        n_repeated, repeats: repeated data (PAPER.md section 5.7): the first ``n_repeated``
+            training examples each appear ``repeats`` times, replacing the last rows, so the set
+            still holds ``n_train`` rows. 0 and 1 mean plain data.
     """
 
     n_features: int = 1000
     n_hidden: int = 2
     sparsity: float = 0.99
-    n_train: int = 100
+    n_train: int | float = 100
     seed: int = 0
+    restart: int = 0
     steps: int = 10_000
     lr: float = 1e-3
     warmup_steps: int | None = None
@@ -71,12 +79,27 @@ class RunConfig:
     dtype: str = "float32"
     n_test: int = 10_000
     engine: str = "fused"
+    batch_size: int = 1_000
+    n_repeated: int = 0
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         _check_int(self, "n_features", 1)
         _check_int(self, "n_hidden", 1)
-        _check_int(self, "n_train", 1)
+        if self.n_train != math.inf:
+            _check_int(self, "n_train", 1, "or inf")
         _check_int(self, "seed", 0)
+        _check_int(self, "restart", 0)
+        _check_int(self, "batch_size", 1)
+        _check_int(self, "n_repeated", 0)
+        _check_int(self, "repeats", 1)
+        if (self.n_repeated > 0 or self.repeats > 1) and self.infinite:
+            raise ConfigError("n_repeated: repeated data needs a finite n_train, not inf")
+        if self.n_repeated * self.repeats > self.n_train:
+            raise ConfigError(
+                f"repeats: {self.n_repeated} examples x {self.repeats} repeats must fit in "
+                f"n_train = {self.n_train}"
+            )
         _check_int(self, "steps", 1)
         _check_int(self, "n_test", 1)
         if self.warmup_steps is not None:
@@ -110,6 +133,16 @@ class RunConfig:
         if self.warmup_steps is not None:
             return self.warmup_steps
         return round(0.05 * self.steps)
+
+    @property
+    def infinite(self) -> bool:
+        """T = infinity: a fresh batch every step instead of a fixed training set."""
+        return self.n_train == math.inf
+
+    @property
+    def examples_per_step(self) -> int:
+        """Rows of one step's batch: ``n_train``, or ``batch_size`` when T is infinite."""
+        return self.batch_size if self.infinite else int(self.n_train)
 
     @property
     def density(self) -> float:
@@ -151,10 +184,11 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(RunConfig)]
 
 
-def _check_int(config: RunConfig, name: str, lo: int) -> None:
+def _check_int(config: RunConfig, name: str, lo: int, alternative: str = "") -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"{name}: {value!r} must be an integer >= {lo}")
+        other = f" {alternative}" if alternative else ""
+        raise ConfigError(f"{name}: {value!r} must be an integer >= {lo}{other}")
 
 
 def _check_float(

@@ -7,6 +7,7 @@ settings an example has about 10 nonzeros out of 10,000, so nothing of size T x 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -27,13 +28,15 @@ class Stream(IntEnum):
     BATCH = 3
 
 
-def rng(seed: int, stream: Stream) -> np.random.Generator:
+def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
     """Generator for one stream of a base seed; streams never overlap one another.
 
-    The init stream depends on the seed alone, so changing T never changes the initialisation,
-    and the test stream too, so every T of a sweep with one seed shares its test set.
+    The init stream depends on the seed (and the restart, as ``index``) alone, so changing T
+    never changes the initialisation, and the test stream on the seed alone, so every T of a
+    sweep with one seed shares its test set.
     """
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(int(stream),)))
+    key = (int(stream), index) if index else (int(stream),)
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,15 @@ class SparseData:
         rows = np.repeat(np.arange(self.n_examples), np.diff(self.indptr))
         dense[rows, self.indices] = self.data
         return dense
+
+    def rows(self, order: NDArray[np.int64]) -> SparseData:
+        """The examples ``order`` (indices into the rows, repeats allowed), in that order."""
+        counts = np.diff(self.indptr)[order]
+        indptr = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        starts = np.repeat(self.indptr[order] - indptr[:-1], counts)
+        take = starts + np.arange(indptr[-1], dtype=np.int64)
+        return SparseData(indptr, self.indices[take], self.data[take], self.n_features)
 
     def row_ids(self) -> NDArray[np.int64]:
         """(nnz,) the example index of every stored value."""
@@ -131,11 +143,35 @@ def _distinct_indices(
 
 
 def train_set(config: RunConfig) -> SparseData:
-    """The run's fixed training set of ``n_train`` examples (train stream)."""
-    return sample(
-        config.n_train, config.n_features, config.sparsity, rng(config.seed, Stream.TRAIN),
-        config.dtype,
+    """The run's fixed training set of ``n_train`` examples (train stream).
+
+    With repeated data the first ``n_repeated`` examples each appear ``repeats`` times: their
+    copies replace the last rows, so the set keeps ``n_train`` rows and the other examples are
+    those of the plain set. For an infinite ``n_train`` training draws from ``batches``
+    instead, and this is ``batch_size`` examples of the train stream that training never sees,
+    the examples whose hidden vectors are shown.
+    """
+    generator = rng(config.seed, Stream.TRAIN)
+    X = sample(
+        config.examples_per_step, config.n_features, config.sparsity, generator, config.dtype
     )
+    copies = config.n_repeated * (config.repeats - 1)
+    if copies == 0:
+        return X
+    kept = X.n_examples - copies
+    repeated = np.tile(np.arange(config.n_repeated), config.repeats - 1)
+    order = np.concatenate([np.arange(kept), repeated])
+    return X.rows(order)
+
+
+def batches(config: RunConfig) -> Iterator[SparseData]:
+    """T = infinity: one fresh batch of ``batch_size`` examples per step, ``steps`` of them,
+    drawn in order from the batch stream of the seed (independent of init, train and test)."""
+    generator = rng(config.seed, Stream.BATCH)
+    for _ in range(config.steps):
+        yield sample(
+            config.batch_size, config.n_features, config.sparsity, generator, config.dtype
+        )
 
 
 def test_set(config: RunConfig) -> SparseData:

@@ -14,7 +14,7 @@ into float64, which keeps float32 runs within 1e-6 of a float64 reference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -126,7 +126,7 @@ class AdamState:
 
 def train(
     config: RunConfig,
-    X: SparseData,
+    X: SparseData | Iterable[SparseData],
     W0: NDArray[np.floating],
     b0: NDArray[np.floating],
     *,
@@ -135,11 +135,14 @@ def train(
     threads: int | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` for ``config.steps`` AdamW steps; same contract as
-    ``reference.train``. ``on_steps(k)`` (if given) is called after every ``chunk`` steps (by
+    ``reference.train``. ``X`` is the fixed training set, or (T = infinity) an iterable of one
+    batch per step. ``on_steps(k)`` (if given) is called after every ``chunk`` steps (by
     default about a second of work) with the number of steps just done. ``threads`` share each
     step's row tiles (default: ``default_threads``). The result depends on neither ``chunk`` nor
     ``threads``. Raises ``Diverged`` on a non-finite loss."""
     flush_denormals()
+    if not isinstance(X, SparseData):
+        return _train_stream(config, X, W0, b0, on_steps=on_steps, threads=threads)
     threads = threads or default_threads(X.n_examples, config.n_features)
     pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     if threads > pool:
@@ -165,6 +168,86 @@ def train(
         if on_steps is not None:
             on_steps(hi - lo)
     return W, b
+
+
+def _train_stream(
+    config: RunConfig,
+    batches: Iterable[SparseData],
+    W0: NDArray[np.floating],
+    b0: NDArray[np.floating],
+    *,
+    on_steps: Callable[[int], None] | None,
+    threads: int | None,
+) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """``train`` with a fresh batch every step (T = infinity): one compiled step per batch."""
+    threads = threads or default_threads(config.batch_size, config.n_features)
+    W = np.array(W0, dtype=config.dtype, order="C")
+    b = np.array(b0, dtype=config.dtype)
+    state = AdamState.zeros(W, b)
+    lrs = learning_rates(config)
+    run = kernels.module(config.n_hidden, threads > 1).run_steps
+    wd_b = config.weight_decay if config.decay_bias else 0.0
+    every = max(1, config.steps // 100)
+    steps = 0
+    for step, X in enumerate(batches):
+        if step == config.steps:
+            break
+        X = X.astype(config.dtype)
+        scale = loss_scale(config.loss_reduction, X.n_examples, config.n_features)
+        with _numba_threads(threads):
+            done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, step, step + 1,
+                              config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
+                              state.mW, state.vW, state.mb, state.vb, tile_batch(threads))
+        if done == step:
+            raise Diverged(f"loss is {value} at step {step}")
+        steps += 1
+        if on_steps is not None and (steps % every == 0 or steps == config.steps):
+            on_steps(every if steps % every == 0 else steps % every)
+    if steps < config.steps:
+        raise ValueError(f"batches: {steps} batches for {config.steps} steps")
+    return W, b
+
+
+@numba.njit(nogil=True, cache=True)
+def _example_losses(W, b, indptr, indices, data, out):  # noqa: ANN001
+    n = W.shape[1]
+    h = np.zeros(W.shape[0])
+    for t in range(len(indptr) - 1):
+        h[:] = 0.0
+        for p in range(indptr[t], indptr[t + 1]):
+            for k in range(W.shape[0]):
+                h[k] += W[k, indices[p]] * data[p]
+        total = 0.0
+        for i in range(n):
+            z = b[i]
+            for k in range(W.shape[0]):
+                z += h[k] * W[k, i]
+            if z > 0.0:
+                total += z * z
+        for p in range(indptr[t], indptr[t + 1]):
+            i = indices[p]
+            z = b[i]
+            for k in range(W.shape[0]):
+                z += h[k] * W[k, i]
+            a = z if z > 0.0 else 0.0
+            total += data[p] * data[p] - 2.0 * a * data[p]
+        out[t] = total
+
+
+def example_losses(
+    W: NDArray[np.floating],  # (n_hidden, n_features)
+    b: NDArray[np.floating],  # (n_features,)
+    X: SparseData,
+) -> NDArray[np.float64]:
+    """(n_examples,) each example's squared error summed over features, in float64.
+
+    This is the paper's scale (predicting zero gives 1 for a unit-norm example), whatever
+    reduction a run trains with; the mean over examples is the loss.
+    """
+    out = np.zeros(X.n_examples)
+    _example_losses(W.astype(np.float64), b.astype(np.float64), X.indptr, X.indices,
+                    X.data.astype(np.float64), out)
+    return out
 
 
 @numba.njit(nogil=True, cache=True)

@@ -20,9 +20,10 @@ def init_params(config: RunConfig) -> tuple[NDArray[np.floating], NDArray[np.flo
 
     Xavier-uniform on the (m, n) matrix draws from U(-a, a) with a = sqrt(6 / (m + n)), as
     ``torch.nn.init.xavier_uniform_`` does. ``b`` is zeros, or N(0, 1) with ``bias_init="normal"``.
-    Both come from the init stream of ``config.seed``, so they do not depend on T.
+    Both come from the init stream of ``config.seed`` and ``config.restart``, so they do not
+    depend on T.
     """
-    generator = rng(config.seed, Stream.INIT)
+    generator = rng(config.seed, Stream.INIT, config.restart)
     bound = math.sqrt(6.0 / (config.n_hidden + config.n_features))
     W = generator.uniform(-bound, bound, size=(config.n_hidden, config.n_features))
     if config.bias_init == "normal":

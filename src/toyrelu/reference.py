@@ -8,7 +8,7 @@ compares against it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def loss_and_grad(
 
 def train(
     config: RunConfig,
-    X: SparseData,
+    X: SparseData | Iterable[SparseData],
     W0: NDArray[np.floating],
     b0: NDArray[np.floating],
     *,
@@ -54,11 +54,13 @@ def train(
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` with torch.optim.AdamW for ``config.steps`` steps.
 
+    ``X`` is the fixed training set, or (T = infinity) an iterable of one batch per step.
     Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite.
     ``on_steps(k)`` (if given) is called every ``PROGRESS_EVERY`` steps and at the end.
     """
     dtype = TORCH_DTYPES[config.dtype]
-    X_t = dense(X, config.dtype)
+    fixed = dense(X, config.dtype) if isinstance(X, SparseData) else None
+    stream = iter(()) if isinstance(X, SparseData) else iter(X)
     W = torch.nn.Parameter(torch.tensor(W0, dtype=dtype))
     b = torch.nn.Parameter(torch.tensor(b0, dtype=dtype))
     groups = [
@@ -72,6 +74,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
         optimizer.zero_grad(set_to_none=True)
+        X_t = fixed if fixed is not None else dense(next(stream), config.dtype)
         value = model.loss(W, b, X_t, config.loss_reduction)
         current = value.item()
         if not math.isfinite(current):

@@ -20,7 +20,10 @@ TRAINERS = {"fused": engine.train, "reference": reference.train}
 @dataclass
 class RunResult:
     """Everything a run produces. ``status`` is "ok" or "failed" (then ``error`` says why, and
-    W, b and H are those of the initialisation, since a diverged run has no final parameters)."""
+    W, b and H are those of the initialisation, since a diverged run has no final parameters).
+
+    ``X`` is the training set; for T = infinity, ``batch_size`` examples of the train stream
+    that training never saw (the examples whose hidden vectors and losses are shown)."""
 
     config: RunConfig
     status: str
@@ -50,27 +53,55 @@ class RunResult:
 
 
 def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> RunResult:
-    """Train ``config`` and evaluate it; a diverging run comes back failed, never raised.
-
-    Losses are evaluated in float64 on the final parameters: ``train_loss`` on the training set,
-    ``test_loss`` on ``n_test`` fresh examples from the test stream.
-    """
+    """Train ``config`` and evaluate it; a diverging run comes back failed, never raised."""
     engine.flush_denormals()
     start = time.perf_counter()
     X = data.train_set(config)
     W, b = model.init_params(config)
-    status, error = "ok", None
+    source = data.batches(config) if config.infinite else X
     try:
-        W, b = TRAINERS[config.engine](config, X, W, b, on_steps=on_steps)
+        W, b = TRAINERS[config.engine](config, source, W, b, on_steps=on_steps)
     except engine.Diverged as exc:
-        status, error = "failed", f"diverged: {exc}"
+        return finish(config, X, W, b, start, error=f"diverged: {exc}")
+    return finish(config, X, W, b, start)
+
+
+def finish(
+    config: RunConfig,
+    X: SparseData,
+    W: NDArray[np.floating],
+    b: NDArray[np.floating],
+    start: float,
+    error: str | None = None,
+) -> RunResult:
+    """The result of a run trained to (W, b), or failed with ``error``; ``start`` is its
+    ``time.perf_counter()`` at the start, for ``wall_seconds``.
+
+    Losses are evaluated in float64 on the paper's scale (summed over features, averaged over
+    examples; PAPER.md section 1) whatever ``loss_reduction`` trained the run: ``train_loss``
+    on ``X``, ``test_loss`` on ``n_test`` fresh examples of the test stream, with the spread of
+    the per-example test losses (the mean is driven by a heavy tail): ``test_loss_median``,
+    ``test_loss_p90`` and ``test_share_above_2``.
+    """
     H = engine.hidden(W, X)
     values: dict[str, float] = {}
-    if status == "ok":
+    if error is None:
         W64, b64 = W.astype(np.float64), b.astype(np.float64)
-        test = data.test_set(config).astype(np.float64)
-        values["train_loss"] = engine.loss(W64, b64, X.astype(np.float64), config.loss_reduction)
-        values["test_loss"] = engine.loss(W64, b64, test, config.loss_reduction)
+        values["train_loss"] = engine.loss(W64, b64, X.astype(np.float64))
+        values.update(held_out_losses(W64, b64, data.test_set(config)))
         values["W_norm"], values["b_norm"] = metrics.norms(W, b)
     values["wall_seconds"] = time.perf_counter() - start
-    return RunResult(config, status, error, W, b, X, H, values)
+    return RunResult(config, "ok" if error is None else "failed", error, W, b, X, H, values)
+
+
+def held_out_losses(
+    W: NDArray[np.floating], b: NDArray[np.floating], test: SparseData
+) -> dict[str, float]:
+    """Mean test loss and the spread of the per-example losses (paper scale)."""
+    losses = engine.example_losses(W, b, test)
+    return {
+        "test_loss": float(losses.mean()),
+        "test_loss_median": float(np.median(losses)),
+        "test_loss_p90": float(np.quantile(losses, 0.9)),
+        "test_share_above_2": float(np.mean(losses > 2.0)),
+    }
