@@ -84,6 +84,10 @@ INVALID = [
     ("batch_size", 0),
     ("n_repeated", -1),
     ("repeats", 0),
+    ("snapshot_every", -1),
+    ("snapshot_every", True),
+    ("snapshot_every", 2.0),
+    ("snapshot_every", 1),  # 10,001 snapshots of the default 10,000 steps: over the cap
 ]
 
 
@@ -225,6 +229,7 @@ CHANGED = {
     "batch_size": 500,
     "n_repeated": 3,
     "repeats": 5,
+    "snapshot_every": 100,
 }
 
 

@@ -24,6 +24,9 @@ BIAS_INITS = ("zeros", "normal")
 LOSS_REDUCTIONS = ("sum", "mean")
 SCHEDULES = ("cosine", "quarter_cosine", "constant")
 ENGINES = ("fused", "reference")
+# Snapshots per run at most: each holds (n_hidden + 1) x n_features numbers, 120 KB at
+# n = 10,000, m = 2 in float32, so 1,000 of them keep a run's arrays near 120 MB.
+MAX_SNAPSHOTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class RunConfig:
         n_repeated, repeats: repeated data (PAPER.md section 5.7): the first ``n_repeated``
             training examples each appear ``repeats`` times, replacing the last rows, so the set
             still holds ``n_train`` rows. 0 and 1 mean plain data.
+        snapshot_every: K > 0 keeps W and b at step 0, after every K steps and after the last
+            step (at most ``MAX_SNAPSHOTS`` of them), for watching the geometry form; 0 keeps
+            none. The trained numbers do not depend on it.
     """
 
     n_features: int = 1000
@@ -82,6 +88,7 @@ class RunConfig:
     batch_size: int = 1_000
     n_repeated: int = 0
     repeats: int = 1
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
         _check_int(self, "n_features", 1)
@@ -101,6 +108,13 @@ class RunConfig:
                 f"n_train = {self.n_train}"
             )
         _check_int(self, "steps", 1)
+        _check_int(self, "snapshot_every", 0)
+        if self.snapshot_every and -(-self.steps // self.snapshot_every) + 1 > MAX_SNAPSHOTS:
+            fewest = -(-self.steps // (MAX_SNAPSHOTS - 1))
+            raise ConfigError(
+                f"snapshot_every: {self.snapshot_every} keeps more than {MAX_SNAPSHOTS} "
+                f"snapshots of {self.steps} steps; use 0 or at least {fewest}"
+            )
         _check_int(self, "n_test", 1)
         if self.warmup_steps is not None:
             _check_int(self, "warmup_steps", 0)

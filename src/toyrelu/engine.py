@@ -110,6 +110,27 @@ def loss(
     return total * loss_scale(reduction, X.n_examples, X.n_features)
 
 
+SnapshotCallback = Callable[[int, NDArray[np.floating], NDArray[np.floating]], None]
+
+
+def snapshot_steps(config: RunConfig) -> NDArray[np.int64]:
+    """Steps after which a run with ``snapshot_every = K`` keeps W and b: 0, K, 2K, ... and the
+    last step, ``ceil(steps / K) + 1`` of them; none when K is 0."""
+    K = config.snapshot_every
+    if K == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.append(np.arange(0, config.steps, K, dtype=np.int64), config.steps)
+
+
+def _snapshot_plan(config: RunConfig, on_snapshot: SnapshotCallback | None) -> set[int]:
+    """The steps after which a trainer calls ``on_snapshot`` (none without a callback)."""
+    if on_snapshot is None:
+        return set()
+    if config.snapshot_every == 0:
+        raise ValueError("on_snapshot: needs config.snapshot_every > 0")
+    return set(snapshot_steps(config).tolist())
+
+
 @dataclass
 class AdamState:
     """First and second moments of AdamW for W and b."""
@@ -131,18 +152,23 @@ def train(
     b0: NDArray[np.floating],
     *,
     on_steps: Callable[[int], None] | None = None,
+    on_snapshot: SnapshotCallback | None = None,
     chunk: int | None = None,
     threads: int | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` for ``config.steps`` AdamW steps; same contract as
     ``reference.train``. ``X`` is the fixed training set, or (T = infinity) an iterable of one
     batch per step. ``on_steps(k)`` (if given) is called after every ``chunk`` steps (by
-    default about a second of work) with the number of steps just done. ``threads`` share each
-    step's row tiles (default: ``default_threads``). The result depends on neither ``chunk`` nor
-    ``threads``. Raises ``Diverged`` on a non-finite loss."""
+    default about a second of work) with the number of steps just done; ``on_snapshot(step,
+    W, b)`` (if given) at every step of ``snapshot_steps(config)``, with copies of W and b
+    after that many steps. ``threads`` share each step's row tiles (default:
+    ``default_threads``). The result depends on none of ``chunk``, ``threads`` and
+    ``on_snapshot``. Raises ``Diverged`` on a non-finite loss."""
     flush_denormals()
     if not isinstance(X, SparseData):
-        return _train_stream(config, X, W0, b0, on_steps=on_steps, threads=threads)
+        return _train_stream(config, X, W0, b0, on_steps=on_steps, on_snapshot=on_snapshot,
+                             threads=threads)
+    snapshots = _snapshot_plan(config, on_snapshot)
     threads = threads or default_threads(X.n_examples, config.n_features)
     pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     if threads > pool:
@@ -157,8 +183,12 @@ def train(
     run = kernels.module(config.n_hidden, threads > 1).run_steps
     wd_b = config.weight_decay if config.decay_bias else 0.0
     scale = loss_scale(config.loss_reduction, X.n_examples, config.n_features)
-    for lo in range(0, config.steps, chunk):
-        hi = min(lo + chunk, config.steps)
+    # Chunks also end at every snapshot step; the kernel's steps do not care where they end.
+    ends = sorted({*range(chunk, config.steps, chunk), *snapshots, config.steps} - {0})
+    if on_snapshot is not None:
+        on_snapshot(0, W.copy(), b.copy())
+    lo = 0
+    for hi in ends:
         with _numba_threads(threads):
             done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
                               config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
@@ -167,6 +197,9 @@ def train(
             raise Diverged(f"loss is {value} at step {done}")
         if on_steps is not None:
             on_steps(hi - lo)
+        if on_snapshot is not None and hi in snapshots:
+            on_snapshot(hi, W.copy(), b.copy())
+        lo = hi
     return W, b
 
 
@@ -177,9 +210,11 @@ def _train_stream(
     b0: NDArray[np.floating],
     *,
     on_steps: Callable[[int], None] | None,
+    on_snapshot: SnapshotCallback | None,
     threads: int | None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """``train`` with a fresh batch every step (T = infinity): one compiled step per batch."""
+    snapshots = _snapshot_plan(config, on_snapshot)
     threads = threads or default_threads(config.batch_size, config.n_features)
     W = np.array(W0, dtype=config.dtype, order="C")
     b = np.array(b0, dtype=config.dtype)
@@ -189,6 +224,8 @@ def _train_stream(
     wd_b = config.weight_decay if config.decay_bias else 0.0
     every = max(1, config.steps // 100)
     steps = 0
+    if on_snapshot is not None:
+        on_snapshot(0, W.copy(), b.copy())
     for step, X in enumerate(batches):
         if step == config.steps:
             break
@@ -203,6 +240,8 @@ def _train_stream(
         steps += 1
         if on_steps is not None and (steps % every == 0 or steps == config.steps):
             on_steps(every if steps % every == 0 else steps % every)
+        if on_snapshot is not None and steps in snapshots:
+            on_snapshot(steps, W.copy(), b.copy())
     if steps < config.steps:
         raise ValueError(f"batches: {steps} batches for {config.steps} steps")
     return W, b

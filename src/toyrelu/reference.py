@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from toyrelu import model
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
-from toyrelu.engine import Diverged
+from toyrelu.engine import Diverged, SnapshotCallback, snapshot_steps
 from toyrelu.schedule import learning_rates
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,13 +51,19 @@ def train(
     b0: NDArray[np.floating],
     *,
     on_steps: Callable[[int], None] | None = None,
+    on_snapshot: SnapshotCallback | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` with torch.optim.AdamW for ``config.steps`` steps.
 
     ``X`` is the fixed training set, or (T = infinity) an iterable of one batch per step.
     Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite.
-    ``on_steps(k)`` (if given) is called every ``PROGRESS_EVERY`` steps and at the end.
+    ``on_steps(k)`` (if given) is called every ``PROGRESS_EVERY`` steps and at the end;
+    ``on_snapshot(step, W, b)`` (if given) with copies of W and b at every step of
+    ``engine.snapshot_steps(config)`` (needs ``config.snapshot_every > 0``).
     """
+    if on_snapshot is not None and config.snapshot_every == 0:
+        raise ValueError("on_snapshot: needs config.snapshot_every > 0")
+    snapshots = set(snapshot_steps(config).tolist()) if on_snapshot is not None else set()
     dtype = TORCH_DTYPES[config.dtype]
     fixed = dense(X, config.dtype) if isinstance(X, SparseData) else None
     stream = iter(()) if isinstance(X, SparseData) else iter(X)
@@ -70,6 +76,8 @@ def train(
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps
     )
+    if on_snapshot is not None:
+        on_snapshot(0, _numpy(W), _numpy(b))
     for step, lr in enumerate(learning_rates(config)):
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
@@ -83,6 +91,13 @@ def train(
         optimizer.step()
         if on_steps is not None and (step + 1) % PROGRESS_EVERY == 0:
             on_steps(PROGRESS_EVERY)
+        if on_snapshot is not None and step + 1 in snapshots:
+            on_snapshot(step + 1, _numpy(W), _numpy(b))
     if on_steps is not None and config.steps % PROGRESS_EVERY:
         on_steps(config.steps % PROGRESS_EVERY)
-    return W.detach().numpy().copy(), b.detach().numpy().copy()
+    return _numpy(W), _numpy(b)
+
+
+def _numpy(param: torch.Tensor) -> NDArray[np.floating]:
+    """A numpy copy of a parameter's current value."""
+    return param.detach().numpy().copy()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,8 @@ from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 
 TRAINERS = {"fused": engine.train, "reference": reference.train}
+# (step, W (n_hidden, n_features), b (n_features,)) after that many training steps
+Snapshot = tuple[int, NDArray[np.floating], NDArray[np.floating]]
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RunResult:
     X: SparseData  # (n_train, n_features), the training set
     H: NDArray[np.floating]  # (n_train, n_hidden), H = X W^T
     values: dict[str, float] = field(default_factory=dict)
+    # (step, W, b) at every step of engine.snapshot_steps(config) when snapshot_every > 0
+    snapshots: list[Snapshot] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """The row stored for this run: status, error and every scalar metric."""
@@ -41,9 +45,16 @@ class RunResult:
     def arrays(self) -> dict[str, np.ndarray]:
         """Arrays stored for this run; X in CSR form so every number can be recomputed.
 
+        With snapshots, also ``snapshot_steps`` (S,), ``snapshot_W`` (S, n_hidden, n_features)
+        and ``snapshot_b`` (S, n_features); the hidden vectors of snapshot s are X W_s^T.
         A failed run stores its training set only: its W, b and H describe no trained model.
         """
         trained = {"W": self.W, "b": self.b, "H": self.H} if self.status == "ok" else {}
+        if self.status == "ok" and self.snapshots:
+            steps, Ws, bs = zip(*self.snapshots, strict=True)
+            trained["snapshot_steps"] = np.array(steps, dtype=np.int64)
+            trained["snapshot_W"] = np.stack(Ws)
+            trained["snapshot_b"] = np.stack(bs)
         return {
             **trained,
             "X_indptr": self.X.indptr,
@@ -53,17 +64,23 @@ class RunResult:
 
 
 def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> RunResult:
-    """Train ``config`` and evaluate it; a diverging run comes back failed, never raised."""
+    """Train ``config`` and evaluate it; a diverging run comes back failed, never raised.
+
+    With ``config.snapshot_every > 0`` the result also holds the (step, W, b) snapshots."""
     engine.flush_denormals()
     start = time.perf_counter()
     X = data.train_set(config)
     W, b = model.init_params(config)
     source = data.batches(config) if config.infinite else X
+    snapshots: list[Snapshot] = []
+    hooks: dict[str, Any] = {"on_steps": on_steps}
+    if config.snapshot_every > 0:
+        hooks["on_snapshot"] = lambda step, W_s, b_s: snapshots.append((step, W_s, b_s))
     try:
-        W, b = TRAINERS[config.engine](config, source, W, b, on_steps=on_steps)
+        W, b = TRAINERS[config.engine](config, source, W, b, **hooks)
     except engine.Diverged as exc:
         return finish(config, X, W, b, start, error=f"diverged: {exc}")
-    return finish(config, X, W, b, start)
+    return finish(config, X, W, b, start, snapshots=snapshots)
 
 
 def finish(
@@ -73,9 +90,12 @@ def finish(
     b: NDArray[np.floating],
     start: float,
     error: str | None = None,
+    *,
+    snapshots: Sequence[Snapshot] = (),
 ) -> RunResult:
     """The result of a run trained to (W, b), or failed with ``error``; ``start`` is its
-    ``time.perf_counter()`` at the start, for ``wall_seconds``.
+    ``time.perf_counter()`` at the start, for ``wall_seconds``. ``snapshots`` are kept only
+    when the run did not fail.
 
     Losses are evaluated in float64 on the paper's scale (summed over features, averaged over
     examples; PAPER.md section 1) whatever ``loss_reduction`` trained the run: ``train_loss``
@@ -91,7 +111,9 @@ def finish(
         values.update(held_out_losses(W64, b64, data.test_set(config)))
         values["W_norm"], values["b_norm"] = metrics.norms(W, b)
     values["wall_seconds"] = time.perf_counter() - start
-    return RunResult(config, "ok" if error is None else "failed", error, W, b, X, H, values)
+    kept = list(snapshots) if error is None else []
+    return RunResult(config, "ok" if error is None else "failed", error, W, b, X, H, values,
+                     kept)
 
 
 def held_out_losses(
