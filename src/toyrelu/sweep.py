@@ -47,8 +47,10 @@ def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
 
 def cost(config: RunConfig) -> float:
     """Relative cost of a run: (example, feature) pairs visited, plus the per-step overhead
-    (AdamW and the gradient flush, measured at about 40 pairs' worth per feature)."""
-    return config.steps * (config.n_train + 40) * config.n_features
+    (AdamW and the gradient flush, measured at about 40 pairs' worth per feature). A fresh
+    batch per step (T = infinity) costs about as much again to sample."""
+    rows = config.examples_per_step * (2 if config.infinite else 1)
+    return config.steps * (rows + 40) * config.n_features
 
 
 def run_one(config: RunConfig, on_steps: StepsCallback | None = None) -> Outcome:
@@ -143,8 +145,98 @@ def _drain(queue: Any, on_steps: StepsCallback) -> None:
         on_steps(run_id, k)
 
 
-def executor(workers: int) -> Executor:
-    """In-process for one worker, local processes otherwise."""
+class GpuBatches:
+    """Trains runs on one CUDA device, many at a time (``toyrelu.gpu``): a small run cannot fill
+    a GPU, so runs that share a ``gpu.batch_key`` (everything but the data and init) are
+    stacked into one launch, up to ``max_rows`` training rows per batch.
+
+    ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
+    Runs for the reference engine, and runs that keep snapshots of their training, are
+    trained one by one in this process on the CPU.
+    """
+
+    def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256):
+        self.device = device
+        self.max_rows = max_rows
+        self.max_runs = max_runs
+
+    def batches(self, configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
+        """Groups of configs trained together: equal batch keys, at most ``max_rows`` rows
+        (one step's examples summed over runs) and ``max_runs`` runs each, smallest T first."""
+        from toyrelu import gpu
+
+        groups: dict[tuple[Any, ...], list[RunConfig]] = {}
+        for config in configs:
+            groups.setdefault(gpu.batch_key(config), []).append(config)
+        out = []
+        for group in groups.values():
+            batch: list[RunConfig] = []
+            rows = 0
+            for config in sorted(group, key=lambda c: c.examples_per_step):
+                full = rows + config.examples_per_step > self.max_rows
+                if batch and (full or len(batch) == self.max_runs):
+                    out.append(batch)
+                    batch, rows = [], 0
+                batch.append(config)
+                rows += config.examples_per_step
+            out.append(batch)
+        return sorted(out, key=lambda b: -sum(cost(c) for c in b))
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+        def on_cpu(config: RunConfig) -> bool:
+            return config.engine == "reference" or config.snapshot_every > 0
+
+        yield from InProcess().map([c for c in configs if on_cpu(c)], on_steps)
+        for batch in self.batches([c for c in configs if not on_cpu(c)]):
+            yield from self._train(batch, on_steps)
+
+    def _train(self, batch: list[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+        from toyrelu import data, gpu, model
+
+        start = time.perf_counter()
+        shown = [data.train_set(c) for c in batch]
+        sources = [data.batches(c) if c.infinite else X for c, X in zip(batch, shown, strict=True)]
+        params = [model.init_params(c) for c in batch]
+
+        def steps_done(k: int) -> None:
+            for config in batch:
+                on_steps(config.run_id, k)
+
+        trained = gpu.train_many(batch, sources, [W for W, _ in params], [b for _, b in params],
+                                 device=self.device, on_steps=steps_done)
+        for config, X, init, result in zip(batch, shown, params, trained, strict=True):
+            if isinstance(result, Exception):
+                done = training.finish(config, X, *init, start, error=f"diverged: {result}")
+            else:
+                done = training.finish(config, X, *result, start)
+            done.values["batch_runs"] = len(batch)
+            yield Outcome(config.run_id, config.to_dict(), done.metrics(), done.arrays())
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for a requested device; "auto" takes a usable CUDA GPU when there is
+    one. Raises ValueError (one line) for an unknown name or a GPU that is not there."""
+    if device not in DEVICES:
+        raise ValueError(f"device: {device!r} must be one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    from toyrelu import gpu
+
+    if gpu.available():
+        return "cuda"
+    if device == "cuda":
+        raise ValueError("device: cuda was requested but no usable CUDA GPU (with triton) is here")
+    return "cpu"
+
+
+def executor(workers: int, device: str = "cpu") -> Executor:
+    """On "cuda", batched GPU training; on the CPU, in-process for one worker and local
+    processes otherwise."""
+    if device == "cuda":
+        return GpuBatches()
     return InProcess() if workers <= 1 else LocalProcesses(workers)
 
 

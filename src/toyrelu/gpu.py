@@ -1,0 +1,395 @@
+"""Batched GPU training engine: many runs of one shape trained at once by Triton kernels.
+
+Small runs cannot fill a GPU, so runs that share a ``batch_key`` (same n, m, dtype, steps,
+schedule and optimiser settings) are stacked along a run axis: W (R, m, n), b (R, n) and the
+Adam moments alike, with every run's examples side by side. Runs may differ in T, seed and data;
+each keeps its own loss scale (1/T or 1/(T n)) and is frozen alone if its loss stops being finite.
+
+A step computes the same fused quantities as the CPU engine (``toyrelu.engine``), never storing
+anything of size T x n, in three launches (``toyrelu.gpu_kernels`` describes them): pass A over
+blocks of examples (h_t, dL/dh_t, the loss, the exact corrections at the nonzeros), pass B over
+blocks of features (the decoder sums over examples), and an update that adds the column-sorted
+sparse terms and applies AdamW as torch.optim.AdamW does. All sums run in a fixed order: results
+are the same bit for bit from call to call, and depend on ``Blocks`` only through rounding.
+float32 runs match a float64 reference about as tightly as the CPU engine does.
+
+``import toyrelu.gpu`` does not import Triton; the kernels are loaded at the first call. Without
+CUDA, ``TRITON_INTERPRET=1`` (set before Triton is imported) runs them on CPU tensors with
+``device="cpu"``: that is how the tests check them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import cast
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from toyrelu.config import RunConfig
+from toyrelu.data import SparseData
+from toyrelu.engine import Diverged, loss_scale
+from toyrelu.schedule import learning_rates
+
+ALIGN = 32  # each run's rows start at a multiple of this slot: aligned, vector-loadable rows
+PREFETCH = 64  # steps of streamed batches uploaded and column-sorted at once
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def available() -> bool:
+    """Whether a CUDA device and Triton are usable here."""
+    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
+
+
+def batch_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can be trained in one ``train_many`` call: they agree on shape,
+    dtype, steps, schedule, optimiser and loss reduction, and may differ in T, seed, sparsity,
+    initialisation or anything else that only changes the data or the initial parameters."""
+    return (config.n_features, config.n_hidden, config.dtype, config.steps, float(config.lr),
+            config.warmup, config.schedule, float(config.weight_decay), config.decay_bias,
+            float(config.beta1), float(config.beta2), float(config.eps), config.loss_reduction)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Tile sizes (powers of two) and warps of the three kernels, and how finely to split work.
+
+    Pass A: ``rows_BE`` examples per program (rows_BE / (32 rows_warps) per thread),
+    ``rows_BF`` features per loop iteration. Pass B: ``cols_BF`` features per program
+    (cols_BF / (32 cols_warps) per thread), ``cols_BE`` examples per iteration, summed in the
+    working precision over ``tile`` rows. ``update_*``: the update kernel. ``programs``: pass
+    A splits its features and pass B its rows until a launch has about this many programs, so
+    that small batches still fill the GPU. Several examples (features) per thread let each
+    broadcast load of W (h) feed several pairs. Any values give the same result up to rounding
+    (they change the order of sums).
+    """
+
+    rows_BE: int = 512
+    rows_BF: int = 16
+    rows_warps: int = 4
+    cols_BE: int = 32
+    cols_BF: int = 512
+    cols_warps: int = 4
+    tile: int = 256
+    update_BF: int = 64
+    update_warps: int = 2
+    programs: int = 1024
+    stages: int = 3
+
+
+# Largest m -> (rows_BF, examples per thread in pass A, cols_BE, features per thread in pass B),
+# chosen from compiling for sm_90: the best FP share of the inner loops without register spills.
+TILES = ((2, (16, 4, 32, 4)), (4, (8, 4, 16, 4)), (8, (8, 4, 8, 4)), (16, (4, 2, 4, 4)))
+
+
+def default_blocks(n_hidden: int, dtype: str = "float32") -> Blocks:
+    """Blocks for hidden size m (``TILES``): fewer features (pass A) and rows (pass B) per
+    iteration as m grows, and fewer per thread in float64, so that the m-fold unrolled tiles
+    stay in registers (no spills in passes A and B for m <= 16)."""
+    rows_BF, per_row, cols_BE, per_col = next(
+        (tiles for bound, tiles in TILES if n_hidden <= bound), (4, 1, 2, 1))
+    if dtype == "float64":
+        per_row, cols_BE, per_col = max(1, per_row // 2), max(2, cols_BE // 2), max(1, per_col // 2)
+    return Blocks(rows_BE=128 * per_row, rows_BF=rows_BF, cols_BE=cols_BE, cols_BF=128 * per_col)
+
+
+@cache
+def _kernels() -> ModuleType:
+    """The Triton kernels, imported on first use."""
+    from toyrelu import gpu_kernels
+
+    return gpu_kernels
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass
+class _Data:
+    """One step's examples of a group on the device: CSR rows of every run side by side and a
+    column-sorted (CSC) copy, its columns grouped per run (column j of run r is r * n + j)."""
+
+    indptr: torch.Tensor  # (rows + 1,) int64
+    indices: torch.Tensor  # (nnz,) int32
+    values: torch.Tensor  # (nnz,)
+    csr2csc: torch.Tensor  # (nnz,) int32: CSC position of each stored value
+    colptr: torch.Tensor  # (R * n + 1,) int64
+    csc_slot: torch.Tensor  # (nnz,) int32: slot (padded row) of each CSC entry
+    csc_values: torch.Tensor  # (nnz,)
+
+
+def _upload(steps: list[list[SparseData]], slot0: NDArray[np.int64], n: int, dtype: str,
+            device: torch.device) -> list[_Data]:
+    """Device data for each step of ``steps`` (each a list with one batch per run), built in
+    one go: positions are global over all steps, each step's _Data holds views."""
+    flat = [X for batch in steps for X in batch]
+    runs = len(steps[0])
+    if sum(X.nnz for X in flat) >= 2**31:
+        raise ValueError("batch too large for 32-bit offsets (nonzeros)")
+    offsets = np.concatenate([[0], np.cumsum([X.nnz for X in flat])]).astype(np.int64)
+    indptr = np.concatenate([X.indptr[:-1] + o for X, o in zip(flat, offsets, strict=False)]
+                            + [offsets[-1:]]).astype(np.int64)
+    indices = np.concatenate([X.indices for X in flat]).astype(np.int32)
+    values = np.concatenate([X.data for X in flat]).astype(dtype)
+    slots = np.concatenate([X.row_ids() + slot0[i % runs] for i, X in enumerate(flat)])
+    keys = np.concatenate([X.indices.astype(np.int64) + i * n for i, X in enumerate(flat)])
+    put = {name: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+           for name, a in dict(indptr=indptr, indices=indices, values=values,
+                               slots=slots.astype(np.int32), keys=keys).items()}
+    order = torch.argsort(put["keys"], stable=True)
+    csr2csc = torch.empty(len(order), dtype=torch.int32, device=device)
+    csr2csc[order] = torch.arange(len(order), dtype=torch.int32, device=device)
+    colptr = torch.zeros(len(flat) * n + 1, dtype=torch.int64, device=device)
+    colptr[1:] = torch.cumsum(torch.bincount(put["keys"], minlength=len(flat) * n), 0)
+    rows = sum(X.n_examples for X in steps[0])
+    return [_Data(put["indptr"][s * rows:(s + 1) * rows + 1], put["indices"], put["values"],
+                  csr2csc, colptr[s * runs * n:(s + 1) * runs * n + 1], put["slots"][order],
+                  put["values"][order]) for s in range(len(steps))]
+
+
+def _int32(values: Sequence[int] | NDArray, device: torch.device) -> torch.Tensor:
+    return torch.tensor(np.asarray(values, dtype=np.int64), dtype=torch.int32, device=device)
+
+
+class _Group:
+    """Runs stepped by one set of launches: stacked parameters, Adam moments, the fixed layout
+    of their rows (a run of T examples owns slots [slot0, slot0 + T)) and the work lists."""
+
+    def __init__(self, W0s: Sequence[NDArray], b0s: Sequence[NDArray], counts: Sequence[int],
+                 reduction: str, device: torch.device, blocks: Blocks) -> None:
+        dt = TORCH_DTYPES[str(np.asarray(W0s[0]).dtype)]
+        self.device, self.blocks, self.counts = device, blocks, list(counts)
+        self.W = torch.tensor(np.stack(W0s), dtype=dt, device=device).contiguous()
+        self.b = torch.tensor(np.stack(b0s), dtype=dt, device=device).contiguous()
+        R, m, n = self.W.shape
+        self.m, self.n = m, n
+        self.moments = [torch.zeros_like(t) for t in (self.W, self.W, self.b, self.b)]
+        padded = [_round_up(max(T, 1), ALIGN) for T in counts]
+        self.slot0 = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
+        self.n_slots = int(sum(padded))
+        row0 = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        be = blocks.rows_BE
+        blk = [(r, row0[r] + i, self.slot0[r] + i, min(be, T - i))
+               for r, T in enumerate(counts) for i in range(0, T, be)]
+        self.n_blocks = len(blk)
+        self.blk = [_int32([x[c] for x in blk], device) for c in range(4)]
+        run_blocks = np.cumsum([0] + [-(-T // be) for T in counts])
+        # Pass A splits the features in chunks when there are few blocks of rows.
+        want = max(1, min(16, -(-blocks.programs // max(self.n_blocks, 1))))
+        self.f_chunk = _round_up(-(-n // want), max(blocks.rows_BF, 16))
+        self.n_fc = -(-n // self.f_chunk)
+        # Pass B splits each run's rows in items of whole tiles, enough to fill the launch.
+        n_fb = -(-n // blocks.cols_BF)
+        per_item = _round_up(-(-sum(counts) * n_fb // blocks.programs), blocks.tile)
+        items = [(r, self.slot0[r] + i, self.slot0[r] + min(i + per_item, T))
+                 for r, T in enumerate(counts) for i in range(0, max(T, 1), per_item)]
+        self.n_items = len(items)
+        self.items = [_int32([x[c] for x in items], device) for c in range(3)]
+        run_items = np.cumsum([0] + [max(-(-T // per_item), 1) for T in counts])
+        self.run_ranges = [_int32(np.stack([a[:-1], a[1:]], 1).ravel(), device)
+                           for a in (run_items, run_blocks)]
+        self.scale = torch.tensor([loss_scale(reduction, T, n) for T in counts],
+                                  dtype=torch.float64, device=device)
+        for size in (self.n_items * (m + 1) * n, self.n_fc * self.n_slots * m, R * m * n):
+            if size >= 2**31:
+                raise ValueError(f"batch too large for 32-bit offsets ({size} elements)")
+        self.Ht = torch.zeros(m, self.n_slots, dtype=dt, device=device)
+        self.H = torch.zeros(self.n_slots, m, dtype=dt, device=device)
+        self.DH = torch.zeros(self.n_fc, self.n_slots, m, dtype=dt, device=device)
+        self.L = torch.zeros(self.n_fc, max(self.n_blocks, 1), dtype=torch.float64, device=device)
+        self.P = torch.zeros(self.n_items, m + 1, n, dtype=torch.float64, device=device)
+        self.dead = torch.full((R,), -1, dtype=torch.int32, device=device)
+        self.dead_loss = torch.zeros(R, dtype=torch.float64, device=device)
+        self.losses = torch.zeros(R, dtype=torch.float64, device=device)
+        self.C = torch.zeros(0, dtype=dt, device=device)
+
+    @property
+    def pairs(self) -> int:
+        """(example, feature) pairs per step."""
+        return sum(self.counts) * self.n
+
+    def step(self, data: _Data, step: int, hyper: torch.Tensor | None) -> None:
+        """Enqueue one step on ``data``: AdamW step ``step`` with the scalars in ``hyper``
+        (steps, 8), or with ``hyper=None`` only the loss and gradient (into GW, Gb)."""
+        k, bl, m, n = _kernels(), self.blocks, self.m, self.n
+        if self.C.numel() < data.values.numel():
+            self.C = torch.zeros_like(data.values)
+        R = self.W.shape[0]
+        if self.n_blocks:
+            k.rows_kernel[(self.n_blocks, self.n_fc)](
+                self.W, self.b, data.indptr, data.indices, data.values, data.csr2csc,
+                *self.blk, self.dead, self.C, self.Ht, self.H, self.DH, self.L,
+                n, self.n_slots, self.n_blocks, self.f_chunk,
+                M=m, BE=bl.rows_BE, BF=bl.rows_BF, num_warps=bl.rows_warps,
+                num_stages=bl.stages)
+            k.cols_kernel[(self.n_items, -(-n // bl.cols_BF))](
+                self.W, self.b, self.Ht, *self.items, self.dead, self.P, n, self.n_slots,
+                M=m, BE=bl.cols_BE, BF=bl.cols_BF, TILE=bl.tile, num_warps=bl.cols_warps,
+                num_stages=bl.stages)
+        else:
+            self.P.zero_()
+        update = hyper is not None
+        if not update:
+            self.GW, self.Gb = torch.empty_like(self.W), torch.empty_like(self.b)
+        k.update_kernel[(R, -(-n // bl.update_BF))](
+            self.W, self.b, *self.moments, self.P, self.L, self.C, self.H, self.DH,
+            data.colptr, data.csc_slot, data.csc_values, *self.run_ranges, self.scale,
+            hyper if update else self.scale, self.dead, self.dead_loss, self.losses,
+            self.W if update else self.GW, self.b if update else self.Gb,
+            step, n, self.n_slots, max(self.n_blocks, 1), self.n_fc,
+            M=m, MP=max(2, 1 << (m - 1).bit_length()), BF=bl.update_BF, BL=256,
+            UPDATE=update, num_warps=bl.update_warps, enable_fp_fusion=False)
+
+
+def _hyper(config: RunConfig) -> NDArray[np.float64]:
+    """(steps, 8) AdamW scalars per step, computed in float64 as ``kernels.adamw`` does: step
+    size, sqrt of the second bias correction, decay factors of W and b, 1 - beta1, beta2,
+    1 - beta2, eps. The kernel rounds each to the working precision."""
+    wd_b = config.weight_decay if config.decay_bias else 0.0
+    rows = []
+    for s, lr in enumerate(learning_rates(config).tolist(), start=1):
+        rows.append((lr / (1.0 - config.beta1**s), math.sqrt(1.0 - config.beta2**s),
+                     1.0 - lr * config.weight_decay, 1.0 - lr * wd_b, 1.0 - config.beta1,
+                     config.beta2, 1.0 - config.beta2, config.eps))
+    return np.array(rows, dtype=np.float64)
+
+
+class _Feed:
+    """Each step's device data of a group: one fixed upload, or batches drawn from iterators
+    (one per run, a fixed batch size each) and uploaded ``PREFETCH`` steps at a time."""
+
+    def __init__(self, sources: Sequence[SparseData] | Sequence[Iterator[SparseData]],
+                 dtype: str, steps: int) -> None:
+        self.dtype, self.steps = dtype, steps
+        self.fixed = all(isinstance(X, SparseData) for X in sources)
+        self.counts: list[int] = []
+        if self.fixed:
+            self.pending = [[cast(SparseData, X).astype(dtype) for X in sources]]
+        else:
+            self.streams = cast(Sequence[Iterator[SparseData]], sources)
+            self.pending = self._draw(0)
+        self.counts = [X.n_examples for X in self.pending[0]]
+        self.cache: list[_Data] = []
+        self.lo = 0
+
+    def _draw(self, step: int) -> list[list[SparseData]]:
+        """Batches of steps [step, step + PREFETCH), one per run each, in the working dtype."""
+        out: list[list[SparseData]] = []
+        for s in range(step, min(step + PREFETCH, self.steps)):
+            batch = []
+            for r, source in enumerate(self.streams):
+                X = next(source, None)
+                if not isinstance(X, SparseData):
+                    raise ValueError(f"run {r}: its batches ended at step {s} of {self.steps}")
+                expected = self.counts[r] if self.counts else (out[0][r] if out else X).n_examples
+                if X.n_examples != expected:
+                    raise ValueError(f"run {r}: batch of {X.n_examples} examples at step {s}, "
+                                     f"expected {expected} (the batch size must be fixed)")
+                batch.append(X.astype(self.dtype))
+            out.append(batch)
+        return out
+
+    def data(self, group: _Group, step: int) -> _Data:
+        """The device data of step ``step`` (steps are asked for in order)."""
+        if step >= self.lo + len(self.cache) and not (self.fixed and self.cache):
+            batches = self.pending if self.pending else self._draw(step)
+            self.pending = []
+            self.cache = _upload(batches, group.slot0, group.n, self.dtype, group.device)
+            self.lo = step
+        return self.cache[0] if self.fixed else self.cache[step - self.lo]
+
+
+def train_many(
+    configs: Sequence[RunConfig],
+    Xs: Sequence[SparseData | Iterable[SparseData]],
+    W0s: Sequence[NDArray[np.floating]],
+    b0s: Sequence[NDArray[np.floating]],
+    *,
+    device: torch.device | str = "cuda",
+    on_steps: Callable[[int], None] | None = None,
+    blocks: Blocks | None = None,
+    chunk: int | None = None,
+) -> list[tuple[NDArray[np.floating], NDArray[np.floating]] | Diverged]:
+    """Train every run for ``steps`` AdamW steps from (W0s[i] (m, n), b0s[i] (n,)), all at once.
+
+    All configs must share one ``batch_key``. ``Xs[i]`` is the run's fixed training set, or an
+    iterable yielding one batch per step (T = infinity; each batch the same size). Returns, per
+    run, the final numpy (W, b) in ``config.dtype``, or a ``Diverged`` whose message says at
+    which step the loss stopped being finite (that run stops there; the others go on).
+    ``on_steps(k)`` is called after every ``chunk`` steps (by default about 0.2 s of work at
+    1e12 pairs per second) with the number of steps done; divergence is checked then too.
+    ``device``: "cuda" (or a torch.device); "cpu" only under TRITON_INTERPRET=1.
+    """
+    if not configs:
+        return []
+    if not len(configs) == len(Xs) == len(W0s) == len(b0s):
+        raise ValueError("configs, Xs, W0s and b0s must have one entry per run")
+    key = batch_key(configs[0])
+    if any(batch_key(c) != key for c in configs):
+        raise ValueError("train_many: every config must have the same batch_key")
+    config, device = configs[0], torch.device(device)
+    blocks = blocks or default_blocks(config.n_hidden, config.dtype)
+    dtype = config.dtype
+    fixed = [i for i, X in enumerate(Xs) if isinstance(X, SparseData)]
+    streamed = [i for i, X in enumerate(Xs) if not isinstance(X, SparseData)]
+    parts: list[tuple[list[int], _Group, _Feed]] = []
+    for members in (fixed, streamed):
+        if members:
+            sources = [X if isinstance(X := Xs[i], SparseData) else iter(X) for i in members]
+            feed = _Feed(sources, dtype, config.steps)  # type: ignore[arg-type]
+            group = _Group([np.asarray(W0s[i], dtype) for i in members],
+                           [np.asarray(b0s[i], dtype) for i in members], feed.counts,
+                           config.loss_reduction, device, blocks)
+            parts.append((members, group, feed))
+    hyper = torch.from_numpy(_hyper(config)).to(device)
+    if chunk is None:
+        pairs = sum(group.pairs for _, group, _ in parts)
+        chunk = int(min(1000, max(1, 2e11 / max(pairs, 1))))
+    done = 0
+    while done < config.steps:
+        hi = min(done + chunk, config.steps)
+        for s in range(done, hi):
+            for _, group, feed in parts:
+                group.step(feed.data(group, s), s, hyper)
+        if on_steps is not None:
+            on_steps(hi - done)
+        done = hi
+        if all(bool((group.dead >= 0).all()) for _, group, _ in parts):
+            if on_steps is not None and done < config.steps:
+                on_steps(config.steps - done)
+            break
+    results: list[tuple[NDArray[np.floating], NDArray[np.floating]] | Diverged] = [
+        Diverged("not trained")] * len(configs)
+    for members, group, _ in parts:
+        dead, dead_loss = group.dead.cpu().numpy(), group.dead_loss.cpu().numpy()
+        W, b = group.W.cpu().numpy(), group.b.cpu().numpy()
+        for r, i in enumerate(members):
+            results[i] = (Diverged(f"loss is {float(dead_loss[r])} at step {int(dead[r])}")
+                          if dead[r] >= 0 else (W[r].copy(), b[r].copy()))
+    return results
+
+
+def loss_and_grad(
+    W: NDArray[np.floating],  # (n_hidden, n_features)
+    b: NDArray[np.floating],  # (n_features,)
+    X: SparseData,
+    reduction: str = "sum",
+    device: torch.device | str = "cuda",
+    blocks: Blocks | None = None,
+) -> tuple[float, NDArray[np.floating], NDArray[np.floating]]:
+    """Loss and gradients (dW (n_hidden, n_features), db (n_features,)) of one run by the GPU
+    kernels: the contract of ``engine.loss_and_grad``, for testing against the reference."""
+    W = np.asarray(W)
+    device = torch.device(device)
+    group = _Group([W], [np.asarray(b, W.dtype)], [X.n_examples], reduction, device,
+                   blocks or default_blocks(W.shape[0], str(W.dtype)))
+    data = _upload([[X.astype(W.dtype)]], group.slot0, W.shape[1], str(W.dtype), device)[0]
+    group.step(data, 0, None)
+    return float(group.losses[0]), group.GW[0].cpu().numpy(), group.Gb[0].cpu().numpy()

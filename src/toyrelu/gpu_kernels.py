@@ -1,0 +1,361 @@
+"""Triton kernels of the batched GPU engine; ``toyrelu.gpu`` is their public face (read it first).
+
+Formulation (as the CPU engine, ``toyrelu.engine``): with z_ti = b_i + h_t . W_i, a = ReLU(z)
+and g_ti = ReLU(z_ti) - x_ti where z_ti > 0 (else 0), L = scale sum (a - x)^2, dL/db_i =
+2 scale sum_t g_ti, dL/dW_ki = 2 scale sum_t (g_ti h_tk + dh_tk x_ti), dh_tk = sum_i g_ti W_ki.
+The dense passes take x = 0 (g = a); at the ~10 nonzeros of x_t the loss gains x^2 - 2 a x and
+g drops by c = -x where z > 0, which feeds db, the decoder term c h_t and dh_t.
+
+A step of R runs is three launches. S is the padded row ("slot") count of all runs, F the
+feature chunks of pass A, I the row chunks ("items") of pass B:
+
+- ``rows_kernel`` (pass A), one program per (block of BE examples, feature chunk): h_t = W x_t
+  from the nonzeros; sum_i a^2 and dh_t over its features; then (chunk 0) the corrections at
+  the nonzeros. Writes Ht (M, S), H (S, M), DH (F, S, M), L (F, blocks), C (nnz,) in CSC order.
+- ``cols_kernel`` (pass B), one program per (item, block of BF features): recomputes a and sums
+  a h_t and a over the item's rows, per tile of rows in the working precision, into P (I, M + 1,
+  n) in float64.
+- ``update_kernel``, one program per (run, block of features): adds the item partials, the
+  column sums of c, c h_t and x dh_t (CSC order), scales, then one AdamW update (or, with
+  UPDATE=False, writes the gradient).
+
+Why two dense passes, (4m + 4) operations per pair instead of a fused (3m + 3): each pair feeds
+one sum over features (dh) and one over examples (dW, db). A 2D tile can keep only one of the two
+axes inside a thread; the other then needs a cross-thread reduction or a partial buffer per block
+of pairs, which costs more than recomputing z. Pass A keeps BF features per thread, pass B BE
+rows per thread, so both inner loops are fused multiply-adds (compiled for sm_90: ~88% of the
+loop's instructions are FP for m = 2). The operand shared by a thread's pairs (W in pass A, h in
+pass B) is a broadcast scalar load; several examples (features) per thread amortise it.
+
+Every sum runs in a fixed order (no atomics): results are the same bit for bit on every launch.
+"""
+
+# Tuples of tensors grow one element at a time (unrolled over m), which mypy cannot type.
+# mypy: disable-error-code="assignment"
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+
+def _patch_interpreter() -> None:
+    """Make Triton 3.6's interpreter (TRITON_INTERPRET=1, tests only) usable and fast enough.
+
+    It turns a scalar (a 1-element array) into an int with int(array), which NumPy >= 2.4
+    refuses, so every loop with a run-time bound fails: read the element instead. Its int32
+    overflow checks take most of its time: they are switched off, as compiled kernels have
+    none either (``gpu._Group`` refuses batches whose offsets could overflow).
+    """
+    import dataclasses
+
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    builder.options = dataclasses.replace(builder.options, sanitize_overflow=False)
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):  # noqa: ANN001, ANN202
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _patch_interpreter()
+
+# NaN must survive the ReLU, as in torch.relu: a NaN loss is how divergence is seen.
+NAN = tl.constexpr(tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _zeros(M: tl.constexpr, B: tl.constexpr, dtype: tl.constexpr):
+    """A tuple of M zero vectors of length B."""
+    out = ()
+    for _k in tl.static_range(M):
+        out = out + (tl.zeros([B], dtype),)
+    return out
+
+
+@triton.jit
+def _rows_dense(Wr, br, n, f0, f_hi, hs, acc, M: tl.constexpr, BF: tl.constexpr,
+                MASKED: tl.constexpr):
+    """acc += (sum_i a_ti W_ki for each k, sum_i a_ti^2) over features [f0, f0 + BF).
+
+    Tiles are (BF features, BE examples): a thread owns whole columns, so the sums over
+    features stay inside it.
+    """
+    # Scalar base pointers plus a constant range: the offsets fold into the load instructions.
+    i = tl.arange(0, BF)
+    if MASKED:
+        z = tl.load(br + f0 + i, mask=f0 + i < f_hi, other=0.0)[:, None]
+    else:
+        z = tl.load(br + f0 + i)[:, None]
+    ws = ()
+    for k in tl.static_range(M):
+        if MASKED:
+            w = tl.load(Wr + k * n + f0 + i, mask=f0 + i < f_hi, other=0.0)
+        else:
+            w = tl.load(Wr + k * n + f0 + i)
+        ws = ws + (w,)
+        z = z + w[:, None] * hs[k][None, :]
+    a = tl.maximum(z, 0.0, propagate_nan=NAN)
+    new = ()
+    for k in tl.static_range(M):
+        new = new + (acc[k] + tl.sum(a * ws[k][:, None], axis=0),)
+    return new + (acc[M] + tl.sum(a * a, axis=0),)
+
+
+# Arguments that change between steps or batches are not specialised on (== 1, divisible by
+# 16, 16-byte aligned): each specialisation would be one more compile.
+@triton.jit(do_not_specialize=["n_blocks"], do_not_specialize_on_alignment=["indptr"])
+def rows_kernel(
+    W, b, indptr, indices, data, csr2csc,  # (R, M, n), (R, n); CSR of the step's rows
+    blk_run, blk_row, blk_slot, blk_count,  # (blocks,) int32 each
+    dead, C, Ht, H, DH, L,  # (R,) int32; outputs, see the module docstring
+    n, n_slots, n_blocks, f_chunk,
+    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
+):
+    """Pass A for row block ``program_id(0)`` over features of chunk ``program_id(1)``."""
+    blk = tl.program_id(0)
+    fc = tl.program_id(1)
+    r = tl.load(blk_run + blk)
+    if tl.load(dead + r) < 0:
+        dtype = W.dtype.element_ty
+        Wr = W + r * (M * n)
+        br = b + r * n
+        e = tl.arange(0, BE)
+        emask = e < tl.load(blk_count + blk)
+        rows = tl.load(blk_row + blk) + e
+        slots = tl.load(blk_slot + blk) + e
+        start = tl.load(indptr + rows, mask=emask, other=0)
+        count = tl.load(indptr + rows + 1, mask=emask, other=0) - start
+        n_nz = tl.max(count, axis=0)
+        hs = _zeros(M, BE, dtype)
+        for p in range(0, n_nz):
+            on = p < count
+            j = tl.load(indices + start + p, mask=on, other=0)
+            x = tl.load(data + start + p, mask=on, other=0.0)
+            new = ()
+            for k in tl.static_range(M):
+                new = new + (hs[k] + tl.load(Wr + k * n + j, mask=on, other=0.0) * x,)
+            hs = new
+        # Dense pass, x = 0: z = b_i + sum_k W_ki h_tk, a = ReLU(z), dL/dh_tk ~ sum_i a W_ki.
+        # Rows past the block end have h = 0 and are never stored.
+        acc = _zeros(M + 1, BE, dtype)
+        f_lo = fc * f_chunk
+        f_hi = tl.minimum(f_lo + f_chunk, n)
+        f_full = f_lo + (f_hi - f_lo) // BF * BF
+        for f0 in range(f_lo, f_full, BF):
+            acc = _rows_dense(Wr, br, n, f0, f_hi, hs, acc, M, BF, False)
+        if f_full < f_hi:
+            acc = _rows_dense(Wr, br, n, f_full, f_hi, hs, acc, M, BF, True)
+        dh = acc[:M]
+        sq = acc[M]
+        if fc == 0:
+            # The nonzeros: (a - x)^2 = a^2 - 2 a x + x^2, and where z > 0 the gradient factor
+            # a - x differs from the dense pass's a by c = -x (stored in CSC order for pass C).
+            for p in range(0, n_nz):
+                on = p < count
+                pos = start + p
+                j = tl.load(indices + pos, mask=on, other=0)
+                x = tl.load(data + pos, mask=on, other=0.0)
+                z = tl.load(br + j, mask=on, other=0.0)
+                ws = ()
+                for k in tl.static_range(M):
+                    w = tl.load(Wr + k * n + j, mask=on, other=0.0)
+                    ws = ws + (w,)
+                    z = z + w * hs[k]
+                sq += x * x - 2.0 * x * tl.maximum(z, 0.0, propagate_nan=NAN)
+                c = tl.where(z > 0.0, -x, 0.0)
+                tl.store(C + tl.load(csr2csc + pos, mask=on, other=0), c, mask=on)
+                new = ()
+                for k in tl.static_range(M):
+                    new = new + (dh[k] + c * ws[k],)
+                dh = new
+            for k in tl.static_range(M):
+                tl.store(Ht + k * n_slots + slots, hs[k], mask=emask)
+                tl.store(H + slots * M + k, hs[k], mask=emask)
+        for k in tl.static_range(M):
+            tl.store(DH + (fc * n_slots + slots) * M + k, dh[k], mask=emask)
+        row_sq = tl.where(emask, sq, 0.0).to(tl.float64)
+        tl.store(L + fc * n_blocks + blk, tl.sum(row_sq, axis=0))
+
+
+@triton.jit
+def _cols_block(Ht, n_slots, s0, s_end, bv, ws, acc, M: tl.constexpr, BE: tl.constexpr,
+                MASKED: tl.constexpr):
+    """acc += (sum_t a_t h_tk for each k, sum_t a_t) over slots [s0, s0 + BE)."""
+    i = tl.arange(0, BE)
+    z = bv[None, :]
+    hs = ()
+    for k in tl.static_range(M):
+        if MASKED:
+            h = tl.load(Ht + k * n_slots + s0 + i, mask=s0 + i < s_end, other=0.0)
+        else:
+            h = tl.load(Ht + k * n_slots + s0 + i)
+        hs = hs + (h,)
+        z = z + h[:, None] * ws[k][None, :]
+    a = tl.maximum(z, 0.0, propagate_nan=NAN)
+    if MASKED:
+        a = tl.where((s0 + i < s_end)[:, None], a, 0.0)
+    new = ()
+    for k in tl.static_range(M):
+        new = new + (acc[k] + tl.sum(a * hs[k][:, None], axis=0),)
+    return new + (acc[M] + tl.sum(a, axis=0),)
+
+
+@triton.jit
+def _flush(Pf, n, fm, part, first, M: tl.constexpr):
+    """Pf[k * n] (float64, one pointer per feature) = part[k], or += part[k] unless ``first``."""
+    for k in tl.static_range(M + 1):
+        total = part[k].to(tl.float64)
+        if not first:
+            total += tl.load(Pf + k * n, mask=fm, other=0.0)
+        tl.store(Pf + k * n, total, mask=fm)
+
+
+@triton.jit
+def cols_kernel(
+    W, b, Ht, item_run, item_lo, item_hi, dead, P,
+    n, n_slots,
+    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr, TILE: tl.constexpr,
+):
+    """Pass B: P[item, k, i] = sum_t a_ti h_tk (k < M) and P[item, M, i] = sum_t a_ti over
+    the item's slots, for features i of block ``program_id(1)``.
+
+    Tiles are (BE rows, BF features): a thread owns whole columns, so the sums over rows stay
+    inside it. They run in the working precision over TILE rows, then are added into P.
+    """
+    it = tl.program_id(0)
+    f = tl.program_id(1) * BF + tl.arange(0, BF)
+    r = tl.load(item_run + it)
+    if tl.load(dead + r) < 0:
+        dtype = W.dtype.element_ty
+        fm = f < n
+        bv = tl.load(b + r * n + f, mask=fm, other=0.0)
+        ws = ()
+        for k in tl.static_range(M):
+            ws = ws + (tl.load(W + r * (M * n) + k * n + f, mask=fm, other=0.0),)
+        lo = tl.load(item_lo + it)
+        hi = tl.load(item_hi + it)
+        full = lo + (hi - lo) // BE * BE
+        Pf = P + it * ((M + 1) * n) + f
+        for t0 in range(lo, full, TILE):
+            part = _zeros(M + 1, BF, dtype)
+            for s0 in range(t0, tl.minimum(t0 + TILE, full), BE):
+                part = _cols_block(Ht, n_slots, s0, hi, bv, ws, part, M, BE, False)
+            _flush(Pf, n, fm, part, t0 == lo, M)
+        if full < hi:
+            part = _cols_block(Ht, n_slots, full, hi, bv, ws, _zeros(M + 1, BF, dtype), M, BE,
+                               True)
+            _flush(Pf, n, fm, part, full == lo, M)
+
+
+@triton.jit
+def _adamw(p_ptr, m_ptr, v_ptr, g, mask, decay, step_size, root2, b1, b2, c2, eps):
+    """torch.optim.AdamW's update, operation by operation (see toyrelu.kernels.adamw)."""
+    p = tl.load(p_ptr, mask=mask, other=0.0) * decay
+    m = tl.load(m_ptr, mask=mask, other=0.0)
+    m = m + b1 * (g - m)
+    v = tl.load(v_ptr, mask=mask, other=1.0) * b2 + c2 * g * g
+    if p.dtype == tl.float32:
+        p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), root2) + eps)
+    else:
+        p = p - step_size * (m / (tl.sqrt(v) / root2 + eps))
+    tl.store(p_ptr, p, mask=mask)
+    tl.store(m_ptr, m, mask=mask)
+    tl.store(v_ptr, v, mask=mask)
+
+
+@triton.jit(do_not_specialize=["step", "n_blocks", "n_fc"],
+            do_not_specialize_on_alignment=["colptr"])
+def update_kernel(
+    W, b, mW, vW, mb, vb,  # (R, M, n), (R, n) parameters and Adam moments, updated in place
+    P, L, C, H, DH,  # pass A and B outputs
+    colptr, csc_slot, csc_val,  # (R * n + 1,) int64, (nnz,) int32, (nnz,)
+    run_items, run_blocks, scale,  # (R, 2) int32 ranges; (R,) float64 loss scale
+    hyper, dead, dead_loss, losses,  # (steps, 8) float64; (R,) int32, (R,) float64, (R,) float64
+    GW, Gb,  # gradient outputs (R, M, n), (R, n) when not UPDATE
+    step, n, n_slots, n_blocks, n_fc,
+    M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr, BL: tl.constexpr,
+    UPDATE: tl.constexpr,
+):
+    """Loss and gradient of run ``program_id(0)`` for features of block ``program_id(1)``, then
+    AdamW step ``step`` (0-based), or the gradient into (GW, Gb) when not UPDATE.
+
+    Every program of a run sums the same block losses in the same order, so all agree on
+    whether the loss is finite; a run whose loss is not finite is left as it is and marked dead
+    (``dead[r]`` = the step, ``dead_loss[r]`` = the loss) by its program 0.
+    """
+    r = tl.program_id(0)
+    fb = tl.program_id(1)
+    lo = tl.load(run_blocks + 2 * r)
+    hi = tl.load(run_blocks + 2 * r + 1)
+    acc = tl.zeros([BL], tl.float64)
+    for part in range(0, n_fc):
+        for i0 in range(lo, hi, BL):
+            i = i0 + tl.arange(0, BL)
+            acc += tl.load(L + part * n_blocks + i, mask=i < hi, other=0.0)
+    loss = tl.sum(acc, axis=0) * tl.load(scale + r)
+    alive = tl.load(dead + r) < 0
+    finite = (loss - loss) == 0.0
+    if fb == 0:
+        tl.store(losses + r, loss)
+        if UPDATE:
+            if alive & (not finite):
+                tl.store(dead + r, step)
+                tl.store(dead_loss + r, loss)
+    if (not UPDATE) or (alive & finite):
+        dtype = W.dtype.element_ty
+        f = fb * BF + tl.arange(0, BF)
+        fm = f < n
+        kk = tl.arange(0, MP)
+        km = (kk < M)[:, None] & fm[None, :]
+        gW = tl.zeros([MP, BF], tl.float64)
+        gb = tl.zeros([BF], tl.float64)
+        for it in range(tl.load(run_items + 2 * r), tl.load(run_items + 2 * r + 1)):
+            base = P + it * ((M + 1) * n)
+            gW += tl.load(base + kk[:, None] * n + f[None, :], mask=km, other=0.0)
+            gb += tl.load(base + M * n + f, mask=fm, other=0.0)
+        # Column i's nonzeros: the gradient-factor corrections c (into db and the decoder
+        # term c h_t) and the encoder term x dL/dh_t.
+        q0 = tl.load(colptr + r * n + f, mask=fm, other=0)
+        count = tl.load(colptr + r * n + f + 1, mask=fm, other=0) - q0
+        for p in range(0, tl.max(count, axis=0)):
+            on = p < count
+            q = q0 + p
+            s = tl.load(csc_slot + q, mask=on, other=0)
+            x = tl.load(csc_val + q, mask=on, other=0.0).to(tl.float64)
+            c = tl.load(C + q, mask=on, other=0.0).to(tl.float64)
+            kon = (kk < M)[:, None] & on[None, :]
+            h = tl.load(H + s[None, :] * M + kk[:, None], mask=kon, other=0.0).to(tl.float64)
+            dh = tl.zeros([MP, BF], tl.float64)
+            for part in range(0, n_fc):
+                dh += tl.load(DH + (part * n_slots + s[None, :]) * M + kk[:, None], mask=kon,
+                              other=0.0).to(tl.float64)
+            gb += c
+            gW += c[None, :] * h + x[None, :] * dh
+        factor = 2.0 * tl.load(scale + r)
+        gW_t = (gW * factor).to(dtype)
+        gb_t = (gb * factor).to(dtype)
+        w_off = r * (M * n) + kk[:, None] * n + f[None, :]
+        b_off = r * n + f
+        if UPDATE:
+            hy = hyper + step * 8
+            step_size = tl.load(hy).to(dtype)
+            root2 = tl.load(hy + 1).to(dtype)
+            b1 = tl.load(hy + 4).to(dtype)
+            b2 = tl.load(hy + 5).to(dtype)
+            c2 = tl.load(hy + 6).to(dtype)
+            eps = tl.load(hy + 7).to(dtype)
+            _adamw(W + w_off, mW + w_off, vW + w_off, gW_t, km, tl.load(hy + 2).to(dtype),
+                   step_size, root2, b1, b2, c2, eps)
+            _adamw(b + b_off, mb + b_off, vb + b_off, gb_t, fm, tl.load(hy + 3).to(dtype),
+                   step_size, root2, b1, b2, c2, eps)
+        else:
+            tl.store(GW + w_off, gW_t, mask=km)
+            tl.store(Gb + b_off, gb_t, mask=fm)
