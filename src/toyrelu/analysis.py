@@ -32,7 +32,8 @@ def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
         return runs
-    fields = [f for f in field_names() if f != "restart" and f in runs]
+    # Snapshots change what is stored, not the numbers: a run with and without them is one.
+    fields = [f for f in field_names() if f not in ("restart", "snapshot_every") and f in runs]
     keys = pd.Series([repr(tuple(row)) for row in ok[fields].itertuples(index=False)],
                      index=ok.index)
     best = ok.groupby(keys)["train_loss"].idxmin()
@@ -76,13 +77,14 @@ def dimensionality_table(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
 
 def geometry(
     store: Store, runs: pd.DataFrame, n_train: tuple[int, ...]
-) -> list[tuple[int, np.ndarray, np.ndarray]]:
+) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """(T, W, H) of the lowest-seed m = 2 run at each requested T that the store holds, plus
     the largest T stored (where the features form a pentagon)."""
     two = runs[runs["n_hidden"] == 2]
     if two.empty:
         return []
-    wanted = sorted(set(n_train) | {int(two["n_train"].max())})
+    largest = float(two["n_train"].max())
+    wanted = sorted(set(n_train) | {largest if largest == np.inf else int(largest)})
     out = []
     for T in wanted:
         at_T = two[two["n_train"] == T].sort_values("seed")
@@ -123,6 +125,11 @@ def per_T(runs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def label_T(T: float) -> str:
+    """T as the text shows it: an integer, or ∞ for a fresh batch every step."""
+    return "∞" if T == np.inf else str(int(T))
+
+
 @dataclass(frozen=True)
 class Finding:
     """One phenomenon of the paper checked against the stored runs: the claim, toyrelu's
@@ -149,7 +156,7 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     out = []
     examples = dims[(dims["kind"] == "example") & (dims["n_hidden"] == 2)]
     # T = 3 is an irregular triangle in the paper too; the polygons are regular from T = 5.
-    polygons = rows[(rows["n_train"] >= 5)].head(3)
+    polygons = rows[(rows["n_train"] >= 5) & np.isfinite(rows["n_train"])].head(3)
     deviations = []
     for T, ratio in zip(polygons["n_train"], polygons["m_over_T"], strict=True):
         ex = examples[examples["n_train"] == T]["dimensionality"]
@@ -169,7 +176,7 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     p = rows.iloc[peak]
     out.append(Finding(
         "a test-loss bump in the middle regime, above both neighbours",
-        f"peak mean test loss {p.test_mean:.3g} at T = {int(p.n_train)} (median over seeds "
+        f"peak mean test loss {p.test_mean:.3g} at T = {label_T(p.n_train)} (median over seeds "
         f"{p.test_median:.3g}); neighbours {left:.3g} and {right:.3g}",
         bool(inner and p.test_mean > max(left, right) and p.test_mean > 1),
     ))
@@ -179,7 +186,7 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     top = feats[feats > LEARNED_D]
     span = f"{top.min():.2f}-{top.max():.2f}" if len(top) else "none"
     out.append(Finding(
-        f"T = {int(big.n_train)}: a handful of features with D well above the rest, "
+        f"T = {label_T(big.n_train)}: a handful of features with D well above the rest, "
         "test loss below 1",
         f"{big.learned_features:.1f} features per seed with D > {LEARNED_D} (D {span}); "
         f"mean test loss {big.test_mean:.4f}",

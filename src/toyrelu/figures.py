@@ -160,7 +160,7 @@ def plot_hidden(ax: Axes, H: NDArray[np.floating], *, style=None) -> Axes:
 
 
 def geometry_grid(
-    geometry: Sequence[tuple[int, NDArray[np.floating], NDArray[np.floating]]], *, style=None
+    geometry: Sequence[tuple[float, NDArray[np.floating], NDArray[np.floating]]], *, style=None
 ) -> Figure:
     """Features (top row) and training hidden vectors (bottom row), one column per T.
 
@@ -175,7 +175,7 @@ def geometry_grid(
     for j, (T, W, H) in enumerate(entries):
         plot_features(axes[0, j], W, style=style)
         plot_hidden(axes[1, j], H, style=style)
-        axes[0, j].set_title(f"T = {T:,}")
+        axes[0, j].set_title("T = ∞" if T == float("inf") else f"T = {int(T):,}")
     axes[0, 0].set_ylabel("features $W_i$")
     axes[1, 0].set_ylabel("hidden vectors $h_t$")
     return fig
