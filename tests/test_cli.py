@@ -29,8 +29,9 @@ from toyrelu.store import Store
 
 SRC = Path(__file__).parents[1] / "src"
 REQUIRED_COLUMNS = [
-    "run_id", "status", "n_features", "n_hidden", "sparsity", "n_train", "seed", "steps", "lr",
-    "weight_decay", "train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds",
+    "run_id", "status", "kept", "n_features", "n_hidden", "sparsity", "n_train", "seed",
+    "restart", "steps", "lr", "weight_decay", "train_loss", "test_loss", "test_loss_median",
+    "test_loss_p90", "test_share_above_2", "W_norm", "b_norm", "wall_seconds",
 ]
 SMOKE = PRESETS["smoke"]
 FIGURES = ("summary", "geometry", "loss", "norms", "dimensionality")
@@ -472,7 +473,71 @@ def test_python_m_toyrelu_presets() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()
-    # smoke: 4 T x 2 seeds; quick: 15 T x 4 seeds; paper: 18 T x 4 seeds.
-    assert [line.split(":")[0] for line in lines] == ["smoke", "quick", "paper"]
-    assert [line.rsplit("(", 1)[1] for line in lines] == ["8 runs)", "60 runs)", "72 runs)"]
+    assert [line.split(":")[0] for line in lines] == list(PRESETS)
+    # smoke: 4 T x 2 seeds; quick: 15 T x 4 seeds; paper: PAPER.md's 20 T and infinity x 4 seeds.
+    assert [line.rsplit("(", 1)[1] for line in lines[:3]] == ["8 runs)", "60 runs)", "84 runs)"]
     assert lines[0] == f"smoke: {SMOKE.description} (8 runs)"
+
+
+def test_restarts_store_every_initialisation_and_mark_the_kept_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    code, _, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", path, "--workers",
+                           "1", "--device", "cpu", "--n-train", "5,30", "--seeds", "0",
+                           "--restarts", "3")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "export", "--store", path)
+    table = pd.read_csv(io.StringIO(out))
+    assert len(table) == 6 and sorted(table["restart"].unique()) == [0, 1, 2]
+    for _, group in table.groupby("n_train"):
+        # Restarts share the dataset and differ in the init: one kept, the lowest train loss.
+        assert group["kept"].sum() == 1
+        assert group.loc[group["kept"], "train_loss"].item() == group["train_loss"].min()
+        assert group["train_loss"].nunique() == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--restarts", "0"], "restarts: 0 must be an integer >= 1"),
+        (["--restarts", "2", "--restart", "1"], "restarts: give either"),
+        (["--device", "tpu"], "device: 'tpu' must be one of auto, cpu, cuda"),
+        (["--n-train", "1e400x"], "n_train: '1e400x' is not a valid value (expected an integer "
+                                  "or inf)"),
+        (["--n-train", "inf", "--n-repeated", "1", "--repeats", "5"],
+         "n_repeated: repeated data needs a finite n_train"),
+        (["--n-train", "10", "--n-repeated", "3", "--repeats", "5"], "repeats: 3 examples x 5"),
+    ],
+)
+def test_bad_run_options_are_one_line_errors(argv: list[str], message: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store",
+                             tmp_path / "runs.sqlite", *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(f"toyrelu: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs.sqlite").exists()
+
+
+def test_a_gpu_requested_where_there_is_none_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toyrelu import gpu
+
+    monkeypatch.setattr(gpu, "available", lambda: False)
+    code, _, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store",
+                           tmp_path / "runs.sqlite", "--device", "cuda")
+    assert code == 2
+    assert err == ("toyrelu: error: device: cuda was requested but no usable CUDA GPU (with "
+                   "triton) is here\n")
+
+
+def test_infinite_T_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "runs.sqlite"
+    code, _, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", path, "--workers",
+                           "1", "--device", "cpu", "--n-train", "30,inf", "--seeds", "0",
+                           "--batch-size", "20")
+    assert code == 0, err
+    runs = stored_runs(path)
+    assert sorted(runs["n_train"]) == [30, np.inf]
+    assert (runs["status"] == "ok").all()

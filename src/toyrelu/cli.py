@@ -1,4 +1,4 @@
-"""Command line: ``toyrelu reproduce | sweep | figures | export | presets``.
+"""Command line: ``toyrelu reproduce | sweep | figures | export | animate | presets``.
 
 Every config field is an option (``--n-features 10000``); a comma list makes it a sweep axis
 (``--n-train 3,5,10``). Bad input ends with one line on stderr and exit code 2.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from toyrelu import analysis, summary
+from toyrelu import analysis, report_m2, summary
 from toyrelu.config import (
     BIAS_INITS,
     DTYPES,
@@ -28,11 +29,12 @@ from toyrelu.config import (
 )
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
-from toyrelu.sweep import default_workers, executor, run_sweep
+from toyrelu.sweep import DEVICES, default_workers, executor, resolve_device, run_sweep
 
 EXPORT_COLUMNS = [
-    "run_id", "status", "n_features", "n_hidden", "sparsity", "n_train", "seed", "steps", "lr",
-    "weight_decay", "train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds",
+    "run_id", "status", "kept", "n_features", "n_hidden", "sparsity", "n_train", "seed",
+    "restart", "steps", "lr", "weight_decay", "train_loss", "test_loss", "test_loss_median",
+    "test_loss_p90", "test_share_above_2", "W_norm", "b_norm", "wall_seconds",
 ]
 ALIASES = {"seeds": "seed"}
 CHOICES = {
@@ -64,6 +66,8 @@ def _parse_value(name: str, kind: str, text: str) -> Any:
             raise ValueError
         if "None" in kind and text.lower() == "none":
             return None
+        if "float" in kind and text.lower() in ("inf", "infinity", "∞"):
+            return math.inf
         if kind.startswith("int"):
             number = float(text.replace("_", ""))
             if not number.is_integer():
@@ -73,7 +77,8 @@ def _parse_value(name: str, kind: str, text: str) -> Any:
             return float(text)
         return text
     except ValueError:
-        expected = "true or false" if kind == "bool" else kind.replace(" | None", " or none")
+        expected = {"bool": "true or false", "int | float": "an integer or inf"}.get(
+            kind, kind.replace(" | None", " or none"))
         raise ConfigError(f"{name}: {text!r} is not a valid value (expected {expected})") from None
 
 
@@ -100,10 +105,32 @@ def _overrides(args: argparse.Namespace) -> dict[str, list[Any]]:
     return values
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restarts", type=int, default=None, metavar="K",
+                        help="train K initialisations per dataset, keep the lowest training loss")
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                        help="where to train (default: auto, a CUDA GPU when there is one)")
+
+
 def _preset(args: argparse.Namespace) -> Preset:
     if args.preset not in PRESETS:
         raise UsageError(f"preset: {args.preset!r} is unknown (choose from {', '.join(PRESETS)})")
-    return PRESETS[args.preset].override(_overrides(args))
+    values = _overrides(args)
+    restarts = getattr(args, "restarts", None)
+    if restarts is not None:
+        if restarts < 1:
+            raise UsageError(f"restarts: {restarts} must be an integer >= 1")
+        if "restart" in values:
+            raise UsageError("restarts: give either --restarts K or --restart values, not both")
+        values["restart"] = list(range(restarts))
+    return PRESETS[args.preset].override(values)
+
+
+def _device(args: argparse.Namespace) -> str:
+    try:
+        return resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,17 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
     reproduce.add_argument("--out", default="toyrelu-out", help="output folder")
     reproduce.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    _add_run_options(reproduce)
     _add_overrides(reproduce)
 
     sweep = commands.add_parser("sweep", help="run (or resume) a sweep into a store")
     sweep.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
     sweep.add_argument("--store", required=True, help="SQLite file (created if missing)")
     sweep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    _add_run_options(sweep)
     _add_overrides(sweep)
 
     figures = commands.add_parser("figures", help="draw every figure a store supports")
     figures.add_argument("--store", required=True)
     figures.add_argument("--out", required=True, help="output folder")
+
+    report = commands.add_parser("report", help="one self-contained HTML page (and markdown) "
+                                 "on every run of a store")
+    report.add_argument("--store", required=True)
+    report.add_argument("--out", required=True, help="output folder (report.html, report.md)")
 
     export = commands.add_parser("export", help="runs as CSV/JSON, or one run's arrays as .npz")
     export.add_argument("--store", required=True)
@@ -133,7 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", help="run_id whose arrays to export (with --arrays)")
     export.add_argument("--arrays", help="output .npz for --run")
 
+    animate = commands.add_parser("animate", help="a run's snapshots as a GIF or MP4")
+    animate.add_argument("--store", required=True)
+    animate.add_argument("--run", required=True, help="run_id (trained with --snapshot-every)")
+    animate.add_argument("--out", required=True, help="output .gif, or .mp4 (needs ffmpeg)")
+    animate.add_argument("--fps", type=int, default=10, help="frames per second (default 10)")
+
     commands.add_parser("presets", help="list the presets")
+
+    sens = commands.add_parser("sensitivity", help="vary one setting at a time; rank what "
+                               "sets the test-loss bump (resumable)")
+    sens.add_argument("--base", default="quick", help="quick, paper or smoke")
+    sens.add_argument("--knobs", default=None, help="comma list (default: all)")
+    sens.add_argument("--out", required=True, help="output folder (store: OUT/runs.sqlite)")
+    sens.add_argument("--seeds", default=None, help="comma list (default: the base's)")
+    sens.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    sens.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                      help="where to train (default: auto, a CUDA GPU when there is one)")
     return parser
 
 
@@ -145,10 +195,12 @@ def _workers(args: argparse.Namespace) -> int:
     return args.workers
 
 
-def _sweep(preset: Preset, store: Store, workers: int) -> None:
+def _sweep(preset: Preset, store: Store, workers: int, device: str = "cpu") -> None:
     configs = preset.configs()
-    print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}", file=sys.stderr)
-    report = run_sweep(configs, store, executor(workers), progress=sys.stderr)
+    where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
+    print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
+          file=sys.stderr)
+    report = run_sweep(configs, store, executor(workers, device), progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
 
@@ -161,43 +213,12 @@ def write_figures(
 ) -> tuple[list[str], Any]:
     """Draw every figure the store supports into ``out`` (PNG + SVG), from all its finished runs
     or those in ``run_ids``; returns the PNG names and the (per-T table, findings)."""
-    from toyrelu import figures
-
     runs = analysis.ok_runs(store, run_ids)
     if runs.empty:
         raise StoreError(f"store: {store.path} holds no finished runs to draw")
-    dims = analysis.dimensionality_table(store, runs)
-    names = []
-    geometry = analysis.geometry(store, runs, tuple(geometry_T))
-    if geometry:
-        figures.save(figures.geometry_grid(geometry), out, "geometry")
-        names.append("geometry.png")
-    for name, plot, table in (
-        ("loss", figures.plot_loss, runs),
-        ("norms", figures.plot_norms, runs),
-    ):
-        fig, ax = _axes()
-        plot(ax, table)
-        figures.save(fig, out, name)
-        names.append(f"{name}.png")
-    for m, part in dims.groupby("n_hidden"):
-        fig, ax = _axes()
-        figures.plot_dimensionality(ax, part)
-        name = "dimensionality" if dims["n_hidden"].nunique() == 1 else f"dimensionality_m{m}"
-        figures.save(fig, out, name)
-        names.append(f"{name}.png")
-    if runs["n_hidden"].nunique() == 1:
-        figures.save(figures.summary_figure(runs, dims), out, "summary")
-        names.insert(0, "summary.png")
+    drawn, dims = report_m2.draw(store, out, runs, geometry_T)
     table = analysis.per_T(runs, dims)
-    return names, (table, analysis.findings(table, dims))
-
-
-def _axes() -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    return fig, fig.add_subplot()
+    return [f.name for f in drawn], (table, analysis.findings(table, dims))
 
 
 def _out_dir(path: str) -> Path:
@@ -207,14 +228,36 @@ def _out_dir(path: str) -> Path:
     return out
 
 
+def _reproduce_experiment(preset: Preset, store: Store, out: Path, run_ids: set[str]) -> None:
+    """``reproduce`` for the presets of the other experiments (heatmap, weight decay, ...):
+    that experiment's figures and summary.md, from this preset's runs only."""
+    from toyrelu import experiment_sections
+
+    found = experiment_sections.sections(store, out, run_ids, only=[preset.experiment])
+    if not found:
+        raise StoreError(f"store: {store.path} holds no finished runs of preset {preset.name}")
+    stored = store.runs()
+    counts = stored[stored["run_id"].isin(run_ids)]["status"].value_counts().to_dict()
+    text = experiment_sections.markdown(f"toyrelu reproduce: {preset.name}", found, counts,
+                                        intro=preset.description)
+    (out / "summary.md").write_text(text)
+    for f in (f for section in found for f in section.findings):
+        print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
+    print(f"toyrelu: figures and summary.md in {out}")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     preset = _preset(args)
     workers = _workers(args)
+    device = _device(args)
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
-        _sweep(preset, store, workers)
+        _sweep(preset, store, workers, device)
         # The folder may hold runs of another preset too: report on this preset's runs only.
         run_ids = {c.run_id for c in preset.configs()}
+        if preset.experiment != "double-descent":
+            _reproduce_experiment(preset, store, out, run_ids)
+            return
         names, (table, found) = write_figures(store, out, preset.geometry_T, run_ids)
         stored = store.runs()
         counts = stored[stored["run_id"].isin(run_ids)]["status"].value_counts().to_dict()
@@ -232,8 +275,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     preset = _preset(args)
     workers = _workers(args)
+    device = _device(args)
     with Store(args.store) as store:
-        _sweep(preset, store, workers)
+        _sweep(preset, store, workers, device)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -242,12 +286,22 @@ def cmd_figures(args: argparse.Namespace) -> None:
         runs = analysis.ok_runs(store)
     # Figures put T on x, average over seeds and split by m; any other setting that varies is
     # pooled, which the user should know about.
-    pooled = [f for f in field_names() if f not in ("n_train", "seed", "n_hidden")
+    pooled = [f for f in field_names()
+              if f not in ("n_train", "seed", "n_hidden", "restart", "snapshot_every")
               and f in runs and runs[f].nunique(dropna=False) > 1]
     if pooled:
         print(f"toyrelu: note: the figures pool runs that differ in {', '.join(pooled)}",
               file=sys.stderr)
     print(f"toyrelu: wrote {', '.join(names)} (and SVG twins) to {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from toyrelu import report
+
+    out = _out_dir(args.out)
+    with Store(args.store, create=False) as store:
+        html_path, _ = report.write(store, out)
+    print(f"toyrelu: wrote {html_path} and report.md (figures beside them)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -260,7 +314,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
             print(f"toyrelu: wrote {', '.join(arrays)} of run {args.run} to {args.arrays}")
             return
-        runs = store.runs()
+        runs = analysis.mark_kept(store.runs())
     runs = runs.reindex(columns=EXPORT_COLUMNS + [c for c in runs if c not in EXPORT_COLUMNS])
     target = sys.stdout if args.out == "-" else args.out
     if args.format == "csv":
@@ -269,17 +323,53 @@ def cmd_export(args: argparse.Namespace) -> None:
         runs.to_json(target, orient="records", indent=1, double_precision=15)
 
 
+def cmd_animate(args: argparse.Namespace) -> None:
+    from toyrelu import animation, dynamics
+
+    try:
+        animation.movie_writer(args.out, args.fps)  # bad names fail before any work
+        with Store(args.store, create=False) as store:
+            trajectory = dynamics.load(store, args.run)
+        out = animation.write(trajectory, args.out, fps=args.fps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"toyrelu: wrote {len(trajectory)} frames of run {args.run} to {out}")
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     for name, preset in PRESETS.items():
         print(f"{name}: {preset.description} ({len(preset.configs())} runs)")
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    from toyrelu import sensitivity, sensitivity_report
+
+    knobs = None if args.knobs is None else [k.strip() for k in args.knobs.split(",")]
+    seeds = None if args.seeds is None else [
+        _parse_value("seed", "int", p) for p in args.seeds.split(",") if p.strip()]
+    study = sensitivity.study(args.base, knobs, seeds)
+    workers, device, out = _workers(args), _device(args), _out_dir(args.out)
+    with Store(out / "runs.sqlite") as store:
+        print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
+              f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
+        study = sensitivity.run(study, store, executor(workers, device), progress=sys.stderr)
+        tables, sentence, _ = sensitivity_report.write(study, store, out)
+    for row in tables.ranking.itertuples(index=False):
+        print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
+              f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
+    print(sentence)
+    print(f"toyrelu: figures and sensitivity.md in {out}")
 
 
 COMMANDS = {
     "reproduce": cmd_reproduce,
     "sweep": cmd_sweep,
     "figures": cmd_figures,
+    "report": cmd_report,
     "export": cmd_export,
+    "animate": cmd_animate,
     "presets": cmd_presets,
+    "sensitivity": cmd_sensitivity,
 }
 
 
