@@ -553,3 +553,16 @@ def test_reproduce_a_twin_draws_its_experiment_not_the_m2_figures(tmp_path: Path
     assert "## Test loss over model size and data (heatmap)" in md
     assert (folder / "heatmap.png").is_file() and not (folder / "summary.png").exists()
     assert plt.get_fignums() == []
+
+
+def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_path: Path):
+    from toyrelu import report
+
+    assert ("toyrelu.experiment_sections.section", experiment_sections.section) in [
+        (name, fn) for name, fn in report.providers()]
+    with Store(heatmap_store, create=False) as store:
+        expected = [s.title for s in experiment_sections.sections(store, tmp_path / "a")]
+        report.write(store, tmp_path / "b")
+    page = (tmp_path / "b" / "report.md").read_text()
+    assert expected and all(f"## {title}" in page for title in expected)
+    assert "toyrelu.experiments is not available" not in page

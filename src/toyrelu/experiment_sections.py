@@ -210,6 +210,11 @@ BUILDERS: dict[str, Callable[[Store, pd.DataFrame, Path], Section]] = {
 }
 
 
+def section(store: Store, out: str | Path) -> list[Section]:
+    """The report's provider (``toyrelu.report``): every experiment section the store holds."""
+    return sections(store, out)
+
+
 def sections(store: Store, out: str | Path, run_ids: Collection[str] | None = None,
              only: Sequence[str] | None = None) -> list[Section]:
     """A section for every experiment of ``BUILDERS`` (or of ``only``) that the store's

@@ -37,12 +37,12 @@ from toyrelu.store import Store, StoreError
 SectionFn = Callable[[Store, Path], Any]
 
 PROVIDERS: tuple[SectionFn, ...] = (report_m2.section,)
-OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.experiments", "toyrelu.sensitivity_report")
+OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.experiment_sections", "toyrelu.sensitivity_report")
 # The claims each provider's module checks (PAPER.md section 5), listed as not measured when
 # it gives no section: (claim, the paper's value).
 EXPECTED: dict[str, tuple[tuple[str, str], ...]] = {
     "toyrelu.report_m2": report_m2.CLAIMS,
-    "toyrelu.experiments": (
+    "toyrelu.experiment_sections": (
         ("heatmap: the ridge of raised test loss moves to larger T as m grows",
          "about T = 2k at m = 2, 5k at m = 4, 20k at m = 8"),
         ("weight decay (m = 4): lower weight decay, bigger bump", "bigger bump at lower decay"),
