@@ -1,8 +1,12 @@
-"""The one comparison helper every numerical test uses, with explicit tolerances."""
+"""Shared test code: the one comparison every numerical test uses (with explicit tolerances),
+dense-to-sparse conversion for hand-built batches, and an in-process CLI call."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+from toyrelu.data import SparseData
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str = "") -> None:
@@ -36,3 +40,35 @@ def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str 
         f"(rtol={rtol:g} x max|expected|={scale:.3e} + atol={atol:g}; "
         f"relative {error / scale if scale else float('inf'):.3e})"
     )
+
+
+def assert_loss_and_grad_match(actual, expected, W: np.ndarray, b: np.ndarray, *,
+                               rtol: float) -> None:
+    """An engine's (loss, dL/dW, dL/db) against the reference's: the gradients have the shapes
+    and dtypes of ``W`` and ``b``, and all three agree within ``rtol`` (the loss is one scalar
+    sum of the same terms, so the gradients' rounding argument covers it)."""
+    value, gW, gb = actual
+    ref_value, ref_gW, ref_gb = expected
+    assert gW.shape == W.shape and gb.shape == b.shape
+    assert gW.dtype == W.dtype and gb.dtype == b.dtype
+    assert_close(gW, ref_gW, rtol=rtol, what="dL/dW")
+    assert_close(gb, ref_gb, rtol=rtol, what="dL/db")
+    assert_close(value, ref_value, rtol=rtol, what="loss")
+
+
+def to_csr(dense: np.ndarray) -> SparseData:
+    """SparseData of a dense (n_examples, n_features) array (indices sorted within rows)."""
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
+    return SparseData(indptr, cols.astype(np.int32), dense[rows, cols], dense.shape[1])
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    """``toyrelu.cli.main`` on ``argv`` (as strings) in process: exit code, stdout, stderr."""
+    from toyrelu import cli
+
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_close
+from helpers import assert_close, run_cli
 from toyrelu import cli
 from toyrelu.config import RunConfig
 from toyrelu.presets import PRESETS
@@ -35,13 +35,6 @@ REQUIRED_COLUMNS = [
 ]
 SMOKE = PRESETS["smoke"]
 FIGURES = ("summary", "geometry", "loss", "norms", "dimensionality")
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from matplotlib import animation as mpl_animation
 from matplotlib.figure import Figure
 from PIL import Image
 
-from helpers import assert_close
+from helpers import assert_close, run_cli
 from toyrelu import animation, cli, data, dynamics, engine, model, reference, training
 from toyrelu.config import MAX_SNAPSHOTS, ConfigError, RunConfig
 from toyrelu.data import SparseData
@@ -293,13 +293,6 @@ def snapshot_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunC
         (run_id,) = runs.loc[runs["snapshot_every"] == 20, "run_id"]
         config = RunConfig.from_dict(store.config(run_id))
     return path, config
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_animate_writes_a_gif(snapshot_store, tmp_path: Path,

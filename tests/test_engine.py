@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import assert_close
+from helpers import assert_close, assert_loss_and_grad_match, to_csr
 from toyrelu import data, engine, kernels, model, reference
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
@@ -18,14 +18,6 @@ from toyrelu.schedule import learning_rates
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
-
-
-def to_csr(dense: np.ndarray) -> SparseData:
-    """SparseData of a dense (n_examples, n_features) array (indices sorted within rows)."""
-    rows, cols = np.nonzero(dense)
-    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
-    return SparseData(indptr, cols.astype(np.int32), dense[rows, cols], dense.shape[1])
 
 
 def awkward_batch(n_train: int, n_features: int, dtype: str, seed: int = 0) -> SparseData:
@@ -63,14 +55,10 @@ def test_loss_and_grad_match_reference(dtype: str, m: int, reduction: str) -> No
     positive = (X.to_dense() @ W.T @ W + b > 0).mean()
     assert 0.3 < positive < 0.7, positive
 
+    assert W.dtype == b.dtype == np.dtype(dtype)
     value, gW, gb = engine.loss_and_grad(W, b, X, reduction)
-    ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, reduction)
-    assert gW.shape == W.shape and gb.shape == b.shape
-    assert gW.dtype == np.dtype(dtype) and gb.dtype == np.dtype(dtype)
-    assert_close(gW, ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
-    assert_close(gb, ref_gb, rtol=GRAD_RTOL[dtype], what="dL/db")
-    # Loss: one scalar sum of the same terms; same rounding argument as the gradients.
-    assert_close(value, ref_value, rtol=GRAD_RTOL[dtype], what="loss")
+    assert_loss_and_grad_match((value, gW, gb), reference.loss_and_grad(W, b, X, reduction),
+                               W, b, rtol=GRAD_RTOL[dtype])
     # engine.loss runs the forward-only kernel over the same tiles: only the float64 flushes
     # may differ (measured 5e-10 in float32, 0 in float64).
     loss_rtol = {"float32": 1e-7, "float64": 1e-14}[dtype]

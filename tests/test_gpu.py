@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from helpers import assert_close  # noqa: E402
+from helpers import assert_close, assert_loss_and_grad_match, to_csr  # noqa: E402
 from toyrelu import data, engine, gpu, model, reference  # noqa: E402
 from toyrelu.config import RunConfig  # noqa: E402
 from toyrelu.data import SparseData  # noqa: E402
@@ -36,14 +36,6 @@ TINY = gpu.Blocks(rows_BE=8, rows_BF=4, cols_BE=4, cols_BF=8, tile=8, update_BF=
                   programs=10**6)
 # One program per run and axis where possible: a run's sums then do not depend on the batch.
 WHOLE = gpu.Blocks(programs=1)
-
-
-def to_csr(dense: np.ndarray) -> SparseData:
-    """SparseData of a dense (n_examples, n_features) array (indices sorted within rows)."""
-    rows, cols = np.nonzero(dense)
-    indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
-    return SparseData(indptr, cols.astype(np.int32), dense[rows, cols], dense.shape[1])
 
 
 def awkward_batch(n_train: int, n_features: int, dtype: str, seed: int = 0) -> SparseData:
@@ -76,13 +68,10 @@ GRAD_RTOL = {"float32": 1e-5, "float64": 1e-12}
 def test_loss_and_grad_match_reference(dtype: str, m: int, reduction: str) -> None:
     X = awkward_batch(45, 40, dtype, seed=m)
     W, b = random_params(m, 40, dtype, seed=10 + m)
-    value, gW, gb = gpu.loss_and_grad(W, b, X, reduction, device=DEVICE)
-    ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, reduction)
-    assert gW.shape == W.shape and gb.shape == b.shape
-    assert gW.dtype == np.dtype(dtype) and gb.dtype == np.dtype(dtype)
-    assert_close(gW, ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
-    assert_close(gb, ref_gb, rtol=GRAD_RTOL[dtype], what="dL/db")
-    assert_close(value, ref_value, rtol=GRAD_RTOL[dtype], what="loss")
+    assert W.dtype == b.dtype == np.dtype(dtype)
+    assert_loss_and_grad_match(gpu.loss_and_grad(W, b, X, reduction, device=DEVICE),
+                               reference.loss_and_grad(W, b, X, reduction), W, b,
+                               rtol=GRAD_RTOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

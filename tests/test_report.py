@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 import browser
+from helpers import run_cli
 from toyrelu import analysis, cli, report, report_m2
 from toyrelu.analysis import Finding
 from toyrelu.report_layout import display_width, markdown_html, md, verdict
@@ -477,13 +478,6 @@ def test_display_width_reads_the_dpi_matplotlib_wrote(tmp_path: Path) -> None:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_missing_store_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from helpers import assert_close
+from helpers import assert_close, run_cli
 from toyrelu import cli, model, training
 from toyrelu import figures_sensitivity as fs
 from toyrelu import sensitivity as S
@@ -381,13 +381,6 @@ def test_knob_and_tail_figures_have_their_panels() -> None:
 
 
 # --------------------------------------------------------------------------- store, report, CLI
-
-
-def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -60,12 +60,22 @@ class Style:
     seed: int = 0
 
 
-def _style(style: Style | Mapping[str, Any] | None) -> Style:
+def as_style(style: Style | Mapping[str, Any] | None) -> Style:
+    """``style`` as a Style: the defaults for None, a mapping's fields over the defaults."""
     if style is None:
         return Style()
     if isinstance(style, Style):
         return style
     return dataclasses.replace(Style(), **dict(style))
+
+
+def label_T_axes(ax: Axes, ylabel: str, *, legend: str = "small") -> Axes:
+    """Finish a panel drawn against T: the T label on x, ``ylabel`` on y and a frameless legend
+    in font size ``legend``; returns ``ax``."""
+    ax.set_xlabel(T_LABEL)
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=legend)
+    return ax
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +138,7 @@ def plot_features(ax: Axes, W: NDArray[np.floating], *, style=None) -> Axes:
     Figure 1 of the paper, top row. Spokes are one ``LineCollection`` so n = 10,000 stays fast;
     longer spokes are drawn more opaque, so a few learned features stand out of many small ones.
     """
-    st = _style(style)
+    st = as_style(style)
     tips = np.asarray(W, dtype=float).T  # (n_features, 2)
     spokes = np.stack([np.zeros_like(tips), tips], axis=1)
     length = np.linalg.norm(tips, axis=1)
@@ -148,7 +158,7 @@ def plot_hidden(ax: Axes, H: NDArray[np.floating], *, style=None) -> Axes:
 
     Figure 1 of the paper, bottom row.
     """
-    st = _style(style)
+    st = as_style(style)
     points = np.asarray(H, dtype=float)
     rays = np.stack([np.zeros_like(points), points], axis=1)
     ax.add_collection(LineCollection(list(rays), colors=st.geometry_color, linewidths=0.6,
@@ -183,7 +193,7 @@ def geometry_grid(
 
 def plot_loss(ax: Axes, runs: pd.DataFrame, *, style=None) -> Axes:
     """Test and train loss vs T (figure 2): seed mean, min..max band, one dot per run."""
-    st = _style(style)
+    st = as_style(style)
     _by_hidden(ax, _ok(runs), [("test_loss", "test", st.test_color, "o", "-"),
                                ("train_loss", "train", st.train_color, "s", "--")], st)
     ax.axhline(1.0, color=st.reference_color, linestyle=":", linewidth=1.2,
@@ -193,10 +203,7 @@ def plot_loss(ax: Axes, runs: pd.DataFrame, *, style=None) -> Axes:
     # symlog is linear below 1e-3, so zero is drawn as zero without clipping, and log above it.
     ax.set_yscale("symlog", linthresh=1e-3, linscale=0.5)
     ax.set_ylim(bottom=0.0)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("loss $L$ (squared error per example)")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return label_T_axes(ax, "loss $L$ (squared error per example)")
 
 
 def plot_dimensionality(ax: Axes, dims: pd.DataFrame, *, style=None) -> Axes:
@@ -204,7 +211,7 @@ def plot_dimensionality(ax: Axes, dims: pd.DataFrame, *, style=None) -> Axes:
 
     x is jittered multiplicatively by exp(N(0, jitter)) from a fixed seed, so output repeats.
     """
-    st = _style(style)
+    st = as_style(style)
     ms = dims["n_hidden"].unique()
     if len(ms) != 1:
         raise ValueError(f"plot_dimensionality needs one n_hidden, got {sorted(ms)}")
@@ -233,15 +240,12 @@ def plot_dimensionality(ax: Axes, dims: pd.DataFrame, *, style=None) -> Axes:
 
 def plot_norms(ax: Axes, runs: pd.DataFrame, *, style=None) -> Axes:
     """||W||_F and ||b|| vs T (figure 4): seed mean, min..max band, one dot per run."""
-    st = _style(style)
+    st = as_style(style)
     _by_hidden(ax, _ok(runs), [("W_norm", r"$\|W\|_F$", st.W_color, "o", "-"),
                                ("b_norm", r"$\|b\|_2$", st.b_color, "s", "--")], st)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0.0)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("norm")
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return label_T_axes(ax, "norm")
 
 
 def summary_figure(runs: pd.DataFrame, dims: pd.DataFrame, *, style=None) -> Figure:

@@ -9,8 +9,7 @@ saves them.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 
 from toyrelu import experiments
 from toyrelu.experiments import BOUNDARY_SLOPE, ONSET_COUNT
-from toyrelu.figures import T_LABEL, Style, plot_features
+from toyrelu.figures import T_LABEL, Style, as_style, plot_features
 
 INF_GAP = 4.0  # T = infinity sits this factor right of the largest finite T
 MAX_POINTS_PER_T = 2_000  # the D* scatter draws at most this many examples per T
@@ -33,12 +32,6 @@ def short_T(value: float) -> str:
     if value == np.inf:
         return "∞"
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
-
-
-def _style(style: Style | Mapping[str, Any] | None) -> Style:
-    if isinstance(style, Style):
-        return style
-    return dataclasses.replace(Style(), **dict(style or {}))
 
 
 def T_positions(T: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -92,7 +85,7 @@ def plot_heatmap(ax: Axes, table: pd.DataFrame, *, ridge: pd.DataFrame | None = 
     T) as coloured cells, m upwards and T rightwards (∞ last), coloured by log10 of the loss
     with white at 1 (predicting zero): red above, blue below. ``ridge`` (``experiments.ridges``)
     marks each row's highest cell with a black cross labelled "ridge"."""
-    _style(style)
+    as_style(style)
     values = np.log10(table.to_numpy(dtype=float))
     finite = values[np.isfinite(values)]
     lo, hi = (min(finite.min(), -1e-4), max(finite.max(), 1e-4)) if len(finite) else (-1, 1)
@@ -119,7 +112,7 @@ def plot_heatmap(ax: Axes, table: pd.DataFrame, *, ridge: pd.DataFrame | None = 
 def plot_loss_by(ax: Axes, table: pd.DataFrame, *, by: str, style=None) -> Axes:
     """Test loss vs T, one curve per value of ``by`` (an ``experiments.curves`` table): mean
     over seeds with a min..max band, log axes, and the predict-zero line L = 1."""
-    st = _style(style)
+    st = as_style(style)
     values = sorted(table[by].unique())
     for value, color in zip(values, _colors(st, len(values)), strict=True):
         part = table[table[by] == value].sort_values("n_train")
@@ -141,7 +134,7 @@ def plot_repeated_geometry(ax: Axes, W: np.ndarray, H_repeated: np.ndarray, *,
                            style=None) -> Axes:
     """The features W_i (2, n_features) as spokes and the repeated points' hidden vectors
     (n_repeated, 2) as red stars with a ray from the origin, labelled "repeated point"."""
-    st = _style(style)
+    st = as_style(style)
     plot_features(ax, W, style=st)
     points = np.asarray(H_repeated, dtype=float).reshape(-1, 2)
     for h in points:
@@ -158,7 +151,7 @@ def plot_repeated(ax: Axes, summary: pd.DataFrame, *, column: str = "own_loss",
                   style=None) -> Axes:
     """A ``repeated_summary`` column (own_loss, learned_features or kept_features) vs
     R, one curve per T/n, log x; for own_loss, a dotted line at the memorised threshold."""
-    st = _style(style)
+    st = as_style(style)
     groups = sorted(summary["T_over_n"].unique())
     for ratio, color in zip(groups, _colors(st, len(groups)), strict=True):
         part = summary[summary["T_over_n"] == ratio].sort_values("repeats")
@@ -182,7 +175,7 @@ def plot_boundary(ax: Axes, summary: pd.DataFrame, *, style=None) -> Axes:
     """Every (T/n, R) of a ``repeated_summary``: filled where the repeated point is memorised
     in at least half the seeds ("memorised"), open otherwise ("kept general"), and the line
     R = 0.4 T/n across the T/n range; log-log."""
-    st = _style(style)
+    st = as_style(style)
     kept = summary["memorised"] >= 0.5
     for mask, label, face in ((kept, "memorised", st.feature_color),
                               (~kept, "not memorised", "none")):
@@ -205,7 +198,7 @@ def plot_sparsity(ax: Axes, table: pd.DataFrame, *, onset: pd.DataFrame | None =
     """Mean test loss vs T(1 - S) of a ``sparsity_table``, one curve per S, log x; a dashed
     line at T(1 - S) = 10, the predict-zero line, and each S's onset (``onsets``) as a
     diamond on its curve."""
-    st = _style(style)
+    st = as_style(style)
     values = sorted(table["sparsity"].unique())
     for S, color in zip(values, _colors(st, len(values)), strict=True):
         part = table[table["sparsity"] == S].sort_values("count")
@@ -232,7 +225,7 @@ def plot_max_dimensionality(ax: Axes, examples: pd.DataFrame, *, style=None) -> 
     MAX_POINTS_PER_T examples per T as dots (a fixed random subset), the median and the
     maximum per T as lines, and m/T, the mean D* (the D* of the T examples sum to m). The
     dots' x is jittered by exp(N(0, jitter)) from the style's seed, so output repeats."""
-    st = _style(style)
+    st = as_style(style)
     rng = np.random.default_rng(st.seed)
     parts = []
     for _, part in examples.groupby("n_train"):

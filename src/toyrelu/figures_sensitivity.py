@@ -13,8 +13,6 @@ Inputs (columns as ``sensitivity`` computes them):
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -24,29 +22,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from toyrelu.figures import T_LABEL, Style
+from toyrelu.figures import Style, as_style, label_T_axes
 from toyrelu.sensitivity import PAPER_BUMP
 
 LOSS_LABEL = "test loss $L$"
 
 
-def _style(style: Style | Mapping[str, Any] | None) -> Style:
-    if style is None:
-        return Style()
-    if isinstance(style, Style):
-        return style
-    return dataclasses.replace(Style(), **dict(style))
-
-
-def _colors(count: int, st: Style) -> list[Any]:
+def _values(table: pd.DataFrame, st: Style) -> list[tuple[Any, str, pd.DataFrame]]:
+    """(colour, value, rows sorted by T) per knob value, in the knob's order, one colour each."""
+    groups = [rows.sort_values("n_train") for _, rows in table.groupby("position", sort=True)]
     cmap = plt.get_cmap(st.cmap)
-    return [cmap(0.85 * j / max(count - 1, 1)) for j in range(count)]
-
-
-def _values(table: pd.DataFrame) -> list[tuple[int, str, pd.DataFrame]]:
-    """(position, label, rows) per knob value, in the knob's order."""
-    return [(int(p), str(rows["value"].iloc[0]), rows.sort_values("n_train"))
-            for p, rows in table.groupby("position", sort=True)]
+    return [(cmap(0.85 * j / max(len(groups) - 1, 1)), str(rows["value"].iloc[0]), rows)
+            for j, rows in enumerate(groups)]
 
 
 def _label(value: str, is_base: bool) -> str:
@@ -61,13 +48,23 @@ def _plain(ax: Axes) -> None:
         lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
+def _loss_axes(ax: Axes, st: Style, ylabel: str, *, legend: str = "x-small") -> Axes:
+    """Finish a loss-vs-T panel: the zero predictor's L = 1 dotted, log-log axes with plain
+    tick labels, the T and ``ylabel`` labels and a legend; returns ``ax``."""
+    ax.axhline(1.0, color=st.reference_color, linestyle=":", linewidth=1.0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain(ax)
+    return label_T_axes(ax, ylabel, legend=legend)
+
+
 def plot_bump_height(ax: Axes, bumps: pd.DataFrame, *, style=None) -> Axes:
     """Bump height per knob value as the excess of the peak's seed-mean test loss over 1 (the
     zero predictor), on a log axis so that the paper's 0.015 and excesses of 100 both show: a
     dot per value with the seeds' min..max at that T as a bar, the paper's excess as a dashed
     line. A peak at the edge of the T grid (``inner`` false) is an open circle; an excess at or
     below ``floor`` (no bump) is drawn at ``floor`` as a downward triangle."""
-    st = _style(style)
+    st = as_style(style)
     rows = bumps.sort_values("position")
     x = np.arange(len(rows))
     floor = 1e-4
@@ -100,30 +97,21 @@ def plot_bump_height(ax: Axes, bumps: pd.DataFrame, *, style=None) -> Axes:
 
 def plot_loss_vs_T(ax: Axes, per_T: pd.DataFrame, *, style=None) -> Axes:
     """Seed-mean test loss vs T, one line per knob value, with the seeds' min..max band."""
-    st = _style(style)
-    groups = _values(per_T)
-    for color, (_, value, rows) in zip(_colors(len(groups), st), groups, strict=True):
+    st = as_style(style)
+    for color, value, rows in _values(per_T, st):
         T = rows["n_train"].to_numpy(dtype=float)
         ax.fill_between(T, rows["test_min"], rows["test_max"], color=color, alpha=st.band_alpha,
                         linewidth=0)
         ax.plot(T, rows["test_mean"], marker="o", color=color, markersize=st.marker_size,
                 label=_label(value, bool(rows["is_base"].iloc[0])))
-    ax.axhline(1.0, color=st.reference_color, linestyle=":", linewidth=1.0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain(ax)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("mean " + LOSS_LABEL)
-    ax.legend(frameon=False, fontsize="x-small")
-    return ax
+    return _loss_axes(ax, st, "mean " + LOSS_LABEL)
 
 
 def plot_example_spread(ax: Axes, per_T: pd.DataFrame, *, style=None) -> Axes:
     """Per-example test losses vs T: the median (solid) and 90th percentile (dashed), each the
     mean over seeds, one colour per knob value."""
-    st = _style(style)
-    groups = _values(per_T)
-    for color, (_, value, rows) in zip(_colors(len(groups), st), groups, strict=True):
+    st = as_style(style)
+    for color, value, rows in _values(per_T, st):
         T = rows["n_train"].to_numpy(dtype=float)
         base = bool(rows["is_base"].iloc[0])
         ax.plot(T, rows["example_median"], color=color, marker="o", markersize=st.marker_size,
@@ -134,56 +122,38 @@ def plot_example_spread(ax: Axes, per_T: pd.DataFrame, *, style=None) -> Axes:
     ax.plot([], [], color=st.reference_color, marker="o", label="median")
     ax.plot([], [], color=st.reference_color, linestyle="--", marker="^",
             label="90th percentile")
-    ax.axhline(1.0, color=st.reference_color, linestyle=":", linewidth=1.0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain(ax)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("per-example " + LOSS_LABEL)
-    ax.legend(frameon=False, fontsize="x-small")
-    return ax
+    return _loss_axes(ax, st, "per-example " + LOSS_LABEL)
 
 
 def plot_share_above_2(ax: Axes, per_T: pd.DataFrame, *, style=None) -> Axes:
     """Share of test examples with a loss above 2 vs T (mean over seeds), one line per value."""
-    st = _style(style)
-    groups = _values(per_T)
-    for color, (_, value, rows) in zip(_colors(len(groups), st), groups, strict=True):
+    st = as_style(style)
+    for color, value, rows in _values(per_T, st):
         ax.plot(rows["n_train"].to_numpy(dtype=float), rows["share_above_2"], color=color,
                 marker="o", markersize=st.marker_size,
                 label=_label(value, bool(rows["is_base"].iloc[0])))
     ax.set_xscale("log")
     ax.set_ylim(bottom=0.0)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("share of test examples with $L$ > 2")
-    ax.legend(frameon=False, fontsize="x-small")
-    return ax
+    return label_T_axes(ax, "share of test examples with $L$ > 2", legend="x-small")
 
 
 def plot_tail(ax: Axes, per_T: pd.DataFrame, *, style=None) -> Axes:
     """One knob value's test losses vs T: the seed-mean loss and the per-example median and
     90th percentile; the mean rises far above the median where a heavy tail drives it."""
-    st = _style(style)
+    st = as_style(style)
     rows = per_T.sort_values("n_train")
     T = rows["n_train"].to_numpy(dtype=float)
     ax.plot(T, rows["test_mean"], color=st.test_color, marker="o", label="mean")
     ax.plot(T, rows["example_median"], color=st.train_color, marker="s", label="median")
     ax.plot(T, rows["example_p90"], color=st.W_color, marker="^", linestyle="--",
             label="90th percentile")
-    ax.axhline(1.0, color=st.reference_color, linestyle=":", linewidth=1.0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain(ax)
-    ax.set_xlabel(T_LABEL)
-    ax.set_ylabel("per-example " + LOSS_LABEL)
-    ax.legend(frameon=False, fontsize="small")
-    return ax
+    return _loss_axes(ax, st, "per-example " + LOSS_LABEL, legend="small")
 
 
 def plot_ranking(ax: Axes, ranking: pd.DataFrame, *, style=None) -> Axes:
     """Each knob's effect (highest / lowest bump over its values) as a horizontal bar, largest
     on top; knobs the paper states are hatched."""
-    st = _style(style)
+    st = as_style(style)
     rows = ranking.iloc[::-1]
     y = np.arange(len(rows))
     # Bars start at 1 (no effect) on a log axis.
