@@ -487,3 +487,16 @@ def test_the_paper_base_is_the_papers_setting() -> None:
         10_000, 0.999, 50_000)
     assert paper.paper_onset_T == 10_000 and paper.paper_peak_T == 2_000
     assert not math.isnan(S.PAPER_BUMP)
+
+
+def test_verdict_does_not_call_a_high_loss_at_the_grid_edge_a_removed_bump() -> None:
+    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    # Without bias decay the loss is highest at the smallest T and still far above 1 there:
+    # the bump has left the grid, it is not gone.
+    edge = {10: 300.0, 30: 2.0, 100: 0.98}
+    runs = fake_runs(study, lambda c: bumpy(c) if c.decay_bias else edge[c.n_train])
+    _, _, bump, _ = tables(study, runs)
+    sentence = S.verdict(study.base, bump)
+    assert ("decay_bias = W only puts the highest loss at the edge of the T grid (highest mean "
+            "300 at T = 10)") in sentence
+    assert "removes the bump" not in sentence

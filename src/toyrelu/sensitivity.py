@@ -388,7 +388,10 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
                  f"generalizing {onset(r)}")
     if not flat.empty:
         r = flat.iloc[0]
-        text += (f"; {name(r)} removes the bump (highest mean {r.peak_mean:.4g} at T = "
+        # A peak at the grid's edge is no bump only if the loss there stays low.
+        effect = ("removes the bump" if r.peak_mean <= hi
+                  else "puts the highest loss at the edge of the T grid")
+        text += (f"; {name(r)} {effect} (highest mean {r.peak_mean:.4g} at T = "
                  f"{r.peak_T:,}) and generalizes {onset(r)}")
     same = sorted({k for k, part in bump.groupby("knob")
                    if ((part["peak_max"] >= b.peak_min) & (part["peak_min"] <= b.peak_max)).all()})
