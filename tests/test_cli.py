@@ -534,3 +534,16 @@ def test_infinite_T_from_the_command_line(tmp_path: Path, capsys: pytest.Capture
     runs = stored_runs(path)
     assert sorted(runs["n_train"]) == [30, np.inf]
     assert (runs["status"] == "ok").all()
+
+
+def test_reproduce_with_infinite_T_summarises_it(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", tmp_path,
+                             "--workers", "1", "--device", "cpu", "--n-train", "5,30,inf",
+                             "--seeds", "0", "--batch-size", "20")
+    assert code == 0, err
+    # The largest T is infinity: its feature count comes from its stored W, like every T's.
+    (line,) = [x for x in out.splitlines() if "T = ∞:" in x]
+    assert "nan" not in line and "features per seed with D > 0.1" in line
+    table = (tmp_path / "summary.md").read_text()
+    assert "| inf |" in table

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from helpers import assert_close, run_cli
 from toyrelu import cli, model, training
 from toyrelu import figures_sensitivity as fs
+from toyrelu import knobs as K
 from toyrelu import sensitivity as S
 from toyrelu import sensitivity_report as R
 from toyrelu.config import ConfigError, RunConfig
@@ -28,10 +29,10 @@ ISSUE_KNOBS = {"steps", "decay_bias", "bias_init", "loss", "betas", "eps", "lr",
 # --------------------------------------------------------------------------- knobs and grid
 
 
-@pytest.mark.parametrize("base", list(S.BASES))
+@pytest.mark.parametrize("base", list(K.BASES))
 def test_every_knob_holds_its_base_value_once_and_valid_configs(base: str) -> None:
-    config = S.BASES[base].config
-    knobs = S.knobs_for(config)
+    config = K.BASES[base].config
+    knobs = K.knobs_for(config)
     assert ISSUE_KNOBS <= set(knobs)
     for knob in knobs.values():
         labels = [v.label for v in knob.values]
@@ -44,8 +45,8 @@ def test_every_knob_holds_its_base_value_once_and_valid_configs(base: str) -> No
 
 
 def test_knob_values_are_config_fields() -> None:
-    config = S.BASES["quick"].config
-    knobs = S.knobs_for(config)
+    config = K.BASES["quick"].config
+    knobs = K.knobs_for(config)
     mean = {v.label: v for v in knobs["loss"].values}
     # "mean, eps/n": Adam is invariant to a loss scale c when eps scales by c too, so this value
     # must train the summed loss's model; eps 1e-8 / n is that scale at n = 1,000.
@@ -60,7 +61,7 @@ def test_knob_values_are_config_fields() -> None:
 
 
 def test_equal_configs_across_knobs_are_trained_once() -> None:
-    study = S.study("smoke", ["decay_bias", "restarts", "dtype"], [0, 1])
+    study = K.study("smoke", ["decay_bias", "restarts", "dtype"], [0, 1])
     # Per (T, seed): the base run, decay_bias off, float64, restarts 1, 2 and 3 (restart 0 is
     # the base run itself).
     assert len(study.configs()) == 6 * len(study.base.n_train) * 2
@@ -71,7 +72,7 @@ def test_reduced_study_fits_in_30_minutes_on_2_cores() -> None:
     # Issue target: 7+ knobs, 3 values each where a knob has 3, 2 seeds, within 30 minutes on
     # 2 cores. sweep.cost counts (example, feature) pairs; PERFORMANCE.md measures the fused
     # engine at >= 2e9 pairs per second per core at n = 1,000 (here: 2-3.6e9).
-    study = S.study("quick")
+    study = K.study("quick")
     assert len(study.knobs) >= 7 and len(study.seeds) == 2
     assert sum(len(k.values) >= 3 for k in study.knobs) >= 7
     assert sum(cost(c) for c in study.configs()) <= 30 * 60 * 2 * 2e9 / 2  # 2x margin
@@ -83,14 +84,14 @@ def test_reduced_study_fits_in_30_minutes_on_2_cores() -> None:
 ])
 def test_bad_study_input_names_the_field(args: tuple, field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field}: ") as info:
-        S.study(*args)
+        K.study(*args)
     assert "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- tables
 
 
-def fake_runs(study: S.Study, loss, train=lambda config: 0.1) -> pd.DataFrame:
+def fake_runs(study: K.Study, loss, train=lambda config: 0.1) -> pd.DataFrame:
     """A Store.runs()-like frame holding every run of ``study`` with test_loss ``loss(config)``;
     the per-example metrics are simple functions of it so that each column is traceable."""
     rows = []
@@ -115,7 +116,7 @@ def bumpy(config: RunConfig) -> float:
     return 2.0 + 2.0 * config.seed
 
 
-def tables(study: S.Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+def tables(study: K.Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
     table = S.runs_table(study, runs)
     by_T = S.per_T(table)
     bump = S.bumps(by_T)
@@ -123,7 +124,7 @@ def tables(study: S.Study, runs: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
 
 
 def test_bump_onset_and_ranking_from_hand_made_runs() -> None:
-    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    study = K.study("smoke", ["dtype", "decay_bias"], [0, 1])
     table, by_T, bump, ranks = tables(study, fake_runs(study, bumpy))
     assert len(table) == 2 * 2 * 3 * 2  # knobs x values x T x seeds
     at = by_T[(by_T["knob"] == "decay_bias") & by_T["is_base"] & (by_T["n_train"] == 30)]
@@ -145,7 +146,7 @@ def test_bump_onset_and_ranking_from_hand_made_runs() -> None:
 
 
 def test_onset_is_where_the_loss_stays_below_one() -> None:
-    study = S.study("smoke", ["dtype"], [0])
+    study = K.study("smoke", ["dtype"], [0])
     # Below 1 at T = 10, above at 30, below at 100: generalization starts at 100, not 10.
     dip = {10: 0.99, 30: 1.5, 100: 0.98}
     _, _, bump, _ = tables(study, fake_runs(study, lambda c: dip[c.n_train]))
@@ -159,7 +160,7 @@ def test_onset_is_where_the_loss_stays_below_one() -> None:
 
 
 def test_onset_needs_most_of_the_pentagon_when_features_are_known() -> None:
-    study = S.study("smoke", ["dtype"], [0])
+    study = K.study("smoke", ["dtype"], [0])
     table = S.runs_table(study, fake_runs(study, lambda c: 0.99))
     # Below 1 everywhere, but 4 learned features only from T = 100 (the threshold is 4).
     table["features"] = table["n_train"].map({10: 0.0, 30: 3.5, 100: 4.0})
@@ -169,7 +170,7 @@ def test_onset_needs_most_of_the_pentagon_when_features_are_known() -> None:
 
 
 def test_best_of_k_picks_the_lowest_training_loss_among_restarts_0_to_k_minus_1() -> None:
-    study = S.study("smoke", ["restarts"], [0])
+    study = K.study("smoke", ["restarts"], [0])
     # Restart r has training loss [0.5, 0.3, 0.4, 0.1][r] and test loss 10 + r.
     runs = fake_runs(study, lambda c: 10.0 + c.restart,
                      train=lambda c: [0.5, 0.3, 0.4, 0.1][c.restart])
@@ -188,7 +189,7 @@ def test_best_of_k_picks_the_lowest_training_loss_among_restarts_0_to_k_minus_1(
 
 
 def test_verdict_names_the_value_that_reaches_the_paper() -> None:
-    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    study = K.study("smoke", ["dtype", "decay_bias"], [0, 1])
     _, _, bump, _ = tables(study, fake_runs(study, bumpy))
     sentence = S.verdict(study.base, bump)
     assert "decay_bias = W only brings it to 1.02 (T = 30)" in sentence
@@ -197,7 +198,7 @@ def test_verdict_names_the_value_that_reaches_the_paper() -> None:
 
 
 def test_verdict_when_nothing_reaches_the_paper_says_what_is_ruled_out() -> None:
-    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    study = K.study("smoke", ["dtype", "decay_bias"], [0, 1])
     high = fake_runs(study, lambda c: bumpy(c) + (0.5 if c.n_train == 30 else 0))
     _, _, bump, _ = tables(study, high)
     sentence = S.verdict(study.base, bump)
@@ -208,7 +209,7 @@ def test_verdict_when_nothing_reaches_the_paper_says_what_is_ruled_out() -> None
 
 
 def test_verdict_tells_a_removed_bump_from_the_papers_height() -> None:
-    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    study = K.study("smoke", ["dtype", "decay_bias"], [0, 1])
     # Without bias decay the loss falls monotonically: no bump at all, not a low one.
     flat = {10: 1.003, 30: 0.999, 100: 0.98}
     runs = fake_runs(study, lambda c: bumpy(c) if c.decay_bias else flat[c.n_train])
@@ -221,7 +222,7 @@ def test_verdict_tells_a_removed_bump_from_the_papers_height() -> None:
 
 
 def test_combination_merges_the_unstated_knobs_that_lower_the_bump() -> None:
-    study = S.study("smoke", ["decay_bias", "bias_init", "eps", "loss", "lr"], [0, 1])
+    study = K.study("smoke", ["decay_bias", "bias_init", "eps", "loss", "lr"], [0, 1])
 
     def loss(c: RunConfig) -> float:
         if c.n_train != 30:
@@ -236,7 +237,7 @@ def test_combination_merges_the_unstated_knobs_that_lower_the_bump() -> None:
     # lr is stated by the paper and stays out; loss and eps both set eps: loss ranks higher.
     assert combo.label == "decay_bias W only + loss mean, eps 1e-08"
     assert combo.changes == {"decay_bias": False, "loss_reduction": "mean", "eps": 1e-8}
-    one = S.study("smoke", ["decay_bias", "dtype"], [0, 1])
+    one = K.study("smoke", ["decay_bias", "dtype"], [0, 1])
     _, _, bump, ranks = tables(one, fake_runs(one, loss))
     assert S.combination(one, bump, ranks) is None
 
@@ -250,12 +251,12 @@ TINY = RunConfig(n_features=100, sparsity=0.9, n_train=60, steps=60, lr=1e-2, n_
 # that differ by those amounts, measured <= 5.7e-8 relative; 1e-6 keeps 17x margin.
 RTOL = {"float32": {"W": 2e-6, "b": 2e-5, "loss": 1e-6},
         "float64": {"W": 1e-9, "b": 1e-9, "loss": 1e-12}}
-TINY_VALUES = [(k.name, v) for k in S.knobs_for(TINY).values() for v in k.values]
+TINY_VALUES = [(k.name, v) for k in K.knobs_for(TINY).values() for v in k.values]
 
 
 @pytest.mark.parametrize("knob, value", TINY_VALUES,
                          ids=[f"{k}={v.label}" for k, v in TINY_VALUES])
-def test_every_knob_value_trains_alike_in_both_engines(knob: str, value: S.KnobValue) -> None:
+def test_every_knob_value_trains_alike_in_both_engines(knob: str, value: K.KnobValue) -> None:
     config = value.configs(TINY, TINY.n_train, 0)[-1]  # the last restart of a best-of-k
     fused = training.run(config.replace(engine="fused"))
     ref = training.run(config.replace(engine="reference"))
@@ -393,7 +394,7 @@ def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cli_study_writes_store_figures_and_markdown(smoke_dir: Path) -> None:
-    study = S.study("smoke", ["decay_bias", "restarts"], [0])
+    study = K.study("smoke", ["decay_bias", "restarts"], [0])
     with Store(smoke_dir / "runs.sqlite", create=False) as store:
         runs = store.runs()
     assert set(runs["run_id"]) == {c.run_id for c in study.configs()}
@@ -468,7 +469,7 @@ def test_section_is_none_without_a_study(tmp_path: Path) -> None:
     with Store(tmp_path / "empty.sqlite") as store:
         assert R.section(store, tmp_path) is None
         # Base runs alone (a plain sweep) vary no knob: no study.
-        base = S.BASES["smoke"].config
+        base = K.BASES["smoke"].config
         run_sweep([base.replace(n_train=10)], store, InProcess())
         assert R.section(store, tmp_path) is None
     assert not list(tmp_path.glob("*.png"))
@@ -482,7 +483,7 @@ def test_the_report_finds_the_section_in_the_report_module() -> None:
 
 
 def test_the_paper_base_is_the_papers_setting() -> None:
-    paper = S.BASES["paper"]
+    paper = K.BASES["paper"]
     assert (paper.config.n_features, paper.config.sparsity, paper.config.steps) == (
         10_000, 0.999, 50_000)
     assert paper.paper_onset_T == 10_000 and paper.paper_peak_T == 2_000
@@ -490,7 +491,7 @@ def test_the_paper_base_is_the_papers_setting() -> None:
 
 
 def test_verdict_does_not_call_a_high_loss_at_the_grid_edge_a_removed_bump() -> None:
-    study = S.study("smoke", ["dtype", "decay_bias"], [0, 1])
+    study = K.study("smoke", ["dtype", "decay_bias"], [0, 1])
     # Without bias decay the loss is highest at the smallest T and still far above 1 there:
     # the bump has left the grid, it is not gone.
     edge = {10: 300.0, 30: 2.0, 100: 0.98}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+import pandas as pd
 
 from toyrelu import analysis, report_m2, summary
 from toyrelu.config import (
@@ -217,6 +218,11 @@ def write_figures(
     if runs.empty:
         raise StoreError(f"store: {store.path} holds no finished runs to draw")
     drawn, dims = report_m2.draw(store, out, runs, geometry_T)
+    # The figures leave T = infinity out (no place on a log axis); the table keeps it.
+    infinite = runs[runs["n_train"] == math.inf]
+    if not infinite.empty:
+        dims = pd.concat([dims, analysis.dimensionality_table(store, infinite)],
+                         ignore_index=True)
     table = analysis.per_T(runs, dims)
     return [f.name for f in drawn], (table, analysis.findings(table, dims))
 
@@ -343,11 +349,12 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     from toyrelu import sensitivity, sensitivity_report
+    from toyrelu.knobs import study as make_study
 
     knobs = None if args.knobs is None else [k.strip() for k in args.knobs.split(",")]
     seeds = None if args.seeds is None else [
         _parse_value("seed", "int", p) for p in args.seeds.split(",") if p.strip()]
-    study = sensitivity.study(args.base, knobs, seeds)
+    study = make_study(args.base, knobs, seeds)
     workers, device, out = _workers(args), _device(args), _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "

@@ -17,15 +17,13 @@ import numpy as np
 import pandas as pd
 
 from toyrelu.analysis import LEARNED_D, Finding
+from toyrelu.knobs import BASES, Study, knobs_for
 from toyrelu.sections import Figure, Section
 from toyrelu.sensitivity import (
-    BASES,
     ONSET_FEATURES,
     PAPER_BUMP,
-    Study,
     Tables,
     analyse,
-    knobs_for,
     paper_matches,
     verdict,
     with_combination,
