@@ -1,6 +1,6 @@
 """The batched GPU engine (toyrelu.gpu, Triton kernels) against the autograd reference: loss and
 gradients on the same inputs, AdamW trajectories, batching many runs, divergence of one run of a
-batch, streamed batches (T = infinity) and the batch key.
+batch, streamed batches (T = infinity), the batch key and training snapshots.
 
 Without CUDA the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set
 before Triton is imported. The interpreter costs ~0.1 ms per operation per program, so sizes are
@@ -341,3 +341,94 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(tmp_path) 
                          what=f"W of {run_id}")
             assert_close(gpu_runs.loc[run_id, "test_loss"], cpu_runs.loc[run_id, "test_loss"],
                          rtol=1e-5, what="test loss")
+
+
+def test_snapshots_at_each_runs_steps_match_the_cpu_engine_and_change_nothing() -> None:
+    # One batch of 14 steps (fixed sets and a stream) whose runs keep snapshots every 5, 4
+    # and 0 steps: each run gets its own engine.snapshot_steps, as host copies.
+    configs = [trajectory_config("float64", True, snapshot_every=K, n_train=T, seed=s, steps=14)
+               for K, T, s in ((5, 15, 0), (4, 9, 1), (0, 11, 2))]
+    Xs: list = [data.train_set(c) for c in configs]
+    Xs[1] = fresh_batches(configs[1], 9)
+    inits = [model.init_params(c) for c in configs]
+    seen: dict[int, list] = {0: [], 1: [], 2: []}
+    calls: list[int] = []
+    with_snapshots = train_gpu(configs, Xs, inits, chunk=6, on_steps=calls.append,
+                               on_snapshot=lambda i, s, W, b: seen[i].append((s, W, b)))
+    assert [s for s, _, _ in seen[0]] == engine.snapshot_steps(configs[0]).tolist()
+    assert [s for s, _, _ in seen[0]] == [0, 5, 10, 14]
+    assert [s for s, _, _ in seen[1]] == [0, 4, 8, 12, 14]
+    assert seen[2] == []
+    assert calls == [4, 1, 1, 2, 2, 2, 2]  # chunks end at 6, 12 and every snapshot step
+    np.testing.assert_array_equal(seen[0][0][1], inits[0][0])  # step 0: the initial W, a copy
+    # The final parameters are the same bit for bit without snapshots (and other chunks).
+    for (W, b), (W1, b1) in zip(with_snapshots, train_gpu(configs, Xs, inits), strict=True):
+        np.testing.assert_array_equal(W, W1)
+        np.testing.assert_array_equal(b, b1)
+    np.testing.assert_array_equal(seen[0][-1][1], with_snapshots[0][0])
+    # Every snapshot is what the CPU engine keeps, within the float64 trajectory bound.
+    for i in (0, 1):
+        expected: list = []
+        engine.train(configs[i], Xs[i], *inits[i],
+                     on_snapshot=lambda *snap, out=expected: out.append(snap))
+        assert [s for s, _, _ in expected] == [s for s, _, _ in seen[i]]
+        for (s, W, b), (_, ref_W, ref_b) in zip(seen[i], expected, strict=True):
+            assert W.dtype == np.float64
+            assert_close(W, ref_W, rtol=TRAJECTORY_RTOL["float64"]["W"], what=f"W at {s}")
+            assert_close(b, ref_b, rtol=TRAJECTORY_RTOL["float64"]["b"], what=f"b at {s}")
+
+
+def test_per_run_snapshot_callbacks_and_their_errors() -> None:
+    configs, Xs, inits = batch_of_runs(steps=6)
+    configs = [configs[0].replace(snapshot_every=5), configs[1], configs[2]]
+    steps: list[int] = []
+    [(W, _), _, _] = train_gpu(configs, Xs, inits, blocks=WHOLE,
+                               on_snapshot=[lambda s, W, b: steps.append(s), None, None])
+    assert steps == [0, 5, 6]
+    expected: list = []
+    engine.train(configs[0], Xs[0], *inits[0],
+                 on_snapshot=lambda s, W, b: expected.append(W))
+    assert_close(W, expected[-1], rtol=TRAJECTORY_RTOL["float32"]["W"], what="final W")
+    with pytest.raises(ValueError, match="run 1 needs config.snapshot_every > 0"):
+        train_gpu(configs, Xs, inits, on_snapshot=[None, lambda s, W, b: None, None])
+    with pytest.raises(ValueError, match="one callback"):
+        train_gpu(configs, Xs, inits, on_snapshot=[None])
+
+
+def test_a_diverging_run_keeps_no_snapshots_after_it_diverged() -> None:
+    configs, Xs, inits = batch_of_runs(steps=8)
+    configs = [c.replace(snapshot_every=3) for c in configs]
+    W0 = inits[1][0].copy()
+    W0[1, Xs[1].indices[0]] = np.nan  # the loss is NaN at step 0: only the step-0 snapshot
+    seen: list[tuple[int, int]] = []
+    results = train_gpu(configs, Xs, [inits[0], (W0, inits[1][1]), inits[2]], blocks=WHOLE,
+                        on_snapshot=lambda i, s, W, b: seen.append((i, s)))
+    assert isinstance(results[1], engine.Diverged)
+    assert [s for i, s in seen if i == 1] == [0]
+    assert [s for i, s in seen if i == 0] == [s for i, s in seen if i == 2] == [0, 3, 6, 8]
+
+
+def test_a_gpu_sweep_stores_snapshots_as_the_cpu_engine_does(tmp_path) -> None:
+    from toyrelu.store import Store
+    from toyrelu.sweep import GpuBatches, InProcess, run_sweep
+
+    base = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=20, n_test=50,
+                     batch_size=6, lr=1e-2)
+    configs = [base.replace(n_train=9, snapshot_every=6), base.replace(n_train=5),
+               base.replace(n_train=float("inf"), snapshot_every=10)]
+    with Store(tmp_path / "gpu.sqlite") as on_gpu, Store(tmp_path / "cpu.sqlite") as on_cpu:
+        assert run_sweep(configs, on_gpu, GpuBatches(device=DEVICE)).ok == 3
+        run_sweep(configs, on_cpu, InProcess())
+        runs = on_gpu.runs().set_index("run_id")
+        assert (runs["batch_runs"] == 3).all()  # one batch on the GPU, snapshots and all
+        assert "snapshot_W" not in on_gpu.arrays(configs[1].run_id)
+        for config in (configs[0], configs[2]):
+            got, expected = on_gpu.arrays(config.run_id), on_cpu.arrays(config.run_id)
+            np.testing.assert_array_equal(got["snapshot_steps"],
+                                          engine.snapshot_steps(config))
+            assert got["snapshot_W"].shape == (len(got["snapshot_steps"]), 2, 24)
+            np.testing.assert_array_equal(got["snapshot_W"][-1], got["W"])
+            assert_close(got["snapshot_W"], expected["snapshot_W"],
+                         rtol=TRAJECTORY_RTOL["float32"]["W"], what="snapshot W")
+            assert_close(got["snapshot_b"], expected["snapshot_b"],
+                         rtol=TRAJECTORY_RTOL["float32"]["b"], what="snapshot b")

@@ -13,18 +13,19 @@ sparse terms and applies AdamW as torch.optim.AdamW does. All sums run in a fixe
 are the same bit for bit from call to call, and depend on ``Blocks`` only through rounding.
 float32 runs match a float64 reference about as tightly as the CPU engine does.
 
-``import toyrelu.gpu`` does not import Triton; the kernels are loaded at the first call. Without
-CUDA, ``TRITON_INTERPRET=1`` (set before Triton is imported) runs them on CPU tensors with
-``device="cpu"``: that is how the tests check them.
+``toyrelu.gpu_feed`` uploads each step's examples. ``import toyrelu.gpu`` does not import
+Triton; the kernels are loaded at the first call. Without CUDA, ``TRITON_INTERPRET=1`` (set
+before Triton is imported) runs them on CPU tensors with ``device="cpu"``: that is how the
+tests check them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from types import ModuleType
 from typing import cast
 
@@ -34,12 +35,14 @@ from numpy.typing import NDArray
 
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
-from toyrelu.engine import Diverged, loss_scale
+from toyrelu.engine import Diverged, SnapshotCallback, loss_scale, snapshot_steps
+from toyrelu.gpu_feed import DeviceData, Feed, upload
 from toyrelu.schedule import learning_rates
 
 ALIGN = 32  # each run's rows start at a multiple of this slot: aligned, vector-loadable rows
-PREFETCH = 64  # steps of streamed batches uploaded and column-sorted at once
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# on_snapshot(run index, step, W, b) of train_many: host copies of one run's W and b
+SnapshotsCallback = Callable[[int, int, NDArray[np.floating], NDArray[np.floating]], None]
 
 
 def available() -> bool:
@@ -111,49 +114,6 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-@dataclass
-class _Data:
-    """One step's examples of a group on the device: CSR rows of every run side by side and a
-    column-sorted (CSC) copy, its columns grouped per run (column j of run r is r * n + j)."""
-
-    indptr: torch.Tensor  # (rows + 1,) int64
-    indices: torch.Tensor  # (nnz,) int32
-    values: torch.Tensor  # (nnz,)
-    csr2csc: torch.Tensor  # (nnz,) int32: CSC position of each stored value
-    colptr: torch.Tensor  # (R * n + 1,) int64
-    csc_slot: torch.Tensor  # (nnz,) int32: slot (padded row) of each CSC entry
-    csc_values: torch.Tensor  # (nnz,)
-
-
-def _upload(steps: list[list[SparseData]], slot0: NDArray[np.int64], n: int, dtype: str,
-            device: torch.device) -> list[_Data]:
-    """Device data for each step of ``steps`` (each a list with one batch per run), built in
-    one go: positions are global over all steps, each step's _Data holds views."""
-    flat = [X for batch in steps for X in batch]
-    runs = len(steps[0])
-    if sum(X.nnz for X in flat) >= 2**31:
-        raise ValueError("batch too large for 32-bit offsets (nonzeros)")
-    offsets = np.concatenate([[0], np.cumsum([X.nnz for X in flat])]).astype(np.int64)
-    indptr = np.concatenate([X.indptr[:-1] + o for X, o in zip(flat, offsets, strict=False)]
-                            + [offsets[-1:]]).astype(np.int64)
-    indices = np.concatenate([X.indices for X in flat]).astype(np.int32)
-    values = np.concatenate([X.data for X in flat]).astype(dtype)
-    slots = np.concatenate([X.row_ids() + slot0[i % runs] for i, X in enumerate(flat)])
-    keys = np.concatenate([X.indices.astype(np.int64) + i * n for i, X in enumerate(flat)])
-    put = {name: torch.from_numpy(np.ascontiguousarray(a)).to(device)
-           for name, a in dict(indptr=indptr, indices=indices, values=values,
-                               slots=slots.astype(np.int32), keys=keys).items()}
-    order = torch.argsort(put["keys"], stable=True)
-    csr2csc = torch.empty(len(order), dtype=torch.int32, device=device)
-    csr2csc[order] = torch.arange(len(order), dtype=torch.int32, device=device)
-    colptr = torch.zeros(len(flat) * n + 1, dtype=torch.int64, device=device)
-    colptr[1:] = torch.cumsum(torch.bincount(put["keys"], minlength=len(flat) * n), 0)
-    rows = sum(X.n_examples for X in steps[0])
-    return [_Data(put["indptr"][s * rows:(s + 1) * rows + 1], put["indices"], put["values"],
-                  csr2csc, colptr[s * runs * n:(s + 1) * runs * n + 1], put["slots"][order],
-                  put["values"][order]) for s in range(len(steps))]
-
-
 def _int32(values: Sequence[int] | NDArray, device: torch.device) -> torch.Tensor:
     return torch.tensor(np.asarray(values, dtype=np.int64), dtype=torch.int32, device=device)
 
@@ -215,7 +175,7 @@ class _Group:
         """(example, feature) pairs per step."""
         return sum(self.counts) * self.n
 
-    def step(self, data: _Data, step: int, hyper: torch.Tensor | None) -> None:
+    def step(self, data: DeviceData, step: int, hyper: torch.Tensor | None) -> None:
         """Enqueue one step on ``data``: AdamW step ``step`` with the scalars in ``hyper``
         (steps, 8), or with ``hyper=None`` only the loss and gradient (into GW, Gb)."""
         k, bl, m, n = _kernels(), self.blocks, self.m, self.n
@@ -261,51 +221,6 @@ def _hyper(config: RunConfig) -> NDArray[np.float64]:
     return np.array(rows, dtype=np.float64)
 
 
-class _Feed:
-    """Each step's device data of a group: one fixed upload, or batches drawn from iterators
-    (one per run, a fixed batch size each) and uploaded ``PREFETCH`` steps at a time."""
-
-    def __init__(self, sources: Sequence[SparseData] | Sequence[Iterator[SparseData]],
-                 dtype: str, steps: int) -> None:
-        self.dtype, self.steps = dtype, steps
-        self.fixed = all(isinstance(X, SparseData) for X in sources)
-        self.counts: list[int] = []
-        if self.fixed:
-            self.pending = [[cast(SparseData, X).astype(dtype) for X in sources]]
-        else:
-            self.streams = cast(Sequence[Iterator[SparseData]], sources)
-            self.pending = self._draw(0)
-        self.counts = [X.n_examples for X in self.pending[0]]
-        self.cache: list[_Data] = []
-        self.lo = 0
-
-    def _draw(self, step: int) -> list[list[SparseData]]:
-        """Batches of steps [step, step + PREFETCH), one per run each, in the working dtype."""
-        out: list[list[SparseData]] = []
-        for s in range(step, min(step + PREFETCH, self.steps)):
-            batch = []
-            for r, source in enumerate(self.streams):
-                X = next(source, None)
-                if not isinstance(X, SparseData):
-                    raise ValueError(f"run {r}: its batches ended at step {s} of {self.steps}")
-                expected = self.counts[r] if self.counts else (out[0][r] if out else X).n_examples
-                if X.n_examples != expected:
-                    raise ValueError(f"run {r}: batch of {X.n_examples} examples at step {s}, "
-                                     f"expected {expected} (the batch size must be fixed)")
-                batch.append(X.astype(self.dtype))
-            out.append(batch)
-        return out
-
-    def data(self, group: _Group, step: int) -> _Data:
-        """The device data of step ``step`` (steps are asked for in order)."""
-        if step >= self.lo + len(self.cache) and not (self.fixed and self.cache):
-            batches = self.pending if self.pending else self._draw(step)
-            self.pending = []
-            self.cache = _upload(batches, group.slot0, group.n, self.dtype, group.device)
-            self.lo = step
-        return self.cache[0] if self.fixed else self.cache[step - self.lo]
-
-
 def train_many(
     configs: Sequence[RunConfig],
     Xs: Sequence[SparseData | Iterable[SparseData]],
@@ -314,6 +229,7 @@ def train_many(
     *,
     device: torch.device | str = "cuda",
     on_steps: Callable[[int], None] | None = None,
+    on_snapshot: SnapshotsCallback | Sequence[SnapshotCallback | None] | None = None,
     blocks: Blocks | None = None,
     chunk: int | None = None,
 ) -> list[tuple[NDArray[np.floating], NDArray[np.floating]] | Diverged]:
@@ -325,6 +241,11 @@ def train_many(
     which step the loss stopped being finite (that run stops there; the others go on).
     ``on_steps(k)`` is called after every ``chunk`` steps (by default about 0.2 s of work at
     1e12 pairs per second) with the number of steps done; divergence is checked then too.
+    ``on_snapshot(i, step, W, b)`` (if given) is called at every step of
+    ``engine.snapshot_steps(configs[i])`` with host copies of run i's W and b (none for runs
+    with ``snapshot_every = 0`` or after a run diverged); or give one ``on_snapshot(step, W,
+    b)`` per run (or None), as ``engine.train`` takes. Chunks also end at snapshot steps, the
+    only steps copied to the host; the results do not depend on ``chunk`` or ``on_snapshot``.
     ``device``: "cuda" (or a torch.device); "cpu" only under TRITON_INTERPRET=1.
     """
     if not configs:
@@ -339,11 +260,11 @@ def train_many(
     dtype = config.dtype
     fixed = [i for i, X in enumerate(Xs) if isinstance(X, SparseData)]
     streamed = [i for i, X in enumerate(Xs) if not isinstance(X, SparseData)]
-    parts: list[tuple[list[int], _Group, _Feed]] = []
+    parts: list[tuple[list[int], _Group, Feed]] = []
     for members in (fixed, streamed):
         if members:
             sources = [X if isinstance(X := Xs[i], SparseData) else iter(X) for i in members]
-            feed = _Feed(sources, dtype, config.steps)  # type: ignore[arg-type]
+            feed = Feed(sources, dtype, config.steps)  # type: ignore[arg-type]
             group = _Group([np.asarray(W0s[i], dtype) for i in members],
                            [np.asarray(b0s[i], dtype) for i in members], feed.counts,
                            config.loss_reduction, device, blocks)
@@ -352,15 +273,18 @@ def train_many(
     if chunk is None:
         pairs = sum(group.pairs for _, group, _ in parts)
         chunk = int(min(1000, max(1, 2e11 / max(pairs, 1))))
+    plans = _snapshot_plans(configs, on_snapshot)
+    _snapshot(parts, plans, 0)
     done = 0
-    while done < config.steps:
-        hi = min(done + chunk, config.steps)
+    for hi in sorted({*range(chunk, config.steps, chunk), config.steps,
+                      *(s for steps, _ in plans for s in steps)} - {0}):
         for s in range(done, hi):
             for _, group, feed in parts:
                 group.step(feed.data(group, s), s, hyper)
         if on_steps is not None:
             on_steps(hi - done)
         done = hi
+        _snapshot(parts, plans, hi)
         if all(bool((group.dead >= 0).all()) for _, group, _ in parts):
             if on_steps is not None and done < config.steps:
                 on_steps(config.steps - done)
@@ -374,6 +298,41 @@ def train_many(
             results[i] = (Diverged(f"loss is {float(dead_loss[r])} at step {int(dead[r])}")
                           if dead[r] >= 0 else (W[r].copy(), b[r].copy()))
     return results
+
+
+def _snapshot_plans(configs: Sequence[RunConfig],
+                    on_snapshot: SnapshotsCallback | Sequence[SnapshotCallback | None] | None,
+                    ) -> list[tuple[set[int], SnapshotCallback | None]]:
+    """Per run, the steps of ``engine.snapshot_steps`` and its callback (none without one)."""
+    if on_snapshot is None or callable(on_snapshot):
+        every = cast(SnapshotsCallback | None, on_snapshot)
+        calls: list[SnapshotCallback | None] = [
+            None if every is None or c.snapshot_every == 0 else partial(every, i)
+            for i, c in enumerate(configs)]
+    else:
+        calls = list(on_snapshot)
+        if len(calls) != len(configs):
+            raise ValueError("on_snapshot: one callback (or None) per run is needed")
+    for i, (config, call) in enumerate(zip(configs, calls, strict=True)):
+        if call is not None and config.snapshot_every == 0:
+            raise ValueError(f"on_snapshot: run {i} needs config.snapshot_every > 0")
+    return [(set(snapshot_steps(c).tolist()) if call is not None else set(), call)
+            for c, call in zip(configs, calls, strict=True)]
+
+
+def _snapshot(parts: Sequence[tuple[list[int], _Group, Feed]],
+              plans: Sequence[tuple[set[int], SnapshotCallback | None]], step: int) -> None:
+    """Copy W and b of the live runs that keep a snapshot at ``step`` and hand them over."""
+    for members, group, _ in parts:
+        rows = [r for r, i in enumerate(members) if step in plans[i][0]]
+        if rows:
+            index = torch.tensor(rows, device=group.device)
+            dead = group.dead[index].cpu().numpy()
+            W, b = group.W[index].cpu().numpy(), group.b[index].cpu().numpy()
+            for j, r in enumerate(rows):
+                call = plans[members[r]][1]
+                if dead[j] < 0 and call is not None:
+                    call(step, W[j], b[j])
 
 
 def loss_and_grad(
@@ -390,6 +349,6 @@ def loss_and_grad(
     device = torch.device(device)
     group = _Group([W], [np.asarray(b, W.dtype)], [X.n_examples], reduction, device,
                    blocks or default_blocks(W.shape[0], str(W.dtype)))
-    data = _upload([[X.astype(W.dtype)]], group.slot0, W.shape[1], str(W.dtype), device)[0]
+    data = upload([[X.astype(W.dtype)]], group.slot0, W.shape[1], str(W.dtype), device)[0]
     group.step(data, 0, None)
     return float(group.losses[0]), group.GW[0].cpu().numpy(), group.Gb[0].cpu().numpy()

@@ -151,8 +151,8 @@ class GpuBatches:
     stacked into one launch, up to ``max_rows`` training rows per batch.
 
     ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
-    Runs for the reference engine, and runs that keep snapshots of their training, are
-    trained one by one in this process on the CPU.
+    Runs that keep snapshots (``snapshot_every``) keep them here too. Runs for the reference
+    engine are trained one by one in this process on the CPU.
     """
 
     def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256):
@@ -183,11 +183,8 @@ class GpuBatches:
         return sorted(out, key=lambda b: -sum(cost(c) for c in b))
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
-        def on_cpu(config: RunConfig) -> bool:
-            return config.engine == "reference" or config.snapshot_every > 0
-
-        yield from InProcess().map([c for c in configs if on_cpu(c)], on_steps)
-        for batch in self.batches([c for c in configs if not on_cpu(c)]):
+        yield from InProcess().map([c for c in configs if c.engine == "reference"], on_steps)
+        for batch in self.batches([c for c in configs if c.engine != "reference"]):
             yield from self._train(batch, on_steps)
 
     def _train(self, batch: list[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
@@ -202,13 +199,16 @@ class GpuBatches:
             for config in batch:
                 on_steps(config.run_id, k)
 
+        snapshots: list[list[training.Snapshot]] = [[] for _ in batch]
         trained = gpu.train_many(batch, sources, [W for W, _ in params], [b for _, b in params],
-                                 device=self.device, on_steps=steps_done)
-        for config, X, init, result in zip(batch, shown, params, trained, strict=True):
+                                 device=self.device, on_steps=steps_done,
+                                 on_snapshot=lambda i, s, W, b: snapshots[i].append((s, W, b)))
+        for config, X, init, result, kept in zip(batch, shown, params, trained, snapshots,
+                                                 strict=True):
             if isinstance(result, Exception):
                 done = training.finish(config, X, *init, start, error=f"diverged: {result}")
             else:
-                done = training.finish(config, X, *result, start)
+                done = training.finish(config, X, *result, start, snapshots=kept)
             done.values["batch_runs"] = len(batch)
             yield Outcome(config.run_id, config.to_dict(), done.metrics(), done.arrays())
 
