@@ -18,6 +18,9 @@ from toyrelu.schedule import learning_rates
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
+# Past m = 8 the kernels split their gradient pass (kernels.SPLIT_ABOVE): 9 and 16 check a
+# split with a short last chunk and one with full chunks.
+HIDDEN_GRAD = [*HIDDEN, 9, 16]
 
 
 def awkward_batch(n_train: int, n_features: int, dtype: str, seed: int = 0) -> SparseData:
@@ -45,7 +48,7 @@ GRAD_RTOL = {"float32": 1e-5, "float64": 1e-12}
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-@pytest.mark.parametrize("m", HIDDEN)
+@pytest.mark.parametrize("m", HIDDEN_GRAD)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_loss_and_grad_match_reference(dtype: str, m: int, reduction: str) -> None:
     # 303 rows: a full tile of 256 plus 47 = 11 groups of 4 and a remainder of 3.
@@ -149,7 +152,7 @@ FLOAT64_TRAJECTORY_RTOL = 1e-9
 
 
 @pytest.mark.parametrize("decay_bias", [True, False])
-@pytest.mark.parametrize("m", HIDDEN)
+@pytest.mark.parametrize("m", [*HIDDEN, 10])
 def test_float64_trajectory_matches_reference(m: int, decay_bias: bool) -> None:
     W, b, ref_W, ref_b = both_trajectories(trajectory_config(m, "float64", decay_bias))
     assert_close(W, ref_W, rtol=FLOAT64_TRAJECTORY_RTOL, what="final W")

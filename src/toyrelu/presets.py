@@ -40,8 +40,8 @@ EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "
 # process). Past m = 8 the kernel no longer vectorises and slows down about 5x more.
 CPU_PAIRS_PER_SECOND = 2.5e9
 CPU_SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.67, 4: 0.55, 5: 0.37, 6: 0.29, 7: 0.28, 8: 0.26,
-                       9: 0.05, 10: 0.043}
-CPU_SPEED_LARGE_HIDDEN = 0.02  # measured at m = 16
+                       9: 0.25, 10: 0.23, 12: 0.20}
+CPU_SPEED_LARGE_HIDDEN = 0.15  # measured at m = 16
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ _PRESETS = [
     Preset(
         "heatmap-quick",
         "figure 5, reduced: m = 2, 3, 4, 6, 8 and T = 100..10,000, 3 seeds, 5,000 steps "
-        "(the fused CPU kernel is 20-50x slower per pair past m = 8)",
+        "(m = 16, by --n-hidden 2,3,4,6,8,16, is estimated to add 5 minutes on 2 cores)",
         QUICK_BASE.replace(steps=5_000),
         {"n_hidden": (2, 3, 4, 6, 8), "n_train": (100, 300, 1_000, 3_000, 10_000),
          "seed": (0, 1, 2)},
