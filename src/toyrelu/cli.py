@@ -242,12 +242,22 @@ def _reproduce_experiment(preset: Preset, store: Store, out: Path, run_ids: set[
     found = experiment_sections.sections(store, out, run_ids, only=[preset.experiment])
     if not found:
         raise StoreError(f"store: {store.path} holds no finished runs of preset {preset.name}")
-    stored = store.runs()
-    counts = stored[stored["run_id"].isin(run_ids)]["status"].value_counts().to_dict()
-    text = experiment_sections.markdown(f"toyrelu reproduce: {preset.name}", found, counts,
+    text = experiment_sections.markdown(f"toyrelu reproduce: {preset.name}", found,
+                                        _status_counts(store, run_ids),
                                         intro=preset.description)
+    _write_summary(out, text, [f for section in found for f in section.findings])
+
+
+def _status_counts(store: Store, run_ids: Collection[str]) -> dict[str, int]:
+    """How many of ``run_ids`` the store holds per status ("ok", "failed")."""
+    stored = store.runs()
+    return stored[stored["run_id"].isin(list(run_ids))]["status"].value_counts().to_dict()
+
+
+def _write_summary(out: Path, text: str, found: Sequence[analysis.Finding]) -> None:
+    """summary.md in ``out``, and each checked claim on stdout."""
     (out / "summary.md").write_text(text)
-    for f in (f for section in found for f in section.findings):
+    for f in found:
         print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
     print(f"toyrelu: figures and summary.md in {out}")
 
@@ -265,17 +275,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             _reproduce_experiment(preset, store, out, run_ids)
             return
         names, (table, found) = write_figures(store, out, preset.geometry_T, run_ids)
-        stored = store.runs()
-        counts = stored[stored["run_id"].isin(run_ids)]["status"].value_counts().to_dict()
+        counts = _status_counts(store, run_ids)
     settings = {"preset": preset.name, "description": preset.description}
     settings.update({k: v for k, v in preset.base.to_dict().items() if k not in preset.axes})
     settings.update({k: ", ".join(map(str, v)) for k, v in preset.axes.items()})
     text = summary.markdown(f"toyrelu reproduce: {preset.name}", settings, table, found, names,
                             counts)
-    (out / "summary.md").write_text(text)
-    for f in found:
-        print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
-    print(f"toyrelu: figures and summary.md in {out}")
+    _write_summary(out, text, found)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

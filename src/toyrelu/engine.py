@@ -169,38 +169,23 @@ def train(
         return _train_stream(config, X, W0, b0, on_steps=on_steps, on_snapshot=on_snapshot,
                              threads=threads)
     snapshots = _snapshot_plan(config, on_snapshot)
-    threads = threads or default_threads(X.n_examples, config.n_features)
-    pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    if threads > pool:
-        raise ValueError(f"threads: {threads} must be at most NUMBA_NUM_THREADS = {pool}")
     if chunk is None:  # ~0.2 ns per (example, feature) pair and step
         chunk = int(min(1000, max(1, 5e9 / (X.n_examples * config.n_features + 1))))
-    W = np.array(W0, dtype=config.dtype, order="C")
-    b = np.array(b0, dtype=config.dtype)
+    run = _Run.start(config, W0, b0, threads or default_threads(X.n_examples, config.n_features))
     X = X.astype(config.dtype)
-    state = AdamState.zeros(W, b)
-    lrs = learning_rates(config)
-    run = kernels.module(config.n_hidden, threads > 1).run_steps
-    wd_b = config.weight_decay if config.decay_bias else 0.0
-    scale = loss_scale(config.loss_reduction, X.n_examples, config.n_features)
     # Chunks also end at every snapshot step; the kernel's steps do not care where they end.
     ends = sorted({*range(chunk, config.steps, chunk), *snapshots, config.steps} - {0})
     if on_snapshot is not None:
-        on_snapshot(0, W.copy(), b.copy())
+        on_snapshot(0, run.W.copy(), run.b.copy())
     lo = 0
     for hi in ends:
-        with _numba_threads(threads):
-            done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, lo, hi,
-                              config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
-                              state.mW, state.vW, state.mb, state.vb, tile_batch(threads))
-        if done < hi:
-            raise Diverged(f"loss is {value} at step {done}")
+        run.advance(X, lo, hi)
         if on_steps is not None:
             on_steps(hi - lo)
         if on_snapshot is not None and hi in snapshots:
-            on_snapshot(hi, W.copy(), b.copy())
+            on_snapshot(hi, run.W.copy(), run.b.copy())
         lo = hi
-    return W, b
+    return run.W, run.b
 
 
 def _train_stream(
@@ -215,47 +200,67 @@ def _train_stream(
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """``train`` with a fresh batch every step (T = infinity): one compiled step per batch."""
     snapshots = _snapshot_plan(config, on_snapshot)
-    threads = threads or default_threads(config.batch_size, config.n_features)
-    W = np.array(W0, dtype=config.dtype, order="C")
-    b = np.array(b0, dtype=config.dtype)
-    state = AdamState.zeros(W, b)
-    lrs = learning_rates(config)
-    run = kernels.module(config.n_hidden, threads > 1).run_steps
-    wd_b = config.weight_decay if config.decay_bias else 0.0
+    run = _Run.start(config, W0, b0,
+                     threads or default_threads(config.batch_size, config.n_features))
     every = max(1, config.steps // 100)
     steps = 0
     if on_snapshot is not None:
-        on_snapshot(0, W.copy(), b.copy())
+        on_snapshot(0, run.W.copy(), run.b.copy())
     for step, X in enumerate(batches):
         if step == config.steps:
             break
-        X = X.astype(config.dtype)
-        scale = loss_scale(config.loss_reduction, X.n_examples, config.n_features)
-        with _numba_threads(threads):
-            done, value = run(W, b, X.indptr, X.indices, X.data, scale, lrs, step, step + 1,
-                              config.weight_decay, wd_b, config.beta1, config.beta2, config.eps,
-                              state.mW, state.vW, state.mb, state.vb, tile_batch(threads))
-        if done == step:
-            raise Diverged(f"loss is {value} at step {step}")
+        run.advance(X.astype(config.dtype), step, step + 1)
         steps += 1
         if on_steps is not None and (steps % every == 0 or steps == config.steps):
             on_steps(every if steps % every == 0 else steps % every)
         if on_snapshot is not None and steps in snapshots:
-            on_snapshot(steps, W.copy(), b.copy())
+            on_snapshot(steps, run.W.copy(), run.b.copy())
     if steps < config.steps:
         raise ValueError(f"batches: {steps} batches for {config.steps} steps")
-    return W, b
+    return run.W, run.b
+
+
+@dataclass
+class _Run:
+    """One run's parameters, AdamW state and compiled steps, between calls into the kernel."""
+
+    config: RunConfig
+    W: NDArray[np.floating]
+    b: NDArray[np.floating]
+    state: AdamState
+    lrs: NDArray[np.float64]
+    threads: int
+
+    @classmethod
+    def start(cls, config: RunConfig, W0: NDArray[np.floating], b0: NDArray[np.floating],
+              threads: int) -> _Run:
+        pool = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        if threads > pool:
+            raise ValueError(f"threads: {threads} must be at most NUMBA_NUM_THREADS = {pool}")
+        W = np.array(W0, dtype=config.dtype, order="C")
+        b = np.array(b0, dtype=config.dtype)
+        return cls(config, W, b, AdamState.zeros(W, b), learning_rates(config), threads)
+
+    def advance(self, X: SparseData, lo: int, hi: int) -> None:
+        """AdamW steps [lo, hi) on ``X`` (in the run's dtype), in place; raises ``Diverged``
+        at the first step whose loss is not finite, before updating."""
+        c, state = self.config, self.state
+        scale = loss_scale(c.loss_reduction, X.n_examples, c.n_features)
+        wd_b = c.weight_decay if c.decay_bias else 0.0
+        steps = kernels.module(c.n_hidden, self.threads > 1).run_steps
+        with _numba_threads(self.threads):
+            done, value = steps(self.W, self.b, X.indptr, X.indices, X.data, scale, self.lrs,
+                                lo, hi, c.weight_decay, wd_b, c.beta1, c.beta2, c.eps,
+                                state.mW, state.vW, state.mb, state.vb, tile_batch(self.threads))
+        if done < hi:
+            raise Diverged(f"loss is {value} at step {done}")
 
 
 @numba.njit(nogil=True, cache=True)
-def _example_losses(W, b, indptr, indices, data, out):  # noqa: ANN001
+def _example_losses(W, b, H, indptr, indices, data, out):  # noqa: ANN001
     n = W.shape[1]
-    h = np.zeros(W.shape[0])
     for t in range(len(indptr) - 1):
-        h[:] = 0.0
-        for p in range(indptr[t], indptr[t + 1]):
-            for k in range(W.shape[0]):
-                h[k] += W[k, indices[p]] * data[p]
+        h = H[t]
         total = 0.0
         for i in range(n):
             z = b[i]
@@ -283,9 +288,10 @@ def example_losses(
     This is the paper's scale (predicting zero gives 1 for a unit-norm example), whatever
     reduction a run trains with; the mean over examples is the loss.
     """
+    W64, X64 = W.astype(np.float64), X.astype(np.float64)
     out = np.zeros(X.n_examples)
-    _example_losses(W.astype(np.float64), b.astype(np.float64), X.indptr, X.indices,
-                    X.data.astype(np.float64), out)
+    _example_losses(W64, b.astype(np.float64), hidden(W64, X64), X64.indptr, X64.indices,
+                    X64.data, out)
     return out
 
 

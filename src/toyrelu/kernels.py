@@ -52,19 +52,35 @@ def _prefer_512_bit_vectors() -> None:
         numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"  # type: ignore[attr-defined]
 
 
+def _dot(m: int, r: object, i: str) -> str:
+    """Source of h_r . W[:, i], unrolled over the m hidden dimensions."""
+    return " + ".join(f"h{r}_{k} * W{k}[{i}]" for k in range(m))
+
+
+def _activations(m: int, rows: int, then: str) -> list[str]:
+    """Start of a loop over the features: each row's activation a{r} and its squared error,
+    followed by ``then`` (formatted with r) for each row."""
+    lines = ["            for i in range(n):", "                bi = b[i]"]
+    for r in range(rows):
+        lines += [f"                a{r} = max(bi + {_dot(m, r, 'i')}, zero)",
+                  f"                row{r} += a{r} * a{r}",
+                  *(f"                {line}".format(r=r) for line in then.splitlines())]
+    return lines
+
+
+def _grad_sums(ks: range, rows: int) -> list[str]:
+    """Loop body lines adding a{r} into dL/dh (gh) and dL/dW (gW) for the dimensions ``ks``."""
+    R = range(rows)
+    return [*(f"                gh{r}_{k} += a{r} * W{k}[i]" for r in R for k in ks),
+            *(f"                gW{k}[i] += " + " + ".join(f"a{r} * h{r}_{k}" for r in R)
+              for k in ks)]
+
+
 def _fused_grad_pass(m: int, rows: int) -> list[str]:
     """The dense pass with gradients as one loop over the features."""
-    K, R = range(m), range(rows)
-    dot = " + ".join
-    lines = ["            for i in range(n):", "                bi = b[i]"]
-    for r in R:
-        lines += [f"                a{r} = max(bi + {dot(f'h{r}_{k} * W{k}[i]' for k in K)}, zero)",
-                  f"                row{r} += a{r} * a{r}",
-                  *(f"                gh{r}_{k} += a{r} * W{k}[i]" for k in K)]
-    lines += ["                gb[i] += " + " + ".join(f"a{r}" for r in R)]
-    lines += [f"                gW{k}[i] += " + " + ".join(f"a{r} * h{r}_{k}" for r in R)
-              for k in K]
-    return lines
+    return [*_activations(m, rows, ""),
+            "                gb[i] += " + " + ".join(f"a{r}" for r in range(rows)),
+            *_grad_sums(range(m), rows)]
 
 
 def _split_grad_pass(m: int, rows: int) -> list[str]:
@@ -74,22 +90,14 @@ def _split_grad_pass(m: int, rows: int) -> list[str]:
     One loop that writes all m gradient rows touches so many arrays that LLVM will not
     vectorise it (the runtime alias checks between them exceed its limit), which made m > 8
     about 5x slower per flop; a few rows per loop stay vectorised."""
-    K, R = range(m), range(rows)
-    dot = " + ".join
-    lines = ["            for i in range(n):", "                bi = b[i]"]
-    for r in R:
-        lines += [f"                a{r} = max(bi + {dot(f'h{r}_{k} * W{k}[i]' for k in K)}, zero)",
-                  f"                row{r} += a{r} * a{r}",
-                  f"                A{r}[i] = a{r}"]
-    lines += ["            for i in range(n):",
-              "                gb[i] += " + " + ".join(f"A{r}[i]" for r in R)]
+    R = range(rows)
+    lines = [*_activations(m, rows, "A{r}[i] = a{r}"),
+             "            for i in range(n):",
+             "                gb[i] += " + " + ".join(f"A{r}[i]" for r in R)]
     for lo in range(0, m, SPLIT_ROWS):
-        ks = range(lo, min(lo + SPLIT_ROWS, m))
         lines += ["            for i in range(n):",
                   *(f"                a{r} = A{r}[i]" for r in R),
-                  *(f"                gh{r}_{k} += a{r} * W{k}[i]" for r in R for k in ks),
-                  *(f"                gW{k}[i] += " + " + ".join(f"a{r} * h{r}_{k}" for r in R)
-                    for k in ks)]
+                  *_grad_sums(range(lo, min(lo + SPLIT_ROWS, m)), rows)]
     return lines
 
 
@@ -103,9 +111,6 @@ def _source(m: int, rows: int) -> str:
 
     def each(fmt: str, indent: int, ks: range = K, rs: range = R) -> list[str]:
         return [" " * indent + fmt.format(k=k, r=r) for r in rs for k in ks]
-
-    def dot(r: object, i: str) -> str:
-        return " + ".join(f"h{r}_{k} * W{k}[{i}]" for k in K)
 
     one = range(1)
     lines = [
@@ -127,19 +132,15 @@ def _source(m: int, rows: int) -> str:
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
                   *each("h{r}_{k} += W{k}[j] * x", 12, rs=range(r, r + 1))]
-    dense_loop = ["            for i in range(n):", "                bi = b[i]"]
     lines += ["        if with_grad:"]
     lines += _split_grad_pass(m, rows) if m > SPLIT_ABOVE else _fused_grad_pass(m, rows)
-    lines += ["        else:", *dense_loop]
-    for r in R:
-        lines += [f"                a{r} = max(bi + {dot(r, 'i')}, zero)",
-                  f"                row{r} += a{r} * a{r}"]
+    lines += ["        else:", *_activations(m, rows, "")]
     # The nonzeros of x_t: exact corrections, then the encoder gradient.
     for r in R:
         one_r = range(r, r + 1)
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
-                  f"            z = b[j] + {dot(r, 'j')}",
+                  f"            z = b[j] + {_dot(m, r, 'j')}",
                   f"            row{r} += x * x - 2 * x * max(z, zero)",
                   "            if with_grad and z > zero:",
                   "                gb[j] -= x",
