@@ -3,6 +3,7 @@ same inputs, AdamW trajectories, invariances of the loss, divergence, and the lr
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numba
@@ -18,8 +19,8 @@ from toyrelu.schedule import learning_rates
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
-# Past m = 8 the kernels split their gradient pass (kernels.SPLIT_ABOVE): 9 and 16 check a
-# split with a short last chunk and one with full chunks.
+# Past m = 3 the kernels split their gradient pass (kernels.SPLIT_ABOVE) into chunks of 4
+# hidden dimensions: 5 and 9 check splits with a short last chunk, 16 one with full chunks.
 HIDDEN_GRAD = [*HIDDEN, 9, 16]
 
 
@@ -424,3 +425,23 @@ def test_train_refuses_more_threads_than_numba_has() -> None:
 def test_default_threads_use_the_pool_only_for_big_steps() -> None:
     assert engine.default_threads(100, 10_000) == 1
     assert engine.default_threads(1_000, 10_000) == numba.get_num_threads()
+
+
+def test_prune_deletes_only_kernel_modules_unused_for_long(tmp_path) -> None:
+    """Modules older than the cut go with their numba cache files; recent ones, other files and
+    other hidden sizes' caches whose names share a prefix stay."""
+    cached = tmp_path / "__pycache__"
+    cached.mkdir()
+    files = {
+        "old": tmp_path / "fused_m1_aaaa.py", "new": tmp_path / "fused_m10_aaaa.py",
+        "old_nbi": cached / "fused_m1_aaaa.accumulate-13.py311.nbi",
+        "new_nbi": cached / "fused_m10_aaaa.accumulate-13.py311.nbi",
+        "stray": tmp_path / "abc.tmp", "other": tmp_path / "notes.txt",
+    }
+    for path in files.values():
+        path.write_text("")
+    for name in ("old", "old_nbi", "stray", "other"):
+        os.utime(files[name], (1_000.0, 1_000.0))
+    gone = kernels.prune(tmp_path, before=2_000.0)
+    assert sorted(gone) == sorted([files["old"], files["stray"]])
+    assert {name for name, path in files.items() if path.exists()} == {"new", "new_nbi", "other"}

@@ -36,11 +36,11 @@ EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "
 
 # Fused CPU engine, one single-threaded process per core, n = 1,000: (example, feature) pairs
 # per second per core at n_hidden = 2 (PERFORMANCE.md gives 2-3e9 on a loaded 2-core machine),
-# and the throughput at each n_hidden relative to that, measured at T = 2,000 (300 steps, one
-# process). Past m = 8 the kernel no longer vectorises and slows down about 5x more.
+# and the throughput at each n_hidden relative to that, measured at T = 3,000 (best of three
+# 400-step runs, one process).
 CPU_PAIRS_PER_SECOND = 2.5e9
-CPU_SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.67, 4: 0.55, 5: 0.37, 6: 0.29, 7: 0.28, 8: 0.26,
-                       9: 0.25, 10: 0.23, 12: 0.20}
+CPU_SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
+                       9: 0.27, 10: 0.25, 12: 0.20}
 CPU_SPEED_LARGE_HIDDEN = 0.15  # measured at m = 16
 
 
