@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from toyrelu import analysis, experiments, metrics
+from toyrelu import analysis, experiment_findings, experiments, metrics
 from toyrelu import figures_experiments as fx
 from toyrelu.config import field_names
 from toyrelu.experiments import fmt_T
@@ -100,7 +100,7 @@ def heatmap(store: Store, runs: pd.DataFrame, out: Path) -> Section:
                 "over seeds with the min..max band.")],
         [("Mean test loss (rows m, columns T)", shown.reset_index().rename(columns=COLUMNS)),
          ("The ridge: highest mean test loss per m", _shown(ridge))],
-        experiments.heatmap_findings(ridge, sparsity), settings)
+        experiment_findings.heatmap_findings(ridge, sparsity), settings)
 
 
 def _sweep(by: str, title: str, finding: Callable[[pd.DataFrame], Any], name: str,
@@ -123,14 +123,14 @@ def _sweep(by: str, title: str, finding: Callable[[pd.DataFrame], Any], name: st
 
 def weight_decay(store: Store, runs: pd.DataFrame, out: Path) -> Section:
     """Appendix: test loss vs T per weight decay."""
-    return _sweep("weight_decay", "Weight decay and the bump", experiments.weight_decay_finding,
-                  "weight_decay", store, runs, out)
+    return _sweep("weight_decay", "Weight decay and the bump",
+                  experiment_findings.weight_decay_finding, "weight_decay", store, runs, out)
 
 
 def training_length(store: Store, runs: pd.DataFrame, out: Path) -> Section:
     """Appendix: test loss vs T per training length."""
-    return _sweep("steps", "Training length and the bump", experiments.training_length_finding,
-                  "training_length", store, runs, out)
+    return _sweep("steps", "Training length and the bump",
+                  experiment_findings.training_length_finding, "training_length", store, runs, out)
 
 
 def repeated(store: Store, runs: pd.DataFrame, out: Path) -> Section:
@@ -166,7 +166,7 @@ def repeated(store: Store, runs: pd.DataFrame, out: Path) -> Section:
         "Repeated data", text, figures,
         [("Per T and R (means over seeds)", _shown(summary)),
          ("The memorisation boundary per T", _shown(bounds))],
-        experiments.repeated_findings(summary, bounds), settings)
+        experiment_findings.repeated_findings(summary, bounds), settings)
 
 
 def sparsity(store: Store, runs: pd.DataFrame, out: Path) -> Section:
@@ -179,7 +179,7 @@ def sparsity(store: Store, runs: pd.DataFrame, out: Path) -> Section:
     fx.plot_sparsity(ax, table, onset=onset)
     save(fig, out, "sparsity")
     text, settings = _about(runs, "sparsity")
-    found = experiments.sparsity_finding(onset)
+    found = experiment_findings.sparsity_finding(onset)
     return Section(
         "Sparsity: generalization against T(1 - S)", text,
         [Figure("sparsity.png", "Mean test loss vs T(1 - S), the expected number of times each "

@@ -1,4 +1,5 @@
-"""Tables and checked claims of the experiments beyond the m = 2 sweep (PAPER.md sections 4-5).
+"""Tables of the experiments beyond the m = 2 sweep (PAPER.md sections 4-5); their checked
+claims are in ``toyrelu.experiment_findings``.
 
 The m x T heatmap (figure 5), the weight-decay and training-length sweeps at m = 4 (appendix),
 repeated data and the sparsity collapse (follow-ups), and the maximal data dimensionality D*.
@@ -18,7 +19,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from toyrelu import metrics
-from toyrelu.analysis import LEARNED_D, Finding
+from toyrelu.analysis import LEARNED_D
 from toyrelu.config import field_names
 from toyrelu.store import Store
 
@@ -30,13 +31,10 @@ AXES: dict[str, str | None] = {
 }
 PAPER_DENSITY = 0.001
 PAPER_RIDGE_T = {2: 2_000, 4: 5_000, 8: 20_000}  # PAPER.md section 5, figure 5
-POSITION_FACTOR = 3.0  # half a decade of the paper's log-spaced T grid
 MEMORISED_LOSS = 0.5  # a point is memorised once more than half its squared norm is rebuilt
 BOUNDARY_SLOPE = 0.4  # the boundary R = 0.4 T / n
 BOUNDARY_FACTOR = 2.5  # one step of a 1, 2, 5, 10 grid either side
 ONSET_COUNT = 10.0  # generalization from T (1 - S) near 10
-REMOVED_SHARE = 0.1  # a bump "removed": under 10% of the largest bump's excess over 1
-TREND = 0.7  # rank correlation that counts as "grows with" / "shrinks with"
 
 
 def select(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
@@ -109,19 +107,18 @@ def heatmap_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def ridges(table: pd.DataFrame, sparsity: float) -> pd.DataFrame:
     """Where each row of a ``heatmap_table`` peaks: n_hidden, ridge_T, peak, and paper_T (the
-    paper's ridge at that m, PAPER_RIDGE_T, scaled to ``sparsity``; NaN where it gives none)."""
-    rows = [{"n_hidden": m, "ridge_T": row.idxmax(), "peak": row.max(),
+    paper's ridge at that m, PAPER_RIDGE_T, scaled to ``sparsity``; NaN where it gives none).
+
+    A ridge is raised test loss, above the zero model's 1: a row whose every T stays at or
+    below 1 has none (ridge_T NaN), as its highest cell would only be noise among learned
+    models."""
+    rows = [{"n_hidden": m, "ridge_T": row.idxmax() if row.max() > 1.0 else math.nan,
+             "peak": row.max(),
              "paper_T": PAPER_RIDGE_T.get(int(m), math.nan) * scale(sparsity)}
             for m, row in table.iterrows() if row.notna().any()]
     return pd.DataFrame(rows, columns=["n_hidden", "ridge_T", "peak", "paper_T"])
 
 
-def rank_correlation(x: pd.Series, y: pd.Series) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN if either is constant."""
-    rx, ry = pd.Series(np.asarray(x, float)).rank(), pd.Series(np.asarray(y, float)).rank()
-    if rx.nunique() < 2 or ry.nunique() < 2:
-        return math.nan
-    return float(rx.corr(ry))
 
 
 def repeated_points(
@@ -267,123 +264,3 @@ def max_dimensionality_summary(examples: pd.DataFrame) -> pd.DataFrame:
 def fmt_T(value: float) -> str:
     """T as the figures and tables write it: 30, 2,000, 500,000, or ∞."""
     return "∞" if value == math.inf else f"{value:,.0f}"
-
-
-# ---------------------------------------------------------------------------------- findings
-
-
-def heatmap_findings(ridge: pd.DataFrame, sparsity: float) -> list[Finding]:
-    """Figure 5: the ridge moves to larger T as m grows (rank correlation of ridge T with m at
-    least TREND, and larger at the largest m than at the smallest), and where the paper gives
-    positions (m = 2, 4, 8) each is within POSITION_FACTOR of the paper's, scaled to S."""
-    if len(ridge) < 2:
-        return []
-    ridge = ridge.sort_values("n_hidden")
-    rho = rank_correlation(ridge["n_hidden"], ridge["ridge_T"])
-    where = ", ".join(f"{fmt_T(r.ridge_T)} (m = {r.n_hidden})" for r in ridge.itertuples())
-    paper = "about 2k at m = 2, 5k at m = 4, 20k at m = 8 (n = 10,000, S = 0.999)"
-    out = [Finding(
-        "the ridge of raised test loss moves to larger T as m grows",
-        f"highest mean test loss at T = {where}; rank correlation with m {rho:.2f}",
-        bool(rho >= TREND and ridge["ridge_T"].iloc[-1] > ridge["ridge_T"].iloc[0]),
-        paper=paper,
-    )]
-    known = ridge[ridge["paper_T"].notna()]
-    if not known.empty:
-        ratios = known["ridge_T"] / known["paper_T"]
-        out.append(Finding(
-            f"the ridge sits where the paper's does, scaled to S = {sparsity:g}",
-            ", ".join(f"m = {r.n_hidden}: T = {fmt_T(r.ridge_T)}, {q:.2g}x the expected "
-                      f"{fmt_T(r.paper_T)}" for r, q in zip(known.itertuples(), ratios,
-                                                            strict=True)),
-            bool(all(1 / POSITION_FACTOR <= q <= POSITION_FACTOR for q in ratios)),
-            paper=f"{paper}; x {scale(sparsity):g} at S = {sparsity:g}",
-        ))
-    return out
-
-
-def weight_decay_finding(bump: pd.DataFrame) -> Finding | None:
-    """Appendix: the bump (``bumps`` by weight_decay) shrinks as weight decay grows (rank
-    correlation at most -TREND) and the largest weight decay removes it (a bump under
-    REMOVED_SHARE of the largest one)."""
-    if len(bump) < 2:
-        return None
-    bump = bump.sort_values("weight_decay")
-    rho = rank_correlation(bump["weight_decay"], bump["bump"])
-    top = float(bump["bump"].max())
-    last = bump.iloc[-1]
-    removed = bool(last.bump <= REMOVED_SHARE * top) if top > 0 else False
-    return Finding(
-        f"weight decay {last.weight_decay:g} removes the bump; lower weight decay, bigger bump",
-        "peak mean test loss minus 1: " + ", ".join(
-            f"{r.bump:.3g} (wd {r.weight_decay:g}, T = {fmt_T(r.peak_T)})"
-            for r in bump.itertuples()) + f"; rank correlation {rho:.2f}",
-        bool(rho <= -TREND and removed),
-        paper="weight decay 1.0 removes the bump; lower weight decay, bigger bump (m = 4)",
-    )
-
-
-def training_length_finding(bump: pd.DataFrame) -> Finding | None:
-    """Appendix: the bump (``bumps`` by steps) grows with the number of steps (rank correlation
-    at least TREND, larger at the most steps than at the fewest)."""
-    if len(bump) < 2:
-        return None
-    bump = bump.sort_values("steps")
-    rho = rank_correlation(bump["steps"], bump["bump"])
-    return Finding(
-        "more epochs, bigger bump",
-        "peak mean test loss minus 1: " + ", ".join(
-            f"{r.bump:.3g} ({r.steps:,} steps, T = {fmt_T(r.peak_T)})"
-            for r in bump.itertuples()) + f"; rank correlation {rho:.2f}",
-        bool(rho >= TREND and bump["bump"].iloc[-1] > bump["bump"].iloc[0]),
-        paper="more epochs, bigger bump (m = 4, weight decay 1e-2, warmup 5%)",
-    )
-
-
-def repeated_findings(summary: pd.DataFrame, bounds: pd.DataFrame) -> list[Finding]:
-    """Repeated data. At the T whose T/n is closest to the paper's 3 (T = 30,000, n = 10,000):
-    R = 1 leaves the point unmemorised, R nearest 5 memorises it in at least half the seeds
-    and keeps fewer features besides the point's own (kept_features) than R = 1. And at every
-    T the boundary bracket is consistent with R = 0.4 T/n (``boundaries``)."""
-    out = []
-    at = summary[(summary["T_over_n"] - 3).abs() == (summary["T_over_n"] - 3).abs().min()]
-    plain, five = at[at["repeats"] == 1], at.iloc[(at["repeats"] - 5).abs().argsort()[:1]]
-    if not plain.empty and not five.empty and five["repeats"].iloc[0] > 1:
-        p, f = plain.iloc[0], five.iloc[0]
-        out.append(Finding(
-            f"R = {f.repeats:g} memorises the repeated point and displaces a feature; R = 1 "
-            "does not",
-            f"T = {fmt_T(p.n_train)} (T/n = {p.T_over_n:g}): own loss {p.own_loss:.3g} and "
-            f"{p.kept_features:.1f} other features at R = 1, {f.own_loss:.3g} (memorised in "
-            f"{f.memorised:.0%} of seeds) and {f.kept_features:.1f} other features at R = "
-            f"{f.repeats:g}",
-            bool(p.memorised < 0.5 <= f.memorised and f.kept_features < p.kept_features),
-            paper="m = 2, T = 30,000: small R changes nothing; R around 5 memorises the point "
-                  "and displaces a pentagon feature",
-        ))
-    if not bounds.empty:
-        out.append(Finding(
-            f"the memorisation boundary is R = {BOUNDARY_SLOPE} T/n",
-            "; ".join(f"T/n = {r.T_over_n:g}: memorised from R = {r.R_hi:g} (not at "
-                      f"{r.R_lo:g}), predicted {r.predicted:.2g}" for r in bounds.itertuples()),
-            bool(bounds["consistent"].all()),
-            paper=f"R about {BOUNDARY_SLOPE} T/n (within a factor {BOUNDARY_FACTOR} here)",
-        ))
-    return out
-
-
-def sparsity_finding(onset: pd.DataFrame) -> Finding | None:
-    """Follow-up: generalization starts at T (1 - S) within POSITION_FACTOR of ONSET_COUNT at
-    every sparsity (``onsets``)."""
-    if len(onset) < 2:
-        return None
-    counts = onset["onset_count"]
-    return Finding(
-        f"generalization starts at T(1 - S) near {ONSET_COUNT:g} across sparsities",
-        "mean test loss below 1 from T(1 - S) = " + ", ".join(
-            f"{r.onset_count:.3g} (S = {r.sparsity:g}, T = {fmt_T(r.onset_T)})"
-            for r in onset.itertuples()),
-        bool(counts.notna().all() and counts.between(ONSET_COUNT / POSITION_FACTOR,
-                                                     ONSET_COUNT * POSITION_FACTOR).all()),
-        paper=f"T(1 - S) near {ONSET_COUNT:g} (each feature seen about 10 times)",
-    )

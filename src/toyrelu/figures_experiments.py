@@ -84,7 +84,7 @@ def plot_heatmap(ax: Axes, table: pd.DataFrame, *, ridge: pd.DataFrame | None = 
     """Figure 5: mean test loss per (m, T) of an ``experiments.heatmap_table`` (rows m, columns
     T) as coloured cells, m upwards and T rightwards (∞ last), coloured by log10 of the loss
     with white at 1 (predicting zero): red above, blue below. ``ridge`` (``experiments.ridges``)
-    marks each row's highest cell with a black cross labelled "ridge"."""
+    marks each row's highest cell with a black cross labelled "ridge" (rows without one, none)."""
     as_style(style)
     values = np.log10(table.to_numpy(dtype=float))
     finite = values[np.isfinite(values)]
@@ -101,6 +101,8 @@ def plot_heatmap(ax: Axes, table: pd.DataFrame, *, ridge: pd.DataFrame | None = 
     bar.set_ticks([lo, lo / 2, 0.0, hi / 4, hi / 2, 3 * hi / 4, hi])
     bar.formatter = FuncFormatter(lambda v, _: f"{10 ** v:.4g}")
     bar.update_ticks()
+    if ridge is not None:
+        ridge = ridge[ridge["ridge_T"].notna()]
     if ridge is not None and not ridge.empty:
         rows = [list(table.index).index(m) for m in ridge["n_hidden"]]
         cols = [columns.index(float(T)) for T in ridge["ridge_T"]]
