@@ -284,8 +284,8 @@ def test_boundaries_bracket_the_memorisation_boundary():
 
 def test_repeated_findings():
     summary = repeated_summary_table()
-    memorise, boundary = experiment_findings.repeated_findings(summary,
-                                                       experiments.boundaries(summary))
+    memorise, boundary = experiment_findings.repeated_findings(
+        summary, experiments.boundaries(summary))
     assert memorise.holds and memorise.claim.startswith("R = 5 memorises")
     assert "5.0 other features at R = 1" in memorise.measured
     assert "4.0 other features at R = 5" in memorise.measured

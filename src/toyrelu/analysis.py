@@ -19,6 +19,20 @@ from toyrelu.store import Store
 # A feature counts as learned (a spoke of the pentagon) above this dimensionality; unlearned
 # features sit near 0 and the paper's learned ones at 0.2-0.3.
 LEARNED_D = 0.1
+# Settings a sweep varies within one experiment; runs differing in anything else belong to
+# another experiment.
+SWEPT = ("n_train", "seed", "restart")
+# The paper's feature density 1 - S (n = 10,000, S = 0.999).
+PAPER_DENSITY = 0.001
+# A position in T agrees with the paper's within this factor: half a decade of its log grid.
+POSITION_FACTOR = 3.0
+
+
+def scale(sparsity: float) -> float:
+    """Factor from paper-scale T (S = 0.999) to T at sparsity S: 0.001 / (1 - S). The
+    transitions depend on how often each feature is seen, T (1 - S): the reduced setting
+    (S = 0.99) has them at 10x smaller T."""
+    return PAPER_DENSITY / (1.0 - sparsity)
 
 
 def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:

@@ -10,10 +10,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from toyrelu.analysis import Finding
-from toyrelu.experiments import BOUNDARY_FACTOR, BOUNDARY_SLOPE, ONSET_COUNT, fmt_T, scale
+from toyrelu.analysis import POSITION_FACTOR, Finding, scale
+from toyrelu.experiments import BOUNDARY_FACTOR, BOUNDARY_SLOPE, ONSET_COUNT, fmt_T
 
-POSITION_FACTOR = 3.0  # half a decade of the paper's log-spaced T grid
 REMOVED_SHARE = 0.1  # a bump "removed": under 10% of the largest bump's excess over 1
 TREND = 0.7  # rank correlation that counts as "grows with" / "shrinks with"
 

@@ -6,7 +6,7 @@ repeated data and the sparsity collapse (follow-ups), and the maximal data dimen
 Pure pandas/numpy: every table is computed from stored runs (one row each, as
 ``analysis.ok_runs`` gives them) and stored arrays; the figures draw these tables elsewhere.
 
-Paper-scale positions (n = 10,000, S = 0.999) are scaled to other sparsities by
+Paper-scale positions (n = 10,000, S = 0.999) are scaled to other sparsities by ``analysis.scale``,
 0.001 / (1 - S): the reduced setting (n = 1,000, S = 0.99) has its transitions at 10x smaller T.
 """
 
@@ -19,17 +19,15 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from toyrelu import metrics
-from toyrelu.analysis import LEARNED_D
+from toyrelu.analysis import LEARNED_D, SWEPT, scale
 from toyrelu.config import field_names
 from toyrelu.store import Store
 
-SWEPT = ("n_train", "seed", "restart")
 # The setting each experiment varies besides T and the seed (None: T alone).
 AXES: dict[str, str | None] = {
     "heatmap": "n_hidden", "weight-decay": "weight_decay", "training-length": "steps",
     "repeated": "repeats", "sparsity": "sparsity", "max-dimensionality": None,
 }
-PAPER_DENSITY = 0.001
 PAPER_RIDGE_T = {2: 2_000, 4: 5_000, 8: 20_000}  # PAPER.md section 5, figure 5
 MEMORISED_LOSS = 0.5  # a point is memorised once more than half its squared norm is rebuilt
 BOUNDARY_SLOPE = 0.4  # the boundary R = 0.4 T / n
@@ -66,11 +64,6 @@ def select(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
         if values >= (2 if axis else 3) and (values, len(part)) > size:
             best, size = key, (values, len(part))
     return runs[keys == best].reset_index(drop=True) if best else runs.iloc[:0]
-
-
-def scale(sparsity: float) -> float:
-    """Factor from paper-scale T (S = 0.999) to T at sparsity S: 0.001 / (1 - S)."""
-    return PAPER_DENSITY / (1.0 - sparsity)
 
 
 def curves(runs: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -117,8 +110,6 @@ def ridges(table: pd.DataFrame, sparsity: float) -> pd.DataFrame:
              "paper_T": PAPER_RIDGE_T.get(int(m), math.nan) * scale(sparsity)}
             for m, row in table.iterrows() if row.notna().any()]
     return pd.DataFrame(rows, columns=["n_hidden", "ridge_T", "peak", "paper_T"])
-
-
 
 
 def repeated_points(

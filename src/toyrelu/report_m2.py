@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from toyrelu import analysis
-from toyrelu.analysis import Finding
+from toyrelu.analysis import POSITION_FACTOR, SWEPT, Finding, scale
 from toyrelu.config import field_names
 from toyrelu.presets import GEOMETRY_T
 from toyrelu.sections import Figure, Section
@@ -31,7 +31,6 @@ from toyrelu.store import Store
 from toyrelu.summary import COLUMNS
 
 # Paper scale (PAPER.md section 5): bump peak, where it sits, and the test loss at large T.
-PAPER_DENSITY = 0.001
 PAPER_FEATURES = 10_000
 PAPER_BUMP_T = 2_000
 PAPER_BUMP_PEAK = 1.015
@@ -63,16 +62,12 @@ CLAIMS: tuple[tuple[str, str], ...] = (
      f"peak near T = {PAPER_NORM_PEAK_T}"),
     ("‖W‖_F plateaus near sqrt(5) once the pentagon is learned", "near sqrt(5) = 2.24"),
 )
-# Tolerances of the verdicts: positions within a factor 3 (half a decade on the paper's log
-# grid), the bump's excess over 1 within a factor 3, the gain below 1 within a factor 2, the
-# plateau of ‖W‖_F within 15% of sqrt(5) (five unit-length spokes).
-POSITION_FACTOR = 3.0
+# Tolerances of the verdicts besides positions (analysis.POSITION_FACTOR): the bump's excess
+# over 1 within a factor 3, the gain below 1 within a factor 2, the plateau of ‖W‖_F within
+# 15% of sqrt(5) (five unit-length spokes).
 EXCESS_FACTOR = 3.0
 GAIN_FACTOR = 2.0
 PLATEAU_TOLERANCE = 0.15
-# Settings a sweep varies within the m = 2 section; runs differing in anything else belong to
-# other experiments.
-SWEPT = ("n_train", "seed", "restart")
 CAPTIONS = {
     "summary": "Test and train loss, fractional dimensionality and weight norms vs T "
                "(figures 2-4 side by side).",
@@ -212,7 +207,7 @@ def paper_findings(
         out += [dataclasses.replace(f, paper=paper) for f in found] or [
             _not_measured(claim, paper, "the stored training-set sizes do not cover it")]
     out += [f for f in checked if not any(key in f.claim for key in ANALYSIS_CLAIMS)]
-    bump_T = PAPER_BUMP_T * PAPER_DENSITY / (1.0 - sparsity)
+    bump_T = PAPER_BUMP_T * scale(sparsity)
     peak = _inner_peak(finite, "test_mean")
     large = finite[finite["n_train"] >= 5 * bump_T]
     out += [
