@@ -44,10 +44,10 @@ def ball_mixed(W: np.ndarray, b: np.ndarray, H: np.ndarray, tile: int) -> float:
     z in b_i + c . W_i -/+ r |W_i|."""
     k = max(1, -(-len(H) // tile))
     centres = H[np.random.default_rng(0).choice(len(H), k, replace=False)]
+    parts = np.array_split(H, max(1, k * len(H) // 10_000_000))  # bounded (part, k, m) temps
     for _ in range(8):
-        label = ((H[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1) if k * len(
-            H) < 5e7 else np.concatenate([((part[:, None, :] - centres[None]) ** 2).sum(
-                axis=2).argmin(axis=1) for part in np.array_split(H, 64)])
+        label = np.concatenate([((part[:, None, :] - centres[None]) ** 2).sum(axis=2)
+                                .argmin(axis=1) for part in parts])
         sizes = np.bincount(label, minlength=k)
         sums = np.zeros_like(centres)
         np.add.at(sums, label, H)
@@ -59,25 +59,25 @@ def ball_mixed(W: np.ndarray, b: np.ndarray, H: np.ndarray, tile: int) -> float:
     return float((sizes[:, None] * mixed).sum() / (len(H) * W.shape[1]))
 
 
-def shares(W: np.ndarray, b: np.ndarray, X: data.SparseData, tile: int) -> dict[str, float]:
-    """The shares described in the module docstring for one (W, b) on the training set X."""
-    H = engine.hidden(W, X).astype(np.float64)
-    W, b = W.astype(np.float64), b.astype(np.float64)
+def shares(W: np.ndarray, b: np.ndarray, H: np.ndarray, tile: int) -> dict[str, float]:
+    """The shares described in the module docstring for one (W, b) and the training set's
+    hidden vectors H (n_train, n_hidden), all float64."""
     fires = H @ W + b > 0  # (n_train, n_features): fine at benchmark sizes
     h_norm, w_norm = np.linalg.norm(H, axis=1), np.linalg.norm(W, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         radius = np.where(w_norm > 0, -b / w_norm, np.where(b > 0, -np.inf, np.inf))
     by_h, by_radius = np.argsort(h_norm), np.argsort(radius)
     T, n = fires.shape
+    fires = fires[by_h]
     padded = np.zeros((-(-T // tile) * tile, -(-n // tile) * tile), bool)
-    padded[:T, :n] = fires[by_h][:, by_radius]
+    padded[:T, :n] = fires[:, by_radius]
     blocks = padded.reshape(padded.shape[0] // tile, tile, padded.shape[1] // tile, tile)
     h_max = np.maximum.reduceat(h_norm[by_h], np.arange(0, T, tile))
     r_min = np.minimum.reduceat(radius[by_radius], np.arange(0, n, tile))
     # Per (block of examples sorted by |h|, feature): any z > 0, all z > 0, and the bounds.
     starts = np.arange(0, T, tile)
-    any_on = np.logical_or.reduceat(fires[by_h], starts, axis=0)
-    all_on = np.logical_and.reduceat(fires[by_h], starts, axis=0)
+    any_on = np.logical_or.reduceat(fires, starts, axis=0)
+    all_on = np.logical_and.reduceat(fires, starts, axis=0)
     reach = h_max[:, None] * w_norm[None, :]
     undecided = (b[None, :] + reach > 0) & (b[None, :] - reach <= 0)
     return {
@@ -153,9 +153,9 @@ def main() -> None:
                                n_train=T, steps=args.steps, snapshot_every=args.steps // 4)
             X = data.train_set(config)
             for step, W, b in snapshots(config, X)[1:]:
-                s = shares(W, b, X, args.tile)
                 H = engine.hidden(W, X).astype(np.float64)
                 W64, b64 = W.astype(np.float64), b.astype(np.float64)
+                s = shares(W64, b64, H, args.tile)
                 s["split_err"] = max(
                     float(np.abs(x - y).max() / max(np.abs(x).max(), 1e-300)) for x, y in
                     zip(dense_sums(W64, b64, H), split_sums(W64, b64, H, args.tile), strict=True))
