@@ -108,6 +108,13 @@ def _split_grad_pass(m: int, rows: int) -> list[str]:
     return lines
 
 
+def grad_pass(m: int, rows: int) -> list[str]:
+    """Source lines (indented for the body of an ``if`` inside the loop over examples) of the
+    dense pass with gradients over features range(n), for ``rows`` examples with hidden vectors
+    h{r}_{k}: adds a^2 into row{r}, a into gb, a h into gW{k} and a W into gh{r}_{k}."""
+    return _split_grad_pass(m, rows) if m > SPLIT_ABOVE else _fused_grad_pass(m, rows)
+
+
 def _source(m: int, rows: int) -> str:
     """Python source of a kernel that handles ``rows`` consecutive examples per dense pass.
 
@@ -139,8 +146,7 @@ def _source(m: int, rows: int) -> str:
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
                   *each("h{r}_{k} += W{k}[j] * x", 12, rs=range(r, r + 1))]
-    lines += ["        if with_grad:"]
-    lines += _split_grad_pass(m, rows) if m > SPLIT_ABOVE else _fused_grad_pass(m, rows)
+    lines += ["        if with_grad:", *grad_pass(m, rows)]
     lines += ["        else:", *_activations(m, rows, "")]
     # The nonzeros of x_t: exact corrections, then the encoder gradient.
     for r in R:
@@ -212,18 +218,28 @@ def loss_and_grad(W, b, indptr, indices, data, scale, gW, gb, tiles_gW, tiles_gb
             totals[q] = accumulate(W, b, indptr, indices, data, lo, hi, tile_gW, tile_gb, True)
         for q in range(count):
             total += totals[q]
-        for i in prange(n):
-            for q in range(count):
-                gb64[i] += tiles_gb[q, i]
-                for k in range(m):
-                    gW64[k, i] += tiles_gW[q, k, i]
+        add_tiles(tiles_gW, tiles_gb, count, gW64, gb64)
     # The kernel accumulates ReLU(z) - x, which is half of dL/dz per unit of scale.
-    factor = 2.0 * scale
-    for i in range(n):
-        gb[i] = factor * gb64[i]
-        for k in range(m):
-            gW[k, i] = factor * gW64[k, i]
+    write_scaled(gW64, gb64, 2.0 * scale, gW, gb)
     return total * scale
+
+
+def add_tiles(tiles_gW, tiles_gb, count, gW64, gb64):  # noqa: ANN001
+    """Add the first ``count`` tiles' sums (tiles_gW (batch, m, n), tiles_gb (batch, n)) into
+    the float64 gW64 (m, n) and gb64 (n,), in tile order."""
+    for i in prange(gb64.shape[0]):
+        for q in range(count):
+            gb64[i] += tiles_gb[q, i]
+            for k in range(gW64.shape[0]):
+                gW64[k, i] += tiles_gW[q, k, i]
+
+
+def write_scaled(gW64, gb64, factor, gW, gb):  # noqa: ANN001
+    """gW = factor gW64 and gb = factor gb64, in the working precision."""
+    for i in range(gb.shape[0]):
+        gb[i] = factor * gb64[i]
+        for k in range(gW.shape[0]):
+            gW[k, i] = factor * gW64[k, i]
 
 
 def adamw(p, g, m, v, lr, wd, beta1, beta2, eps, step):  # noqa: ANN001
@@ -263,8 +279,8 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     return step_hi, 0.0
 
 
-DRIVERS: tuple[Callable[..., Any], ...] = (accumulate, loss_sum, adamw)
-PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, run_steps)
+DRIVERS: tuple[Callable[..., Any], ...] = (accumulate, loss_sum, adamw, write_scaled)
+PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, add_tiles, run_steps)
 
 
 def module_source(m: int, parallel: bool = False) -> str:
@@ -282,11 +298,16 @@ def module_source(m: int, parallel: bool = False) -> str:
     for rows, name in ((GROUP_ROWS, "accumulate_group"), (1, "accumulate_1")):
         body = _source(m, rows).replace(f"def accumulate_{rows}(", f"def {name}(")
         parts.append(f"@njit({FAST})\n{body}")
-    for fn in DRIVERS:
-        parts.append(f"@njit({PLAIN})\n{inspect.getsource(fn)}")
-    for fn in PARALLEL_DRIVERS:
-        parts.append(f"@njit({PLAIN}, parallel={parallel})\n{inspect.getsource(fn)}")
-    return "\n\n".join(parts)
+    return "\n\n".join([*parts, *driver_sources(DRIVERS, PARALLEL_DRIVERS, parallel)])
+
+
+def driver_sources(drivers: tuple[Callable[..., Any], ...],
+                   parallel_drivers: tuple[Callable[..., Any], ...], parallel: bool) -> list[str]:
+    """The source of each driver function, decorated to compile with IEEE semantics; those of
+    ``parallel_drivers`` on numba's thread pool if ``parallel``."""
+    return [*(f"@njit({PLAIN})\n{inspect.getsource(fn)}" for fn in drivers),
+            *(f"@njit({PLAIN}, parallel={parallel})\n{inspect.getsource(fn)}"
+              for fn in parallel_drivers)]
 
 
 def _cache_dir() -> Path:
@@ -313,7 +334,8 @@ def prune(folder: Path, before: float) -> list[Path]:
     version is touched on every load and so is never older than UNUSED_DAYS.
     """
     gone = []
-    for path in [*folder.glob("fused_m*.py"), *folder.glob("*.tmp")]:
+    for path in [*folder.glob("fused_m*.py"), *folder.glob("cells_m*.py"),
+                 *folder.glob("*.tmp")]:
         try:
             if path.stat().st_mtime >= before:
                 continue
@@ -330,17 +352,20 @@ def prune(folder: Path, before: float) -> list[Path]:
 
 @cache
 def module(m: int, parallel: bool = False) -> ModuleType:
-    """The compiled kernel module for hidden size ``m``, written once and cached on disk.
+    """The compiled kernel module for hidden size ``m``, written once and cached on disk."""
+    return load(f"fused_m{m}{'_parallel' if parallel else ''}", module_source(m, parallel))
 
-    The file name carries a hash of the source (and of the CPU features in use), so a changed
-    generator or machine never reuses stale code.
+
+def load(name: str, source: str) -> ModuleType:
+    """Import generated ``source`` as a module, written once to the kernel cache folder.
+
+    The file name is ``name`` and a hash of the source (and of the CPU features in use), so a
+    changed generator or machine never reuses stale code.
     """
     _prefer_512_bit_vectors()
-    source = module_source(m, parallel)
     features = numba.config.CPU_FEATURES  # type: ignore[attr-defined]
     key = f"{source}\n{features}\n{numba.__version__}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    name = f"fused_m{m}{'_parallel' if parallel else ''}_{digest}"
+    name = f"{name}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     path = _cache_dir() / f"{name}.py"
     if not path.exists() or path.read_text() != source:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
