@@ -7,7 +7,11 @@ everywhere; the ~10 nonzeros of x_t then enter as exact corrections:
 through the encoder into the columns of W that x_t touches. One pass over (t, i) pairs, about
 (6 m + 2) flops each, compute-bound (PERFORMANCE.md).
 
-The compiled kernels live in ``toyrelu.kernels``; this module is the engine's public face.
+From CELLS_FROM examples up, where most (example, feature) cells of a trained run are all-on
+or all-off, ``train`` takes the split-cell step of ``toyrelu.cells`` instead, while it pays.
+
+The compiled kernels live in ``toyrelu.kernels`` and ``toyrelu.cells``; this module is the
+engine's public face.
 Gradients accumulate in tiles of a few hundred examples in the working precision and are flushed
 into float64, which keeps float32 runs within 1e-6 of a float64 reference.
 """
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from toyrelu import kernels
+from toyrelu import cells, kernels
 from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 from toyrelu.schedule import learning_rates
@@ -38,6 +42,14 @@ def flush_denormals() -> None:
     first parallel region starts numba's thread pool.
     """
     torch.set_flush_denormal(True)
+
+
+# The split-cell step (``toyrelu.cells``) is tried from this many examples, and kept while at
+# most this share of the pairs fall in mixed cells. Its other work (bounds, all-on cells, the
+# gathers) cost 20-80% of a fused step in trained runs at n = 1,000 and 10,000, m = 2 to 16
+# (benchmarks/README.md), so with half the pairs mixed it is about as fast as the fused step.
+CELLS_FROM = 20_000
+MIXED_AT_MOST = 0.5
 
 
 class Diverged(RuntimeError):
@@ -56,13 +68,20 @@ def loss_and_grad(
     b: NDArray[np.floating],  # (n_features,)
     X: SparseData,
     reduction: str = "sum",
+    split_cells: bool = False,
 ) -> tuple[float, NDArray[np.floating], NDArray[np.floating]]:
-    """Loss and gradients (dW (n_hidden, n_features), db (n_features,)), as the reference gives."""
+    """Loss and gradients (dW (n_hidden, n_features), db (n_features,)), as the reference gives;
+    with ``split_cells``, by the split-cell step on examples grouped afresh (``toyrelu.cells``)."""
     flush_denormals()
     W = np.ascontiguousarray(W)
     X = X.astype(W.dtype)
     scale = loss_scale(reduction, X.n_examples, X.n_features)
     gW, gb = np.zeros_like(W), np.zeros_like(b)
+    if split_cells:
+        Xg, H = cells.grouped(W, X)
+        value = cells.module(W.shape[0]).loss_and_grad(W, b, Xg.indptr, Xg.indices, Xg.data, H,
+                                                       scale, gW, gb, 1, np.zeros(1))
+        return float(value), gW, gb
     threads = numba.get_num_threads()
     batch = tile_batch(threads)
     tiles_gW = np.zeros((batch, *W.shape), W.dtype)
@@ -155,6 +174,7 @@ def train(
     on_snapshot: SnapshotCallback | None = None,
     chunk: int | None = None,
     threads: int | None = None,
+    split_cells: bool | None = None,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Train from (W0, b0) on ``X`` for ``config.steps`` AdamW steps; same contract as
     ``reference.train``. ``X`` is the fixed training set, or (T = infinity) an iterable of one
@@ -162,8 +182,11 @@ def train(
     default about a second of work) with the number of steps just done; ``on_snapshot(step,
     W, b)`` (if given) at every step of ``snapshot_steps(config)``, with copies of W and b
     after that many steps. ``threads`` share each step's row tiles (default:
-    ``default_threads``). The result depends on none of ``chunk``, ``threads`` and
-    ``on_snapshot``. Raises ``Diverged`` on a non-finite loss."""
+    ``default_threads``). With a fixed training set, ``split_cells`` True takes the
+    split-cell step (``toyrelu.cells``) at every step, False the fused one; by default
+    (None) sets of CELLS_FROM examples or more take it while it pays (``_Run.advance``). The
+    result depends on none of ``chunk``, ``threads`` and ``on_snapshot``. Raises ``Diverged``
+    on a non-finite loss."""
     flush_denormals()
     if not isinstance(X, SparseData):
         return _train_stream(config, X, W0, b0, on_steps=on_steps, on_snapshot=on_snapshot,
@@ -173,6 +196,10 @@ def train(
         chunk = int(min(1000, max(1, 5e9 / (X.n_examples * config.n_features + 1))))
     run = _Run.start(config, W0, b0, threads or default_threads(X.n_examples, config.n_features))
     X = X.astype(config.dtype)
+    if split_cells or (split_cells is None and X.n_examples >= CELLS_FROM):
+        # The split-cell step reorders its own copy of the set into groups as it goes.
+        run.grouped = SparseData(X.indptr.copy(), X.indices.copy(), X.data.copy(), X.n_features)
+        run.adaptive = split_cells is None
     # Chunks also end at every snapshot step; the kernel's steps do not care where they end.
     ends = sorted({*range(chunk, config.steps, chunk), *snapshots, config.steps} - {0})
     if on_snapshot is not None:
@@ -230,6 +257,13 @@ class _Run:
     state: AdamState
     lrs: NDArray[np.float64]
     threads: int
+    # The split-cell step's copy of the training set, its rows in groups, kept between calls
+    # (None: the fused step throughout).
+    grouped: SparseData | None = None
+    # Whether each regrouping decides between the split-cell and the fused step, and which
+    # one the steps until the next regrouping take.
+    adaptive: bool = False
+    split_now: bool = True
 
     @classmethod
     def start(cls, config: RunConfig, W0: NDArray[np.floating], b0: NDArray[np.floating],
@@ -243,17 +277,49 @@ class _Run:
 
     def advance(self, X: SparseData, lo: int, hi: int) -> None:
         """AdamW steps [lo, hi) on ``X`` (in the run's dtype), in place; raises ``Diverged``
-        at the first step whose loss is not finite, before updating."""
+        at the first step whose loss is not finite, before updating.
+
+        With a ``grouped`` copy of the set, every step at a multiple of cells.REGROUP regroups the
+        examples and takes the split-cell step, which measures the share of pairs in mixed
+        cells; if ``adaptive``, the steps up to the next regrouping then take the split-cell
+        step only where that share is at most MIXED_AT_MOST, else the fused one. The choice
+        depends on the run's state alone, never on timing, so the numbers are reproducible."""
+        if self.grouped is None:
+            self._steps(X, lo, hi, split=False)
+            return
+        step = lo
+        while step < hi:
+            end = min(hi, (step // cells.REGROUP + 1) * cells.REGROUP)
+            if step % cells.REGROUP == 0:
+                mixed = self._steps(X, step, step + 1, split=True)
+                self.split_now = not self.adaptive or mixed <= MIXED_AT_MOST
+                step += 1
+            if step < end:
+                self._steps(X, step, end, split=self.split_now)
+            step = end
+
+    def _steps(self, X: SparseData, lo: int, hi: int, *, split: bool) -> float:
+        """Steps [lo, hi) by the split-cell (``split``, on the ``grouped`` copy) or the fused
+        kernels; returns the share of pairs in mixed cells at the last step (0 when fused)."""
         c, state = self.config, self.state
+        if split:
+            assert self.grouped is not None
+            X = self.grouped
         scale = loss_scale(c.loss_reduction, X.n_examples, c.n_features)
         wd_b = c.weight_decay if c.decay_bias else 0.0
-        steps = kernels.module(c.n_hidden, self.threads > 1).run_steps
+        args = (self.W, self.b, X.indptr, X.indices, X.data, scale, self.lrs, lo, hi,
+                c.weight_decay, wd_b, c.beta1, c.beta2, c.eps, state.mW, state.vW, state.mb,
+                state.vb, tile_batch(self.threads))
         with _numba_threads(self.threads):
-            done, value = steps(self.W, self.b, X.indptr, X.indices, X.data, scale, self.lrs,
-                                lo, hi, c.weight_decay, wd_b, c.beta1, c.beta2, c.eps,
-                                state.mW, state.vW, state.mb, state.vb, tile_batch(self.threads))
+            if split:
+                compiled = cells.module(c.n_hidden, self.threads > 1)
+                done, value, mixed = compiled.run_steps(*args)
+            else:
+                done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(*args)
+                mixed = 0.0
         if done < hi:
             raise Diverged(f"loss is {value} at step {done}")
+        return float(mixed)
 
 
 @numba.njit(nogil=True, cache=True)
