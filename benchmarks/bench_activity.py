@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from grid import add_grid_arguments, values
 
 from toyrelu import data, engine, model
 from toyrelu.config import RunConfig
@@ -137,18 +138,14 @@ def snapshots(config: RunConfig, X: data.SparseData) -> list[tuple[int, np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-features", type=int, default=1_000)
-    parser.add_argument("--sparsity", type=float, default=0.99)
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--n-train", default="300,3000,10000", help="comma list of T")
-    parser.add_argument("--n-hidden", default="4,8,16", help="comma list of m")
+    add_grid_arguments(parser, steps=10_000, n_train="300,3000,10000", n_hidden="4,8,16")
     parser.add_argument("--tile", type=int, default=64)
     args = parser.parse_args()
     print(f"{'m':>3} {'T':>7} {'step':>6} {'active':>7} {'bound':>7} {'tiles_z':>8} "
           f"{'tiles_bound':>12} {'b>0':>6} {'mixed_z':>8} {'mixed_bound':>12} {'mixed_ball':>11} "
           f"{'split_err':>10}")
-    for m in map(int, args.n_hidden.split(",")):
-        for T in map(int, args.n_train.split(",")):
+    for m in values(args.n_hidden):
+        for T in values(args.n_train):
             config = RunConfig(n_features=args.n_features, n_hidden=m, sparsity=args.sparsity,
                                n_train=T, steps=args.steps, snapshot_every=args.steps // 4)
             X = data.train_set(config)
