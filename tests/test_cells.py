@@ -68,6 +68,15 @@ def test_split_cell_loss_and_grad_match_reference(dtype: str, m: int, share_on: 
     assert on.mean() > 0.04 and mixed.sum() >= 5 and (~fires).mean() > 0.4
     assert not (on & ~fires).any()  # the bounds are sound: an all-on cell does fire
     assert (on.sum(axis=1) * cells.SPARSE_ON > 200).all() == (share_on > 0.2)
+    # The step does the pairs of the mixed cells one by one, and reports their share (its
+    # bounds, computed in the working precision, may decide a cell at the edge otherwise).
+    Xg, H = cells.grouped(W, X)
+    share = np.zeros(1)
+    cells.module(m).loss_and_grad(W, b, Xg.indptr, Xg.indices, Xg.data, H, 1.0,
+                                  np.zeros_like(W), np.zeros_like(b), 1, share)
+    rows = np.diff(np.append(np.arange(0, 1_000, cells.GROUP), 1_000))
+    assert_close(share[0], (rows[:, None] * mixed).sum() / (1_000 * 200), rtol=0.0, atol=2e-3,
+                 what="share of pairs done one by one")
     for reduction in ("sum", "mean"):
         got = engine.loss_and_grad(W, b, X, reduction, split_cells=True)
         assert_loss_and_grad_match(got, reference.loss_and_grad(W, b, X, reduction), W, b,
@@ -148,12 +157,12 @@ def test_small_sets_take_the_fused_step(monkeypatch: pytest.MonkeyPatch) -> None
 def test_large_sets_regroup_and_keep_the_step_that_pays(
     monkeypatch: pytest.MonkeyPatch, at_most: float
 ) -> None:
-    """Each regrouping step (0, 100, 200) takes the split-cell step and measures the mixed
-    share; the steps after it take the split-cell step only if that share is at most
-    MIXED_AT_MOST. Either way the run follows the reference."""
+    """Each regrouping step (0, 100, 200) takes the split-cell step and measures the share of
+    pairs it did one by one; the steps after it take the split-cell step only if that share is
+    at most PAIRS_AT_MOST. Either way the run follows the reference."""
     calls = record_steps(monkeypatch)
     monkeypatch.setattr(engine, "CELLS_FROM", 600)
-    monkeypatch.setattr(engine, "MIXED_AT_MOST", at_most)
+    monkeypatch.setattr(engine, "PAIRS_AT_MOST", at_most)
     config = split_cell_config(2, "float64")
     X = data.train_set(config)
     W0, b0 = model.init_params(config)

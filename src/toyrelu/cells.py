@@ -261,7 +261,8 @@ def regroup(indptr, indices, data, H):  # noqa: ANN001
 def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN001
                GH, stats, S2, V, M, mixed, on, idx, Wc, bc, gWc, gbc, A):
     """Add half the gradient of the squared error of the group of rows [lo, hi) into the float64
-    buffers gW (m, n) and gb (n,); return that error and the group's number of mixed cells.
+    buffers gW (m, n) and gb (n,); return that error and the group's number of mixed cells
+    (whose pairs it does one by one).
     The other arguments are scratch."""
     m, n = W.shape
     count = hi - lo
@@ -334,11 +335,11 @@ def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN0
     return total, n_mixed
 
 
-def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, mixed_out):  # noqa: ANN001
+def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_share):  # noqa: ANN001
     """Loss (times ``scale``) returned, its gradient into gW (m, n) and gb (n,), with the
     examples in groups of GROUP rows and H = X W^T already computed; the share of (example,
-    feature) pairs in mixed cells into mixed_out[0]. ``batch`` tiles of TILE_GROUPS groups run
-    in parallel at a time, each into float64 buffers of its own."""
+    feature) pairs done one by one (those in mixed cells) into pair_share[0]. ``batch`` tiles
+    of TILE_GROUPS groups run in parallel at a time, each into float64 buffers of its own."""
     m, n = W.shape
     T = len(indptr) - 1
     n_groups = (T + GROUP - 1) // GROUP  # noqa: F821
@@ -381,7 +382,7 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, mixed_ou
             mixed_pairs += pairs[q]
         add_tiles(s_gW, s_gb, count, gW64, gb64)  # noqa: F821
     write_scaled(gW64, gb64, 2.0 * scale, gW, gb)  # noqa: F821
-    mixed_out[0] = mixed_pairs / max(T * n, 1)
+    pair_share[0] = mixed_pairs / max(T * n, 1)
     return total * scale
 
 
@@ -390,21 +391,21 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     """AdamW steps [step_lo, step_hi) in place, as ``kernels.run_steps``, on the run's own
     copy of the training set, whose rows are regrouped (``regroup``) in place at every
     multiple of REGROUP steps. Returns (steps done, loss at the failing step, share of pairs
-    in mixed cells at the last step)."""
+    the last step did one by one)."""
     H = np.empty((len(indptr) - 1, W.shape[0]), W.dtype)
     gW = np.zeros_like(W)
     gb = np.zeros_like(b)
-    mixed = np.zeros(1)
+    share = np.zeros(1)
     for s in range(step_lo, step_hi):
         hidden_rows(W, indptr, indices, data, H)  # noqa: F821
         if s % REGROUP == 0:  # noqa: F821
             regroup(indptr, indices, data, H)
-        value = loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, mixed)
+        value = loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, share)
         if not math.isfinite(value):
-            return s, value, mixed[0]
+            return s, value, share[0]
         adamw(W, gW, mW, vW, lrs[s], wd_W, beta1, beta2, eps, s + 1)  # noqa: F821
         adamw(b, gb, mb, vb, lrs[s], wd_b, beta1, beta2, eps, s + 1)  # noqa: F821
-    return step_hi, 0.0, mixed[0]
+    return step_hi, 0.0, share[0]
 
 
 DRIVERS: tuple[Callable[..., Any], ...] = (kd_groups, regroup, group_pass, kernels.adamw,

@@ -44,12 +44,12 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-# The split-cell step (``toyrelu.cells``) is tried from this many examples, and kept while at
-# most this share of the pairs fall in mixed cells. Its other work (bounds, all-on cells, the
+# The split-cell step (``toyrelu.cells``) is tried from this many examples, and kept while it
+# does at most this share of the pairs one by one. Its other work (bounds, all-on cells, the
 # gathers) cost 20-80% of a fused step in trained runs at n = 1,000 and 10,000, m = 2 to 16
-# (benchmarks/README.md), so with half the pairs mixed it is about as fast as the fused step.
+# (benchmarks/README.md), so with half the pairs left it is about as fast as the fused step.
 CELLS_FROM = 20_000
-MIXED_AT_MOST = 0.5
+PAIRS_AT_MOST = 0.5
 
 
 class Diverged(RuntimeError):
@@ -280,9 +280,9 @@ class _Run:
         at the first step whose loss is not finite, before updating.
 
         With a ``grouped`` copy of the set, every step at a multiple of cells.REGROUP regroups the
-        examples and takes the split-cell step, which measures the share of pairs in mixed
-        cells; if ``adaptive``, the steps up to the next regrouping then take the split-cell
-        step only where that share is at most MIXED_AT_MOST, else the fused one. The choice
+        examples and takes the split-cell step, which measures the share of pairs it did one
+        by one; if ``adaptive``, the steps up to the next regrouping then take the split-cell
+        step only where that share is at most PAIRS_AT_MOST, else the fused one. The choice
         depends on the run's state alone, never on timing, so the numbers are reproducible."""
         if self.grouped is None:
             self._steps(X, lo, hi, split=False)
@@ -291,8 +291,8 @@ class _Run:
         while step < hi:
             end = min(hi, (step // cells.REGROUP + 1) * cells.REGROUP)
             if step % cells.REGROUP == 0:
-                mixed = self._steps(X, step, step + 1, split=True)
-                self.split_now = not self.adaptive or mixed <= MIXED_AT_MOST
+                share = self._steps(X, step, step + 1, split=True)
+                self.split_now = not self.adaptive or share <= PAIRS_AT_MOST
                 step += 1
             if step < end:
                 self._steps(X, step, end, split=self.split_now)
@@ -300,7 +300,7 @@ class _Run:
 
     def _steps(self, X: SparseData, lo: int, hi: int, *, split: bool) -> float:
         """Steps [lo, hi) by the split-cell (``split``, on the ``grouped`` copy) or the fused
-        kernels; returns the share of pairs in mixed cells at the last step (0 when fused)."""
+        kernels; returns the share of pairs the last step did one by one (0 when fused)."""
         c, state = self.config, self.state
         if split:
             assert self.grouped is not None
@@ -313,13 +313,13 @@ class _Run:
         with _numba_threads(self.threads):
             if split:
                 compiled = cells.module(c.n_hidden, self.threads > 1)
-                done, value, mixed = compiled.run_steps(*args)
+                done, value, share = compiled.run_steps(*args)
             else:
                 done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(*args)
-                mixed = 0.0
+                share = 0.0
         if done < hi:
             raise Diverged(f"loss is {value} at step {done}")
-        return float(mixed)
+        return float(share)
 
 
 @numba.njit(nogil=True, cache=True)
