@@ -25,10 +25,10 @@ HIDDEN = [1, 3, 5, 9]
 
 def cell_classes(W: np.ndarray, b: np.ndarray, X: data.SparseData) -> tuple[np.ndarray, ...]:
     """Per (group, feature) cell, in float64, whether the step's bounds make it all-on and
-    whether they leave it mixed, and per cell whether some pair fires (z > 0)."""
+    whether they leave it mixed, and whether some pair fires (z > 0) and whether all do."""
     Xg, H = cells.grouped(W, X)
     W64, b64, H64 = W.astype(np.float64), b.astype(np.float64), H.astype(np.float64)
-    on, mixed, fires = [], [], []
+    on, mixed, fires, all_fire = [], [], [], []
     for lo in range(0, Xg.n_examples, cells.GROUP):
         Hg = H64[lo:lo + cells.GROUP]
         centre = Hg.mean(axis=0)
@@ -39,7 +39,8 @@ def cell_classes(W: np.ndarray, b: np.ndarray, X: data.SparseData) -> tuple[np.n
         on.append(low > 0)
         mixed.append((high > 0) & (low <= 0))
         fires.append((Hg @ W64 + b64 > 0).any(axis=0))
-    return np.array(on), np.array(mixed), np.array(fires)
+        all_fire.append((Hg @ W64 + b64 > 0).all(axis=0))
+    return np.array(on), np.array(mixed), np.array(fires), np.array(all_fire)
 
 
 def banded_params(m: int, n: int, dtype: str, share_on: float) -> tuple[np.ndarray, np.ndarray]:
@@ -61,21 +62,27 @@ def test_split_cell_loss_and_grad_match_reference(dtype: str, m: int, share_on: 
     # 1,000 rows: 7 full groups of 128 and a ragged one of 104.
     X = awkward_batch(1_000, 200, dtype, seed=m)
     W, b = banded_params(m, 200, dtype, share_on)
-    on, mixed, fires = cell_classes(W, b, X)
+    on, mixed, fires, all_fire = cell_classes(W, b, X)
     # Every kind of cell occurs, and groups take both routes for their all-on cells: a mask
     # over all features when more than 1 / SPARSE_ON of them are all-on, else a list.
     # (At m = 1 the groups are short intervals of h, and only 0.4% of the cells are mixed.)
     assert on.mean() > 0.04 and mixed.sum() >= 5 and (~fires).mean() > 0.4
-    assert not (on & ~fires).any()  # the bounds are sound: an all-on cell does fire
+    assert not (on & ~all_fire).any()  # the bounds are sound: an all-on cell is
     assert (on.sum(axis=1) * cells.SPARSE_ON > 200).all() == (share_on > 0.2)
-    # The step does the pairs of the mixed cells one by one, and reports their share (its
-    # bounds, computed in the working precision, may decide a cell at the edge otherwise).
+    # Cells the bounds leave mixed are all-off, all-on or truly mixed by their exact range.
+    truly_mixed = mixed & fires & ~all_fire
+    if m > 1:
+        assert (mixed & ~fires).any() and (mixed & all_fire).any() and truly_mixed.any()
+    # The step computes z over the bounded-mixed cells (a third of a pair's work) and the truly
+    # mixed cells pair by pair, and reports that work as a share of all pairs (its z, in the
+    # working precision, may decide a cell at the edge otherwise).
     Xg, H = cells.grouped(W, X)
     share = np.zeros(1)
     cells.module(m).loss_and_grad(W, b, Xg.indptr, Xg.indices, Xg.data, H, 1.0,
                                   np.zeros_like(W), np.zeros_like(b), 1, share)
     rows = np.diff(np.append(np.arange(0, 1_000, cells.GROUP), 1_000))
-    assert_close(share[0], (rows[:, None] * mixed).sum() / (1_000 * 200), rtol=0.0, atol=2e-3,
+    work = rows[:, None] * (truly_mixed + mixed / 3.0)
+    assert_close(share[0], work.sum() / (1_000 * 200), rtol=0.0, atol=2e-3,
                  what="share of pairs done one by one")
     for reduction in ("sum", "mean"):
         got = engine.loss_and_grad(W, b, X, reduction, split_cells=True)

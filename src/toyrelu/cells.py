@@ -14,8 +14,11 @@ bounding box:
   b_i S1 + S2 W_i, sum a^2 = |B| b_i^2 + 2 b_i S1 . W_i + W_i . S2 W_i, and each example's
   dL/dh_t gains V + M h_t with V = sum b_i W_i and M = sum W_i W_i^T over the group's all-on
   features;
-- otherwise (mixed) the cell goes pair by pair, through the fused engine's dense pass
-  (``kernels.grad_pass``) on the mixed features gathered into contiguous arrays.
+- otherwise the exact range of z over the cell (the dot products alone, a third of a pair's
+  work) sorts it out: all-off, all-on (summed as above), or mixed, which goes pair by pair
+  through the fused engine's dense pass (``kernels.grad_pass``) on the mixed features gathered
+  into contiguous arrays. In eight dimensions and more a group is too spread out for its ball
+  and box to decide most cells, and this second look leaves a quarter of the pairs they do.
 
 Nothing is approximated: a pair that rounding puts on the wrong side of a bound has z within
 rounding of 0, where ReLU(z) and z agree. The nonzeros of x_t enter as exact corrections, as in
@@ -72,6 +75,29 @@ def _dense_source(m: int, rows: int) -> str:
         "    return total",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _z_range_source(m: int, rows: int) -> str:
+    """A kernel widening [low_i, high_i] to hold z = b_i + h_t . W_i for the rows [lo, hi) of H
+    and the first n (gathered) features, ``rows`` rows per pass; with ``init`` it first sets
+    the range empty."""
+    K, R = range(m), range(rows)
+    zs = ", ".join(f"z{r}" for r in R)
+    return "\n".join([
+        f"def z_range_{rows}(W, b, n, H, lo, hi, low, high, init):",
+        *(f"    W{k} = W[{k}]" for k in K),
+        "    if init:",
+        "        for i in range(n):",
+        "            low[i] = np.inf",
+        "            high[i] = -np.inf",
+        f"    for t in range(lo, hi, {rows}):",
+        *(f"        h{r}_{k} = H[t + {r}, {k}]" for r in R for k in K),
+        "        for i in range(n):",
+        "            bi = b[i]",
+        *(f"            z{r} = bi + " + " + ".join(f"h{r}_{k} * W{k}[i]" for k in K) for r in R),
+        f"            low[i] = min(low[i], {zs})",
+        f"            high[i] = max(high[i], {zs})",
+    ]) + "\n"
 
 
 def _classify_source(m: int) -> str:
@@ -259,11 +285,11 @@ def regroup(indptr, indices, data, H):  # noqa: ANN001
 
 
 def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN001
-               GH, stats, S2, V, M, mixed, on, idx, Wc, bc, gWc, gbc, A):
+               GH, stats, S2, V, M, mixed, on, idx, Wc, bc, gWc, gbc, A, low, high):
     """Add half the gradient of the squared error of the group of rows [lo, hi) into the float64
-    buffers gW (m, n) and gb (n,); return that error and the group's number of mixed cells
-    (whose pairs it does one by one).
-    The other arguments are scratch."""
+    buffers gW (m, n) and gb (n,); return that error and the work done one pair at a time,
+    as a number of features per row: a third for each cell whose z was ranged, one for each
+    cell done pair by pair. The other arguments are scratch."""
     m, n = W.shape
     count = hi - lo
     Hg = H[lo:hi]
@@ -283,8 +309,8 @@ def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN0
                 S2[k, j] += np.float64(Hg[q, k]) * Hg[q, j]
     for k in range(m):
         stats[k] = stats[3 * m + k] / count
-        low, high = stats[m + k], stats[2 * m + k]
-        stats[m + k], stats[2 * m + k] = 0.5 * (low + high), 0.5 * (high - low)
+        box_lo, box_hi = stats[m + k], stats[2 * m + k]
+        stats[m + k], stats[2 * m + k] = 0.5 * (box_lo + box_hi), 0.5 * (box_hi - box_lo)
         for j in range(k):
             S2[j, k] = S2[k, j]
     for q in range(count):
@@ -304,27 +330,45 @@ def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN0
             n_listed += on[i] > 0.0
         M[:] = 0.0
         for j in range(n_listed):
-            i = idx[j]
-            for k in range(m):
-                u = b[i] * stats[3 * m + k]
-                for r in range(m):
-                    u += S2[k, r] * W[r, i]
-                    M[k, r] += np.float64(W[k, i]) * W[r, i]
-                gW[k, i] += u
-    for k in range(m):  # sum over all-on cells of W_i . S2 W_i = trace(S2 M)
-        for j in range(m):
-            total += S2[k, j] * M[k, j]
+            on_cell(W, b, idx[j], stats, S2, gW, M)
+    # The mixed cells, gathered; the exact range of z over each sorts out those the bounds
+    # could not: all-off, all-on (added as above), or mixed, done pair by pair.
     n_mixed = 0
     for i in range(n):
         idx[n_mixed] = i
         n_mixed += mixed[i]
     for j in range(n_mixed):
         bc[j] = b[idx[j]]
-        gbc[j] = 0.0
         for k in range(m):
             Wc[k, j] = W[k, idx[j]]
-            gWc[k, j] = 0.0
     split = count // GROUP_ROWS * GROUP_ROWS  # noqa: F821
+    z_range_group(Wc, bc, n_mixed, Hg, 0, split, low, high, True)  # noqa: F821
+    z_range_1(Wc, bc, n_mixed, Hg, split, count, low, high, False)  # noqa: F821
+    n_pairs = 0
+    for j in range(n_mixed):
+        i = idx[j]
+        if low[j] > 0.0:
+            bi = np.float64(b[i])
+            s1w = 0.0
+            for k in range(m):
+                s1w += stats[3 * m + k] * W[k, i]
+                V[k] += bi * W[k, i]
+            gb[i] += count * bi + s1w
+            total += (count * bi + 2.0 * s1w) * bi
+            on_cell(W, b, i, stats, S2, gW, M)
+        elif high[j] > 0.0:
+            idx[n_pairs] = i
+            bc[n_pairs] = bc[j]
+            gbc[n_pairs] = 0.0
+            for k in range(m):
+                Wc[k, n_pairs] = Wc[k, j]
+                gWc[k, n_pairs] = 0.0
+            n_pairs += 1
+    for k in range(m):  # sum over all-on cells of W_i . S2 W_i = trace(S2 M)
+        for j in range(m):
+            total += S2[k, j] * M[k, j]
+    n_mixed_pairs = n_mixed
+    n_mixed = n_pairs
     total += dense_group(Wc, bc, n_mixed, Hg, 0, split, gWc, gbc, GH, A)  # noqa: F821
     total += dense_1(Wc, bc, n_mixed, Hg, split, count, gWc, gbc, GH, A)  # noqa: F821
     for j in range(n_mixed):
@@ -332,13 +376,25 @@ def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN0
         for k in range(m):
             gW[k, idx[j]] += gWc[k, j]
     total += examples(W, b, indptr, indices, data, H, lo, hi, GH, V, M, gW, gb)  # noqa: F821
-    return total, n_mixed
+    return total, n_pairs + n_mixed_pairs / 3.0
+
+
+def on_cell(W, b, i, stats, S2, gW, M):  # noqa: ANN001
+    """Add the all-on cell of feature i to gW (sum a h = b_i S1 + S2 W_i) and to
+    M (W_i W_i^T); ``stats`` holds S1 as ``bounds`` leaves it."""
+    m = W.shape[0]
+    for k in range(m):
+        u = b[i] * stats[3 * m + k]
+        for r in range(m):
+            u += S2[k, r] * W[r, i]
+            M[k, r] += np.float64(W[k, i]) * W[r, i]
+        gW[k, i] += u
 
 
 def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_share):  # noqa: ANN001
     """Loss (times ``scale``) returned, its gradient into gW (m, n) and gb (n,), with the
     examples in groups of GROUP rows and H = X W^T already computed; the share of (example,
-    feature) pairs done one by one (those in mixed cells) into pair_share[0]. ``batch`` tiles
+    feature) pairs worked one by one into pair_share[0] (see group_pass). ``batch`` tiles
     of TILE_GROUPS groups run in parallel at a time, each into float64 buffers of its own."""
     m, n = W.shape
     T = len(indptr) - 1
@@ -358,6 +414,7 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_sha
     s_Wc, s_gWc = np.empty((batch, m, n), W.dtype), np.empty((batch, m, n), W.dtype)
     s_bc, s_gbc = np.empty((batch, n), W.dtype), np.empty((batch, n), W.dtype)
     s_A = np.empty((batch, GROUP_ROWS, n), W.dtype)  # noqa: F821
+    s_low, s_high = np.empty((batch, n), W.dtype), np.empty((batch, n), W.dtype)
     gW64, gb64 = np.zeros((m, n)), np.zeros(n)
     totals, pairs = np.zeros(batch), np.zeros(batch)
     total, mixed_pairs = 0.0, 0.0
@@ -373,7 +430,7 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_sha
                 value, n_mixed = group_pass(
                     W, b, wn, indptr, indices, data, H, lo, hi, s_gW[q], s_gb[q], s_GH[q],
                     s_stats[q], s_S2[q], s_V[q], s_M[q], s_mixed[q], s_on[q], s_idx[q],
-                    s_Wc[q], s_bc[q], s_gWc[q], s_gbc[q], s_A[q])
+                    s_Wc[q], s_bc[q], s_gWc[q], s_gbc[q], s_A[q], s_low[q], s_high[q])
                 sub += value
                 sub_pairs += n_mixed * (hi - lo)
             totals[q], pairs[q] = sub, sub_pairs
@@ -391,7 +448,7 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     """AdamW steps [step_lo, step_hi) in place, as ``kernels.run_steps``, on the run's own
     copy of the training set, whose rows are regrouped (``regroup``) in place at every
     multiple of REGROUP steps. Returns (steps done, loss at the failing step, share of pairs
-    the last step did one by one)."""
+    the last step worked one by one, as ``loss_and_grad`` counts it)."""
     H = np.empty((len(indptr) - 1, W.shape[0]), W.dtype)
     gW = np.zeros_like(W)
     gb = np.zeros_like(b)
@@ -408,7 +465,8 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     return step_hi, 0.0, share[0]
 
 
-DRIVERS: tuple[Callable[..., Any], ...] = (kd_groups, regroup, group_pass, kernels.adamw,
+DRIVERS: tuple[Callable[..., Any], ...] = (kd_groups, regroup, group_pass, on_cell,
+                                           kernels.adamw,
                                            kernels.write_scaled, run_steps)
 PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, kernels.add_tiles)
 
@@ -422,9 +480,10 @@ def module_source(m: int, parallel: bool = False) -> str:
         f"GROUP = {GROUP}\nSPARSE_ON = {SPARSE_ON}\nTILE_GROUPS = {TILE_GROUPS}\n"
         f"REGROUP = {REGROUP}\nGROUP_ROWS = {kernels.GROUP_ROWS}\n",
     ]
-    for rows, name in ((kernels.GROUP_ROWS, "dense_group"), (1, "dense_1")):
-        body = _dense_source(m, rows).replace(f"def dense_{rows}(", f"def {name}(")
-        parts.append(f"@njit({kernels.FAST})\n{body}")
+    for rows, suffix in ((kernels.GROUP_ROWS, "group"), (1, "1")):
+        for source in (_dense_source(m, rows), _z_range_source(m, rows)):
+            body = source.replace(f"_{rows}(", f"_{suffix}(", 1)
+            parts.append(f"@njit({kernels.FAST})\n{body}")
     for source in (_classify_source(m), _on_grads_source(m), _on_outer_source(m),
                    _examples_source(m)):
         parts.append(f"@njit({kernels.FAST})\n{source}")
