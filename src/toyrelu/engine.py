@@ -47,10 +47,10 @@ def flush_denormals() -> None:
 # The split-cell step (``toyrelu.cells``) is tried from this many examples, and kept while it
 # works at most this share of the pairs one by one. Its other work (bounds, all-on cells, the
 # gathers) costs 20-50% of a fused step in trained runs at n = 1,000 and 10,000, m = 2 to 16,
-# so at that share it is about as fast as the fused step (m = 16, n = 1,000, T = 50,000: a
-# share of 0.595 and 1.1x; benchmarks/README.md).
+# so near a share of 0.6 it breaks even (m = 16, n = 1,000, T = 50,000: 0.595, 1.09x faster
+# per step but 0.97x over a whole run; benchmarks/README.md); half keeps a margin.
 CELLS_FROM = 20_000
-PAIRS_AT_MOST = 0.6
+PAIRS_AT_MOST = 0.5
 
 
 class Diverged(RuntimeError):
