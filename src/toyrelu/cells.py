@@ -367,21 +367,19 @@ def group_pass(W, b, wn, indptr, indices, data, H, lo, hi, gW, gb,  # noqa: ANN0
     for k in range(m):  # sum over all-on cells of W_i . S2 W_i = trace(S2 M)
         for j in range(m):
             total += S2[k, j] * M[k, j]
-    n_mixed_pairs = n_mixed
-    n_mixed = n_pairs
-    total += dense_group(Wc, bc, n_mixed, Hg, 0, split, gWc, gbc, GH, A)  # noqa: F821
-    total += dense_1(Wc, bc, n_mixed, Hg, split, count, gWc, gbc, GH, A)  # noqa: F821
-    for j in range(n_mixed):
+    total += dense_group(Wc, bc, n_pairs, Hg, 0, split, gWc, gbc, GH, A)  # noqa: F821
+    total += dense_1(Wc, bc, n_pairs, Hg, split, count, gWc, gbc, GH, A)  # noqa: F821
+    for j in range(n_pairs):
         gb[idx[j]] += gbc[j]
         for k in range(m):
             gW[k, idx[j]] += gWc[k, j]
     total += examples(W, b, indptr, indices, data, H, lo, hi, GH, V, M, gW, gb)  # noqa: F821
-    return total, n_pairs + n_mixed_pairs / 3.0
+    return total, n_pairs + n_mixed / 3.0
 
 
 def on_cell(W, b, i, stats, S2, gW, M):  # noqa: ANN001
     """Add the all-on cell of feature i to gW (sum a h = b_i S1 + S2 W_i) and to
-    M (W_i W_i^T); ``stats`` holds S1 as ``bounds`` leaves it."""
+    M (W_i W_i^T); ``stats`` holds S1 at [3 m, 4 m), as group_pass leaves it."""
     m = W.shape[0]
     for k in range(m):
         u = b[i] * stats[3 * m + k]
@@ -417,7 +415,7 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_sha
     s_low, s_high = np.empty((batch, n), W.dtype), np.empty((batch, n), W.dtype)
     gW64, gb64 = np.zeros((m, n)), np.zeros(n)
     totals, pairs = np.zeros(batch), np.zeros(batch)
-    total, mixed_pairs = 0.0, 0.0
+    total, work = 0.0, 0.0
     for first in range(0, n_tiles, batch):
         count = min(batch, n_tiles - first)
         for q in prange(count):
@@ -427,19 +425,19 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_sha
             g_hi = min((first + q + 1) * TILE_GROUPS, n_groups)  # noqa: F821
             for g in range((first + q) * TILE_GROUPS, g_hi):  # noqa: F821
                 lo, hi = g * GROUP, min(g * GROUP + GROUP, T)  # noqa: F821
-                value, n_mixed = group_pass(
+                value, per_row = group_pass(
                     W, b, wn, indptr, indices, data, H, lo, hi, s_gW[q], s_gb[q], s_GH[q],
                     s_stats[q], s_S2[q], s_V[q], s_M[q], s_mixed[q], s_on[q], s_idx[q],
                     s_Wc[q], s_bc[q], s_gWc[q], s_gbc[q], s_A[q], s_low[q], s_high[q])
                 sub += value
-                sub_pairs += n_mixed * (hi - lo)
+                sub_pairs += per_row * (hi - lo)
             totals[q], pairs[q] = sub, sub_pairs
         for q in range(count):
             total += totals[q]
-            mixed_pairs += pairs[q]
+            work += pairs[q]
         add_tiles(s_gW, s_gb, count, gW64, gb64)  # noqa: F821
     write_scaled(gW64, gb64, 2.0 * scale, gW, gb)  # noqa: F821
-    pair_share[0] = mixed_pairs / max(T * n, 1)
+    pair_share[0] = work / max(T * n, 1)
     return total * scale
 
 
