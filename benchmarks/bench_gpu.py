@@ -9,7 +9,11 @@ Sections (each one's failure is printed and the next one runs):
 4. timing: ms per step at n = 10,000, m = 2, S = 0.999 for T = 1k ... 500k (4 seeds batched),
    48 small runs in one batch, a streamed batch (T = infinity, 1,000 per step), the dense
    reference where it fits, and m = 4, 8, 16 at T = 100,000;
-5. projections of the paper preset and of the heatmap from those per-step times.
+5. tensor cores: the tensor-core passes (Blocks.dots, tf32x3 dots) against the float64
+   reference at m = 2 and 16, and ms per step beside the FMA passes at T = 100,000 for m = 2,
+   4, 8, 16;
+6. projections of the paper preset and of the heatmap from those per-step times (the heatmap
+   also with the faster of the two passes at each m).
 
 Usage: PYTHONPATH=src python3 benchmarks/bench_gpu.py [--out FILE] [--tiny]
 ``--tiny`` runs every section at toy sizes; without CUDA it uses Triton's interpreter on the
@@ -324,6 +328,44 @@ def step_time(T: float, m: int) -> float:
     return ms * at_big[ks[-1]] / at_big[2] * (4 * m + 4) / (4 * ks[-1] + 4)
 
 
+def tensor_cores() -> None:
+    out = RESULTS.setdefault("dots", {})
+    for m in (2, 16):
+        cfg = RunConfig(n_features=N, n_hidden=m, sparsity=S, n_train=T_LIST[0], n_test=10)
+        X = data.train_set(cfg).astype(np.float64)
+        W0, b0 = model.init_params(cfg.replace(dtype="float64", bias_init="normal"))
+        ref_loss, ref_gW, ref_gb = reference_run(cfg, X, W0, b0, 1, grad_only=True)
+        loss, gW, gb = gpu.loss_and_grad(W0.astype(np.float32), b0.astype(np.float32),
+                                         X.astype(np.float32), "sum", device=DEVICE,
+                                         blocks=gpu.default_blocks(m, dots=True))
+        row = {"loss": rel(loss, ref_loss), "dW": rel(gW, ref_gW), "db": rel(gb, ref_gb)}
+        out[f"m{m} float32 error"] = row
+        print(f"dots m={m} T={T_LIST[0]} float32 vs float64 reference, max rel error: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in row.items()))
+    for m in [2, *M_HEAT]:
+        if time.perf_counter() - START > BUDGET_S:
+            print(f"m={m}: skipped (time)")
+            continue
+        runs = batch([T_BIG], m)
+        fma = ms_per_step(runs, gpu.default_blocks(m), target_s=0.5)
+        dots = ms_per_step(runs, gpu.default_blocks(m, dots=True), target_s=0.5)
+        out[f"m={m} T={T_BIG} x4"] = {"m": m, "fma_ms": fma, "dots_ms": dots,
+                                      **{f"dots_{k}": v for k, v in
+                                         rate(dots, 4 * T_BIG, m).items()}}
+        print(f"m={m:2d} T={T_BIG} x4: fma {fma:8.3f} ms/step, dots {dots:8.3f} ms/step "
+              f"({fma / dots:.2f}x)")
+
+
+def dots_factor(m: int) -> float:
+    """The measured dots / FMA time ratio at m (interpolated), at most 1: the faster pass."""
+    rows = sorted((v["m"], v["dots_ms"] / v["fma_ms"]) for k, v in RESULTS.get("dots", {}).items()
+                  if "fma_ms" in v)
+    if not rows:
+        return 1.0
+    ms, ratios = zip(*rows, strict=True)
+    return min(1.0, float(np.interp(m, ms, ratios)))
+
+
 def projections() -> None:
     steps = 50_000
     timing = RESULTS["timing"]
@@ -334,8 +376,10 @@ def projections() -> None:
     # T <= 1,000 share one batch per m; the larger T one batch each.
     heat_T = [1_700, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000]
     heat = {m: steps * sum(step_time(T, m) for T in heat_T) / 1e3 for m in [*range(2, 11), 16]}
+    best = {m: t * dots_factor(m) for m, t in heat.items()}
     RESULTS["projections_s"] = {"paper_m2_preset": paper, "heatmap": sum(heat.values()),
-                                "heatmap_by_m": heat}
+                                "heatmap_by_m": heat, "heatmap_faster_pass": sum(best.values()),
+                                "heatmap_faster_pass_by_m": best}
 
 
 def summary() -> None:
@@ -368,6 +412,17 @@ def summary() -> None:
         print(f"  heatmap m 2..10 and 16 x 11 T, 4 seeds, 50k steps: "
               f"{proj['heatmap'] / 3600:.2f} h (target 3); by m in min: "
               + ", ".join(f"{m}: {t / 60:.0f}" for m, t in proj["heatmap_by_m"].items()))
+        print(f"  heatmap with the faster pass (FMA or dots) at each m: "
+              f"{proj['heatmap_faster_pass'] / 3600:.2f} h; by m in min: "
+              + ", ".join(f"{m}: {t / 60:.0f}"
+                          for m, t in proj["heatmap_faster_pass_by_m"].items()))
+    for name, row in RESULTS.get("dots", {}).items():
+        if "fma_ms" in row:
+            print(f"dots {name:24s} fma {row['fma_ms']:8.3f} ms/step, dots {row['dots_ms']:8.3f} "
+                  f"ms/step ({row['fma_ms'] / row['dots_ms']:.2f}x)")
+        else:
+            print(f"dots {name:24s} max rel err " + "  ".join(f"{k} {v:.1e}"
+                                                             for k, v in row.items()))
     for name, error in RESULTS.get("errors", {}).items():
         print(f"section {name} failed: {error}")
 
@@ -388,6 +443,7 @@ def main() -> None:
     section("correctness", correctness)
     section("tuning", tuning)
     section("timing", timing)
+    section("tensor cores", tensor_cores)
     section("projections", projections)
     summary()
     print(f"\ntotal {time.perf_counter() - START:.0f} s")

@@ -11,17 +11,17 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 echo "== tests/test_gpu.py on the device"
-timeout 80 python3 -m pytest tests/test_gpu.py -q -x -p no:cacheprovider \
+timeout 70 python3 -m pytest tests/test_gpu.py -q -x -p no:cacheprovider \
   -W ignore::DeprecationWarning 2>&1 | tail -8
 echo "== benchmark"
-BENCH_BUDGET_S=110 timeout 170 python3 benchmarks/bench_gpu.py --out "$OUT/bench_gpu.json" \
+BENCH_BUDGET_S=130 timeout 190 python3 benchmarks/bench_gpu.py --out "$OUT/bench_gpu.json" \
   > "$OUT/bench.log" 2>&1
 tail -45 "$OUT/bench.log"
 echo "== quick preset on the GPU"
-/usr/bin/time -f "quick preset: %e s wall" timeout 80 python3 -m toyrelu sweep --preset quick \
+/usr/bin/time -f "quick preset: %e s wall" timeout 40 python3 -m toyrelu sweep --preset quick \
   --device cuda --store "$OUT/quick.sqlite" 2>&1 | tail -2
 echo "== the paper preset at 10,000 steps (a fifth), end to end"
-/usr/bin/time -f "paper preset at 10,000 steps: %e s wall (x 5 for 50,000)" timeout 300 \
+/usr/bin/time -f "paper preset at 10,000 steps: %e s wall (x 5 for 50,000)" timeout 290 \
   python3 -m toyrelu sweep --preset paper --device cuda --steps 10000 \
   --store "$OUT/paper.sqlite" 2>&1 | tail -2
 python3 - "$OUT" <<'PY'

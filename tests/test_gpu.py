@@ -87,6 +87,28 @@ def test_tiny_blocks_split_every_axis_and_match_reference(dtype: str) -> None:
     assert_close(value, ref_value, rtol=GRAD_RTOL[dtype], what="loss")
 
 
+# The tensor-core passes (Blocks.dots), tiles of 16 (the smallest dot side): 45 rows in three
+# blocks (the last of 13) and two items, 40 features in three chunks / blocks (the last of 8).
+TINY_DOTS = gpu.Blocks(rows_BE=16, rows_BF=16, cols_BE=16, cols_BF=16, tile=32, update_BF=8,
+                       programs=10**6, dots=True)
+
+
+@pytest.mark.parametrize("tiles", ["tiny", "default"])
+@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_core_passes_match_reference(dtype: str, m: int, tiles: str) -> None:
+    # m = 1 and 3 pad the hidden side to 16 with zeros, m = 16 fills it. The interpreter's
+    # "tf32x3" dot is a plain float32 product; on a GPU this test checks the TF32 splitting
+    # (three products keep ~2^-22 of each, far inside the 1e-5 tolerance).
+    X = awkward_batch(45, 40, dtype, seed=m)
+    W, b = random_params(m, 40, dtype, seed=20 + m)
+    blocks = TINY_DOTS if tiles == "tiny" else gpu.default_blocks(m, dtype, dots=True)
+    assert blocks.dots
+    assert_loss_and_grad_match(gpu.loss_and_grad(W, b, X, "sum", device=DEVICE, blocks=blocks),
+                               reference.loss_and_grad(W, b, X, "sum"), W, b,
+                               rtol=GRAD_RTOL[dtype])
+
+
 def test_float32_gradient_is_close_to_float64_oracle() -> None:
     # PERFORMANCE.md: the CPU engine's float32 gradient is within 1e-6 of a float64 reference
     # (its tests bound it at 2e-6); the GPU kernels sum in float32 over at most one tile of rows
@@ -144,6 +166,17 @@ def test_trajectory_matches_reference(dtype: str, decay_bias: bool) -> None:
     assert W.dtype == b.dtype == np.dtype(dtype)
     assert not np.array_equal(W, W0)  # it did train
     np.testing.assert_array_equal(W0, W0_copy)  # and left the initial W alone
+    assert_close(W, ref_W, rtol=TRAJECTORY_RTOL[dtype]["W"], what="final W")
+    assert_close(b, ref_b, rtol=TRAJECTORY_RTOL[dtype]["b"], what="final b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_core_trajectory_matches_reference(dtype: str) -> None:
+    config = trajectory_config(dtype, True, n_hidden=5)
+    X = data.train_set(config)
+    W0, b0 = model.init_params(config)
+    [(W, b)] = train_gpu([config], [X], [(W0, b0)], blocks=TINY_DOTS)
+    ref_W, ref_b = reference.train(config, X, W0, b0)
     assert_close(W, ref_W, rtol=TRAJECTORY_RTOL[dtype]["W"], what="final W")
     assert_close(b, ref_b, rtol=TRAJECTORY_RTOL[dtype]["b"], what="final b")
 

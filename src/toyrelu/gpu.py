@@ -70,7 +70,8 @@ class Blocks:
     A splits its features and pass B its rows until a launch has about this many programs, so
     that small batches still fill the GPU. Several examples (features) per thread let each
     broadcast load of W (h) feed several pairs. Any values give the same result up to rounding
-    (they change the order of sums).
+    (they change the order of sums). ``dots``: run the dense work of passes A and B as
+    tensor-core dots (``toyrelu.gpu_dots``) instead of unrolled fused multiply-adds.
     """
 
     rows_BE: int = 512
@@ -84,17 +85,35 @@ class Blocks:
     update_warps: int = 2
     programs: int = 1024
     stages: int = 3
+    dots: bool = False
 
 
 # Largest m -> (rows_BF, examples per thread in pass A, cols_BE, features per thread in pass B),
 # chosen from compiling for sm_90: the best FP share of the inner loops without register spills.
 TILES = ((2, (16, 4, 32, 4)), (4, (8, 4, 16, 4)), (8, (8, 4, 8, 4)), (16, (4, 2, 4, 4)))
+# Tiles of the tensor-core passes, from compiling for sm_90 (benchmarks/compile_sm90.py): the
+# largest without register spills for every m <= 16 (float32: 128 x 64 tiles fit only in 8
+# warps at 255 registers, 64 x 64 in 4 warps spill).
+DOT_TILES = {
+    "float32": {"rows_BE": 128, "rows_BF": 32, "rows_warps": 8, "cols_BE": 32, "cols_BF": 128,
+                "cols_warps": 8},
+    "float64": {"rows_BE": 64, "rows_BF": 16, "cols_BE": 16, "cols_BF": 64},
+}
 
 
-def default_blocks(n_hidden: int, dtype: str = "float32") -> Blocks:
+def dot_precision(dtype: str) -> str:
+    """The input precision of the tensor-core dots: three TF32 products in float32 (about
+    float32's own precision), exact FP64 products in float64."""
+    return "tf32x3" if dtype == "float32" else "ieee"
+
+
+def default_blocks(n_hidden: int, dtype: str = "float32", dots: bool = False) -> Blocks:
     """Blocks for hidden size m (``TILES``): fewer features (pass A) and rows (pass B) per
     iteration as m grows, and fewer per thread in float64, so that the m-fold unrolled tiles
-    stay in registers (no spills in passes A and B for m <= 16)."""
+    stay in registers (no spills in passes A and B for m <= 16). With ``dots``, the tiles of
+    the tensor-core passes (``DOT_TILES``), whose size does not depend on m up to 16."""
+    if dots:
+        return Blocks(**DOT_TILES[dtype], dots=True)
     rows_BF, per_row, cols_BE, per_col = next(
         (tiles for bound, tiles in TILES if n_hidden <= bound), (4, 1, 2, 1))
     if dtype == "float64":
@@ -182,16 +201,19 @@ class _Group:
         if self.C.numel() < data.values.numel():
             self.C = torch.zeros_like(data.values)
         R = self.W.shape[0]
+        mp = max(16, 1 << (m - 1).bit_length())
+        dot = dot_precision(str(self.W.dtype).removeprefix("torch.")) if bl.dots else ""
         if self.n_blocks:
             k.rows_kernel[(self.n_blocks, self.n_fc)](
                 self.W, self.b, data.indptr, data.indices, data.values, data.csr2csc,
                 *self.blk, self.dead, self.C, self.Ht, self.H, self.DH, self.L,
                 n, self.n_slots, self.n_blocks, self.f_chunk,
-                M=m, BE=bl.rows_BE, BF=bl.rows_BF, num_warps=bl.rows_warps,
+                M=m, BE=bl.rows_BE, BF=bl.rows_BF, MP=mp, DOT=dot, num_warps=bl.rows_warps,
                 num_stages=bl.stages)
             k.cols_kernel[(self.n_items, -(-n // bl.cols_BF))](
                 self.W, self.b, self.Ht, *self.items, self.dead, self.P, n, self.n_slots,
-                M=m, BE=bl.cols_BE, BF=bl.cols_BF, TILE=bl.tile, num_warps=bl.cols_warps,
+                M=m, BE=bl.cols_BE, BF=bl.cols_BF, TILE=bl.tile, MP=mp, DOT=dot,
+                num_warps=bl.cols_warps,
                 num_stages=bl.stages)
         else:
             self.P.zero_()

@@ -27,6 +27,9 @@ rows per thread, so both inner loops are fused multiply-adds (compiled for sm_90
 loop's instructions are FP for m = 2). The operand shared by a thread's pairs (W in pass A, h in
 pass B) is a broadcast scalar load; several examples (features) per thread amortise it.
 
+With DOT set (``Blocks.dots``), the dense loops of passes A and B are tensor-core dots instead
+(``toyrelu.gpu_dots``); everything else is shared.
+
 Every sum runs in a fixed order (no atomics): results are the same bit for bit on every launch.
 """
 
@@ -39,6 +42,9 @@ import os
 
 import triton
 import triton.language as tl
+
+from toyrelu import gpu_dots
+from toyrelu.gpu_dots import NAN
 
 
 def _patch_interpreter() -> None:
@@ -67,8 +73,6 @@ def _patch_interpreter() -> None:
 if os.environ.get("TRITON_INTERPRET") == "1":
     _patch_interpreter()
 
-# NaN must survive the ReLU, as in torch.relu: a NaN loss is how divergence is seen.
-NAN = tl.constexpr(tl.PropagateNan.ALL)
 
 
 @triton.jit
@@ -117,7 +121,7 @@ def rows_kernel(
     blk_run, blk_row, blk_slot, blk_count,  # (blocks,) int32 each
     dead, C, Ht, H, DH, L,  # (R,) int32; outputs, see the module docstring
     n, n_slots, n_blocks, f_chunk,
-    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
+    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr, MP: tl.constexpr, DOT: tl.constexpr,
 ):
     """Pass A for row block ``program_id(0)`` over features of chunk ``program_id(1)``."""
     blk = tl.program_id(0)
@@ -145,14 +149,17 @@ def rows_kernel(
             hs = new
         # Dense pass, x = 0: z = b_i + sum_k W_ki h_tk, a = ReLU(z), dL/dh_tk ~ sum_i a W_ki.
         # Rows past the block end have h = 0 and are never stored.
-        acc = _zeros(M + 1, BE, dtype)
         f_lo = fc * f_chunk
         f_hi = tl.minimum(f_lo + f_chunk, n)
-        f_full = f_lo + (f_hi - f_lo) // BF * BF
-        for f0 in range(f_lo, f_full, BF):
-            acc = _rows_dense(Wr, br, n, f0, f_hi, hs, acc, M, BF, False)
-        if f_full < f_hi:
-            acc = _rows_dense(Wr, br, n, f_full, f_hi, hs, acc, M, BF, True)
+        if DOT != "":
+            acc = gpu_dots.rows_dots(Wr, br, n, f_lo, f_hi, hs, M, MP, BE, BF, DOT)
+        else:
+            acc = _zeros(M + 1, BE, dtype)
+            f_full = f_lo + (f_hi - f_lo) // BF * BF
+            for f0 in range(f_lo, f_full, BF):
+                acc = _rows_dense(Wr, br, n, f0, f_hi, hs, acc, M, BF, False)
+            if f_full < f_hi:
+                acc = _rows_dense(Wr, br, n, f_full, f_hi, hs, acc, M, BF, True)
         dh = acc[:M]
         sq = acc[M]
         if fc == 0:
@@ -186,8 +193,8 @@ def rows_kernel(
 
 
 @triton.jit
-def _cols_block(Ht, n_slots, s0, s_end, bv, ws, acc, M: tl.constexpr, BE: tl.constexpr,
-                MASKED: tl.constexpr):
+def _cols_fma(Ht, n_slots, s0, s_end, bv, ws, acc, M: tl.constexpr, BE: tl.constexpr,
+              MASKED: tl.constexpr):
     """acc += (sum_t a_t h_tk for each k, sum_t a_t) over slots [s0, s0 + BE)."""
     i = tl.arange(0, BE)
     z = bv[None, :]
@@ -209,13 +216,38 @@ def _cols_block(Ht, n_slots, s0, s_end, bv, ws, acc, M: tl.constexpr, BE: tl.con
 
 
 @triton.jit
-def _flush(Pf, n, fm, part, first, M: tl.constexpr):
+def _cols_zeros(M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr, dtype: tl.constexpr,
+                DOT: tl.constexpr):
+    """An empty pass-B partial: M + 1 vectors, or the dots' (BF, MP) tile and vector."""
+    if DOT != "":
+        part = gpu_dots.cols_zeros(M, MP, BF, dtype)
+    else:
+        part = _zeros(M + 1, BF, dtype)
+    return part
+
+
+@triton.jit
+def _cols_block(Ht, n_slots, s0, s_end, bv, ws, part, M: tl.constexpr, MP: tl.constexpr,
+                BE: tl.constexpr, MASKED: tl.constexpr, DOT: tl.constexpr):
+    """``part`` plus the sums over slots [s0, s0 + BE), by fused multiply-adds or dots."""
+    if DOT != "":
+        part = gpu_dots.cols_block(Ht, n_slots, s0, s_end, bv, ws, part, M, MP, BE, MASKED, DOT)
+    else:
+        part = _cols_fma(Ht, n_slots, s0, s_end, bv, ws, part, M, BE, MASKED)
+    return part
+
+
+@triton.jit
+def _flush(Pf, n, fm, part, first, M: tl.constexpr, MP: tl.constexpr, DOT: tl.constexpr):
     """Pf[k * n] (float64, one pointer per feature) = part[k], or += part[k] unless ``first``."""
-    for k in tl.static_range(M + 1):
-        total = part[k].to(tl.float64)
-        if not first:
-            total += tl.load(Pf + k * n, mask=fm, other=0.0)
-        tl.store(Pf + k * n, total, mask=fm)
+    if DOT != "":
+        gpu_dots.cols_flush(Pf, n, fm, part, first, M, MP)
+    else:
+        for k in tl.static_range(M + 1):
+            total = part[k].to(tl.float64)
+            if not first:
+                total += tl.load(Pf + k * n, mask=fm, other=0.0)
+            tl.store(Pf + k * n, total, mask=fm)
 
 
 @triton.jit
@@ -223,12 +255,14 @@ def cols_kernel(
     W, b, Ht, item_run, item_lo, item_hi, dead, P,
     n, n_slots,
     M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr, TILE: tl.constexpr,
+    MP: tl.constexpr, DOT: tl.constexpr,
 ):
     """Pass B: P[item, k, i] = sum_t a_ti h_tk (k < M) and P[item, M, i] = sum_t a_ti over
     the item's slots, for features i of block ``program_id(1)``.
 
     Tiles are (BE rows, BF features): a thread owns whole columns, so the sums over rows stay
-    inside it. They run in the working precision over TILE rows, then are added into P.
+    inside it (with DOT, ``gpu_dots`` runs them as dots). They run in the working precision
+    over TILE rows, then are added into P.
     """
     it = tl.program_id(0)
     f = tl.program_id(1) * BF + tl.arange(0, BF)
@@ -237,22 +271,25 @@ def cols_kernel(
         dtype = W.dtype.element_ty
         fm = f < n
         bv = tl.load(b + r * n + f, mask=fm, other=0.0)
-        ws = ()
-        for k in tl.static_range(M):
-            ws = ws + (tl.load(W + r * (M * n) + k * n + f, mask=fm, other=0.0),)
+        if DOT != "":
+            ws = gpu_dots.cols_weights(W + r * (M * n) + f, n, fm, M, MP)
+        else:
+            ws = ()
+            for k in tl.static_range(M):
+                ws = ws + (tl.load(W + r * (M * n) + k * n + f, mask=fm, other=0.0),)
         lo = tl.load(item_lo + it)
         hi = tl.load(item_hi + it)
         full = lo + (hi - lo) // BE * BE
         Pf = P + it * ((M + 1) * n) + f
         for t0 in range(lo, full, TILE):
-            part = _zeros(M + 1, BF, dtype)
+            part = _cols_zeros(M, MP, BF, dtype, DOT)
             for s0 in range(t0, tl.minimum(t0 + TILE, full), BE):
-                part = _cols_block(Ht, n_slots, s0, hi, bv, ws, part, M, BE, False)
-            _flush(Pf, n, fm, part, t0 == lo, M)
+                part = _cols_block(Ht, n_slots, s0, hi, bv, ws, part, M, MP, BE, False, DOT)
+            _flush(Pf, n, fm, part, t0 == lo, M, MP, DOT)
         if full < hi:
-            part = _cols_block(Ht, n_slots, full, hi, bv, ws, _zeros(M + 1, BF, dtype), M, BE,
-                               True)
-            _flush(Pf, n, fm, part, full == lo, M)
+            part = _cols_block(Ht, n_slots, full, hi, bv, ws, _cols_zeros(M, MP, BF, dtype, DOT),
+                               M, MP, BE, True, DOT)
+            _flush(Pf, n, fm, part, full == lo, M, MP, DOT)
 
 
 @triton.jit

@@ -1,0 +1,87 @@
+"""Compile the GPU engine's two dense passes for sm_90 (H100/H200) on any machine, no GPU needed,
+and print what the compiler made of them: registers per thread, spills, shared memory, and the
+matrix instructions of the inner loops (wgmma / mma for the tensor-core passes, none for the
+fused multiply-add ones).
+
+    python benchmarks/compile_sm90.py [--m 2,4,8,16] [--dtype float32]
+
+Triton ships ptxas, so this runs where Triton is installed. It checks that a kernel compiles and
+fits in registers; its speed needs a GPU (benchmarks/bench_gpu.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from toyrelu import gpu, gpu_kernels
+
+TARGET = GPUTarget("cuda", 90, 32)
+TYPES = {"float32": "fp32", "float64": "fp64"}
+
+
+def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSource, int]]:
+    """The two passes as compile units, with the engine's constants for these blocks."""
+    f = "*" + TYPES[dtype]
+    mp = max(16, 1 << (m - 1).bit_length())
+    dot = gpu.dot_precision(dtype) if blocks.dots else ""
+    rows = {"W": f, "b": f, "indptr": "*i64", "indices": "*i32", "data": f, "csr2csc": "*i32",
+            "blk_run": "*i32", "blk_row": "*i32", "blk_slot": "*i32", "blk_count": "*i32",
+            "dead": "*i32", "C": f, "Ht": f, "H": f, "DH": f, "L": "*fp64", "n": "i32",
+            "n_slots": "i32", "n_blocks": "i32", "f_chunk": "i32"}
+    cols = {"W": f, "b": f, "Ht": f, "item_run": "*i32", "item_lo": "*i32", "item_hi": "*i32",
+            "dead": "*i32", "P": "*fp64", "n": "i32", "n_slots": "i32"}
+    rows_c = {"M": m, "BE": blocks.rows_BE, "BF": blocks.rows_BF, "MP": mp, "DOT": dot}
+    cols_c = {"M": m, "BE": blocks.cols_BE, "BF": blocks.cols_BF, "TILE": blocks.tile, "MP": mp,
+              "DOT": dot}
+    return {
+        "rows (pass A)": (ASTSource(gpu_kernels.rows_kernel, {**rows, **dict.fromkeys(rows_c,
+                          "constexpr")}, rows_c), blocks.rows_warps),
+        "cols (pass B)": (ASTSource(gpu_kernels.cols_kernel, {**cols, **dict.fromkeys(cols_c,
+                          "constexpr")}, cols_c), blocks.cols_warps),
+    }
+
+
+def _ptxas_usage(ptx: str) -> str:
+    """ptxas -v's resource line: registers, spill stores and loads, shared memory."""
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        out = subprocess.run([str(ptxas), "-v", "-arch=sm_90a", str(src), "-o",
+                              str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
+    text = out.stderr + out.stdout
+    regs = re.search(r"Used (\d+) registers", text)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    return (f"{regs.group(1) if regs else '?'} registers, "
+            f"spills {spill.group(1) + '/' + spill.group(2) if spill else '?'} B")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--m", default="2,4,8,16")
+    parser.add_argument("--dtype", default="float32", choices=sorted(TYPES))
+    args = parser.parse_args()
+    for m in (int(x) for x in args.m.split(",")):
+        for dots in (False, True):
+            blocks = gpu.default_blocks(m, args.dtype, dots=dots)
+            for name, (src, warps) in _sources(m, args.dtype, blocks).items():
+                kernel = triton.compile(src, target=TARGET,
+                                        options={"num_warps": warps, "num_stages": blocks.stages})
+                ptx = kernel.asm["ptx"]
+                mma = sorted({x.split(".")[0] + "." + ".".join(x.split(".")[-3:])
+                              for x in re.findall(r"\b(?:wgmma\.mma_async|mma\.sync)\S+", ptx)})
+                print(f"m={m:2d} {'dots' if dots else 'fma '} {name}: {_ptxas_usage(ptx)}, "
+                      f"shared {kernel.metadata.shared} B, {', '.join(mma) or 'no mma'}",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
