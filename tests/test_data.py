@@ -196,6 +196,16 @@ def test_astype_keeps_structure() -> None:
     assert_close(Y.data, X.data, rtol=2**-24, what="float32 rounding")  # one rounding each
 
 
+@pytest.mark.parametrize("dtype", [None, "float32"])
+def test_copy_owns_its_arrays(dtype: str | None) -> None:
+    X = data.sample(30, 40, 0.8, np.random.default_rng(11), "float64")
+    Y = X.copy(dtype)
+    assert Y.data.dtype == np.dtype(dtype or "float64") and Y.n_features == 40
+    for mine, theirs in ((Y.indptr, X.indptr), (Y.indices, X.indices), (Y.data, X.data)):
+        assert not np.shares_memory(mine, theirs)  # reordering Y in place leaves X alone
+        np.testing.assert_array_equal(mine, theirs.astype(mine.dtype))
+
+
 def test_train_and_test_sets_have_configured_shapes() -> None:
     config = RunConfig(n_features=77, sparsity=0.9, n_train=13, n_test=29, dtype="float64")
     train, test = data.train_set(config), data.test_set(config)

@@ -503,7 +503,7 @@ def grouped(
     of GROUP rows is one group of the step), and its hidden vectors H = X W^T (n_train,
     n_hidden) in that order."""
     W = np.ascontiguousarray(W)
-    X = SparseData(X.indptr.copy(), X.indices.copy(), X.data.astype(W.dtype), X.n_features)
+    X = X.copy(W.dtype)
     compiled = module(W.shape[0])
     H = np.empty((X.n_examples, W.shape[0]), W.dtype)
     compiled.hidden_rows(W, X.indptr, X.indices, X.data, H)

@@ -66,6 +66,12 @@ class SparseData:
     def astype(self, dtype: DTypeLike) -> SparseData:
         return SparseData(self.indptr, self.indices, self.data.astype(dtype), self.n_features)
 
+    def copy(self, dtype: DTypeLike | None = None) -> SparseData:
+        """A copy that owns all three arrays (values in ``dtype`` if given), safe to reorder
+        in place."""
+        return SparseData(self.indptr.copy(), self.indices.copy(),
+                          self.data.astype(dtype or self.data.dtype), self.n_features)
+
     def to_dense(self) -> NDArray[np.floating]:
         """(n_examples, n_features) dense array; only for small data and the reference."""
         dense = np.zeros((self.n_examples, self.n_features), dtype=self.data.dtype)

@@ -199,7 +199,7 @@ def train(
     X = X.astype(config.dtype)
     if split_cells or (split_cells is None and X.n_examples >= CELLS_FROM):
         # The split-cell step reorders its own copy of the set into groups as it goes.
-        run.grouped = SparseData(X.indptr.copy(), X.indices.copy(), X.data.copy(), X.n_features)
+        run.grouped = X.copy()
         run.adaptive = split_cells is None
     # Chunks also end at every snapshot step; the kernel's steps do not care where they end.
     ends = sorted({*range(chunk, config.steps, chunk), *snapshots, config.steps} - {0})
