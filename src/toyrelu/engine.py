@@ -48,8 +48,10 @@ def flush_denormals() -> None:
 # works at most this share of the pairs one by one. Its other work (bounds, all-on cells, the
 # gathers) costs 20-50% of a fused step in trained runs at n = 1,000 and 10,000, m = 2 to 16,
 # so near a share of 0.6 it breaks even (m = 16, n = 1,000, T = 50,000: 0.595, 1.09x faster
-# per step but 0.97x over a whole run; benchmarks/README.md); half keeps a margin.
-CELLS_FROM = 20_000
+# per step but 0.97x over a whole run; benchmarks/README.md); half keeps a margin. From 2,000
+# examples (16 groups) whole m = 2 runs gain (n = 1,000, 10,000 steps: 1.29x at T = 2,000,
+# 1.52x at T = 5,000), and below it they do not (1.00x at T = 1,000).
+CELLS_FROM = 2_000
 PAIRS_AT_MOST = 0.5
 
 
