@@ -91,9 +91,9 @@ class Blocks:
 # Largest m -> (rows_BF, examples per thread in pass A, cols_BE, features per thread in pass B),
 # chosen from compiling for sm_90: the best FP share of the inner loops without register spills.
 TILES = ((2, (16, 4, 32, 4)), (4, (8, 4, 16, 4)), (8, (8, 4, 8, 4)), (16, (4, 2, 4, 4)))
-# Tiles of the tensor-core passes, from compiling for sm_90 (benchmarks/compile_sm90.py): the
-# largest without register spills for every m <= 16 (float32: 128 x 64 tiles fit only in 8
-# warps at 255 registers, 64 x 64 in 4 warps spill).
+# Tiles of the tensor-core passes, from compiling for sm_90 (benchmarks/compile_sm90.py): no
+# register spills for any m <= 16 at 126-156 registers (float32; 128 x 64 tiles spill in 4
+# warps, and fit in 8 warps, as 64 x 64 in 4, only at ~255 registers per thread).
 DOT_TILES = {
     "float32": {"rows_BE": 128, "rows_BF": 32, "rows_warps": 8, "cols_BE": 32, "cols_BF": 128,
                 "cols_warps": 8},

@@ -77,7 +77,6 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     _patch_interpreter()
 
 
-
 @triton.jit
 def _zeros(M: tl.constexpr, B: tl.constexpr, dtype: tl.constexpr):
     """A tuple of M zero vectors of length B."""
