@@ -10,8 +10,8 @@ Sections (each one's failure is printed and the next one runs):
    48 small runs in one batch, a streamed batch (T = infinity, 1,000 per step), the dense
    reference where it fits, and m = 4, 8, 16 at T = 100,000;
 5. tensor cores: the tensor-core passes (Blocks.dots, tf32x3 dots) against the float64
-   reference at m = 2 and 16, and ms per step beside the FMA passes at T = 100,000 for m = 2,
-   4, 8, 16;
+   reference at m = 2 and 16, ms per step beside the FMA passes at T = 100,000 for m = 2,
+   4, 8, 16, and three other dot tiles at m = 16;
 6. projections of the paper preset and of the heatmap from those per-step times (the heatmap
    also with the faster of the two passes at each m).
 
@@ -354,6 +354,20 @@ def tensor_cores() -> None:
                                          rate(dots, 4 * T_BIG, m).items()}}
         print(f"m={m:2d} T={T_BIG} x4: fma {fma:8.3f} ms/step, dots {dots:8.3f} ms/step "
               f"({fma / dots:.2f}x)")
+    # Other dot tiles that compile without spills (benchmarks/compile_sm90.py), at the largest m.
+    m = M_HEAT[-1]
+    base = gpu.default_blocks(m, dots=True)
+    tiles = {"128x64, 8 warps": dict(rows_BF=64, cols_BE=64),
+             "64x64, 4 warps": dict(rows_BE=64, rows_BF=64, rows_warps=4, cols_BE=64,
+                                    cols_BF=64, cols_warps=4),
+             "64x32, 4 warps": dict(rows_BE=64, rows_warps=4, cols_BF=64, cols_warps=4)}
+    for name, changes in tiles.items():
+        if time.perf_counter() - START > BUDGET_S:
+            print(f"dots tiles {name}: skipped (time)")
+            continue
+        ms = ms_per_step(batch([T_BIG], m), dataclasses.replace(base, **changes), target_s=0.5)
+        out.setdefault(f"tiles m={m}", {})[name] = ms
+        print(f"dots tiles {name:16s} m={m} T={T_BIG} x4: {ms:8.3f} ms/step")
 
 
 def dots_factor(m: int) -> float:
@@ -417,7 +431,10 @@ def summary() -> None:
               + ", ".join(f"{m}: {t / 60:.0f}"
                           for m, t in proj["heatmap_faster_pass_by_m"].items()))
     for name, row in RESULTS.get("dots", {}).items():
-        if "fma_ms" in row:
+        if name.startswith("tiles"):
+            print(f"dots {name:24s} " + ", ".join(f"{k}: {v:.3f} ms/step"
+                                                  for k, v in row.items()))
+        elif "fma_ms" in row:
             print(f"dots {name:24s} fma {row['fma_ms']:8.3f} ms/step, dots {row['dots_ms']:8.3f} "
                   f"ms/step ({row['fma_ms'] / row['dots_ms']:.2f}x)")
         else:
