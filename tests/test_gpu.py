@@ -1,6 +1,7 @@
 """The batched GPU engine (toyrelu.gpu, Triton kernels) against the autograd reference: loss and
 gradients on the same inputs, AdamW trajectories, batching many runs, divergence of one run of a
-batch, streamed batches (T = infinity), the batch key and training snapshots.
+batch, streamed batches (T = infinity), the batch key and training snapshots; the tensor-core
+passes likewise, and both kinds compiled for sm_90 without a GPU.
 
 Without CUDA the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set
 before Triton is imported. The interpreter costs ~0.1 ms per operation per program, so sizes are
@@ -339,6 +340,24 @@ def test_batch_key_separates_what_must_be_shared() -> None:
     with pytest.raises(ValueError, match="batch_key"):
         train_gpu([configs[0], configs[1].replace(lr=0.5)], Xs[:2], inits[:2])
     assert gpu.train_many([], [], [], [], device=DEVICE) == []
+
+
+def test_both_passes_compile_for_sm90_and_dots_use_tensor_cores() -> None:
+    # The interpreter runs the kernels' arithmetic, not the GPU compiler: compile them for
+    # H100/H200 here (no GPU needed), in a process without TRITON_INTERPRET. The dots must
+    # become tf32 wgmma (an fp32 "ieee" dot would fall back to FMAs), the FMA passes no matrix
+    # instructions.
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "compile_sm90.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run([sys.executable, script, "--m", "3,16"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [x for x in out.stdout.splitlines() if x.startswith("m=")]
+    assert len(lines) == 8  # 2 m x (FMA, dots) x (pass A, pass B)
+    for line in lines:
+        expected = "wgmma.f32.tf32.tf32" if " dots " in line else "no mma"
+        assert line.endswith(expected), line
 
 
 def test_importing_gpu_does_not_import_triton() -> None:
