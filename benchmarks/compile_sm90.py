@@ -30,17 +30,15 @@ TYPES = {"float32": "fp32", "float64": "fp64"}
 def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSource, int]]:
     """The two passes as compile units, with the engine's constants for these blocks."""
     f = "*" + TYPES[dtype]
-    mp = max(16, 1 << (m - 1).bit_length())
-    dot = gpu.dot_precision(dtype) if blocks.dots else ""
     rows = {"W": f, "b": f, "indptr": "*i64", "indices": "*i32", "data": f, "csr2csc": "*i32",
             "blk_run": "*i32", "blk_row": "*i32", "blk_slot": "*i32", "blk_count": "*i32",
             "dead": "*i32", "C": f, "Ht": f, "H": f, "DH": f, "L": "*fp64", "n": "i32",
             "n_slots": "i32", "n_blocks": "i32", "f_chunk": "i32"}
     cols = {"W": f, "b": f, "Ht": f, "item_run": "*i32", "item_lo": "*i32", "item_hi": "*i32",
             "dead": "*i32", "P": "*fp64", "n": "i32", "n_slots": "i32"}
-    rows_c = {"M": m, "BE": blocks.rows_BE, "BF": blocks.rows_BF, "MP": mp, "DOT": dot}
-    cols_c = {"M": m, "BE": blocks.cols_BE, "BF": blocks.cols_BF, "TILE": blocks.tile, "MP": mp,
-              "DOT": dot}
+    dense = gpu.dense_pass_constants(m, dtype, blocks)
+    rows_c = {"M": m, "BE": blocks.rows_BE, "BF": blocks.rows_BF, **dense}
+    cols_c = {"M": m, "BE": blocks.cols_BE, "BF": blocks.cols_BF, "TILE": blocks.tile, **dense}
     return {
         "rows (pass A)": (ASTSource(gpu_kernels.rows_kernel, {**rows, **dict.fromkeys(rows_c,
                           "constexpr")}, rows_c), blocks.rows_warps),

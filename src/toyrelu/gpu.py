@@ -107,6 +107,14 @@ def dot_precision(dtype: str) -> str:
     return "tf32x3" if dtype == "float32" else "ieee"
 
 
+def dense_pass_constants(n_hidden: int, dtype: str, blocks: Blocks) -> dict[str, int | str]:
+    """The constants passes A and B take besides their tiles: MP, the hidden side padded for
+    dots (a power of two, at least 16), and DOT, the dots' input precision ("" for the FMA
+    passes)."""
+    return {"MP": max(16, 1 << (n_hidden - 1).bit_length()),
+            "DOT": dot_precision(dtype) if blocks.dots else ""}
+
+
 def default_blocks(n_hidden: int, dtype: str = "float32", dots: bool = False) -> Blocks:
     """Blocks for hidden size m (``TILES``): fewer features (pass A) and rows (pass B) per
     iteration as m grows, and fewer per thread in float64, so that the m-fold unrolled tiles
@@ -143,12 +151,14 @@ class _Group:
 
     def __init__(self, W0s: Sequence[NDArray], b0s: Sequence[NDArray], counts: Sequence[int],
                  reduction: str, device: torch.device, blocks: Blocks) -> None:
-        dt = TORCH_DTYPES[str(np.asarray(W0s[0]).dtype)]
+        dtype = str(np.asarray(W0s[0]).dtype)
+        dt = TORCH_DTYPES[dtype]
         self.device, self.blocks, self.counts = device, blocks, list(counts)
         self.W = torch.tensor(np.stack(W0s), dtype=dt, device=device).contiguous()
         self.b = torch.tensor(np.stack(b0s), dtype=dt, device=device).contiguous()
         R, m, n = self.W.shape
         self.m, self.n = m, n
+        self.dense = dense_pass_constants(m, dtype, blocks)  # MP and DOT of passes A and B
         self.moments = [torch.zeros_like(t) for t in (self.W, self.W, self.b, self.b)]
         padded = [_round_up(max(T, 1), ALIGN) for T in counts]
         self.slot0 = np.concatenate([[0], np.cumsum(padded)[:-1]]).astype(np.int64)
@@ -201,18 +211,16 @@ class _Group:
         if self.C.numel() < data.values.numel():
             self.C = torch.zeros_like(data.values)
         R = self.W.shape[0]
-        mp = max(16, 1 << (m - 1).bit_length())
-        dot = dot_precision(str(self.W.dtype).removeprefix("torch.")) if bl.dots else ""
         if self.n_blocks:
             k.rows_kernel[(self.n_blocks, self.n_fc)](
                 self.W, self.b, data.indptr, data.indices, data.values, data.csr2csc,
                 *self.blk, self.dead, self.C, self.Ht, self.H, self.DH, self.L,
                 n, self.n_slots, self.n_blocks, self.f_chunk,
-                M=m, BE=bl.rows_BE, BF=bl.rows_BF, MP=mp, DOT=dot, num_warps=bl.rows_warps,
+                M=m, BE=bl.rows_BE, BF=bl.rows_BF, **self.dense, num_warps=bl.rows_warps,
                 num_stages=bl.stages)
             k.cols_kernel[(self.n_items, -(-n // bl.cols_BF))](
                 self.W, self.b, self.Ht, *self.items, self.dead, self.P, n, self.n_slots,
-                M=m, BE=bl.cols_BE, BF=bl.cols_BF, TILE=bl.tile, MP=mp, DOT=dot,
+                M=m, BE=bl.cols_BE, BF=bl.cols_BF, TILE=bl.tile, **self.dense,
                 num_warps=bl.cols_warps,
                 num_stages=bl.stages)
         else:
