@@ -368,16 +368,19 @@ def test_progress_time_left_weighs_steps_by_cost(monkeypatch: pytest.MonkeyPatch
     assert bar.line() == "runs 0/2 | 0 steps/s | elapsed 0:00 | left ?"
     clock.now += 10
     bar.on_steps(small.run_id, 100)
-    # share 1/5 done after 10 s: 10 * (4/5) / (1/5) = 40 s left; 100 steps / 10 s.
-    assert bar.line() == "runs 0/2 | 10 steps/s | elapsed 0:10 | left 0:40"
+    # The first report (1/5 of the work after 10 s) sets the start of the rate: the 10 s
+    # include start-up, so no estimate yet; 100 steps / 10 s.
+    assert bar.line() == "runs 0/2 | 10 steps/s | elapsed 0:10 | left ?"
     bar.on_run()
     clock.now += 20
-    bar.on_steps(big.run_id, 50)
-    # share 3/5 after 30 s: 30 * (2/5) / (3/5) = 20 s left; 150 steps / 30 s.
-    assert bar.line() == "runs 1/2 | 5 steps/s | elapsed 0:30 | left 0:20"
+    bar.on_steps(big.run_id, 25)
+    # 1/5 more (25 steps of 840 * 4) in the 20 s since: the 3/5 left take 60 s; 125 steps / 30 s.
+    assert bar.line() == "runs 1/2 | 4 steps/s | elapsed 0:30 | left 1:00"
     clock.now += 3600
-    # Past an hour the clock shows hours: 3630 s elapsed, 2420 s left.
-    assert bar.line() == "runs 1/2 | 0 steps/s | elapsed 1:00:30 | left 40:20"
+    # Past an hour the clock shows hours: 1/5 of the work in 3,620 s, 3/5 left.
+    assert bar.line() == "runs 1/2 | 0 steps/s | elapsed 1:00:30 | left 3:01:00"
+    bar.on_steps(big.run_id, 75)
+    assert bar.line().endswith("left 0:00")
 
 
 def test_progress_on_a_log_file_writes_a_line_every_few_seconds(

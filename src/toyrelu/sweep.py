@@ -253,8 +253,10 @@ class SweepReport:
 class Progress:
     """A one-line progress bar on a text stream: runs done, steps/s and time left.
 
-    Time left is the elapsed time scaled by the remaining share of the work, with each step
-    weighted by its cost, so one large run does not make the estimate jump.
+    Time left is the work still to do over the rate of work since the first report, with each
+    step weighted by its cost, so one large run does not make the estimate jump. The time
+    before the first report (starting workers, compiling kernels on a fresh install) is left
+    out of the rate, as it is not spent again: until a second report there is no estimate.
     """
 
     def __init__(self, configs: Sequence[RunConfig], stream: TextIO | None = None):
@@ -266,11 +268,14 @@ class Progress:
         self.steps = 0
         self.runs = 0
         self.start = time.perf_counter()
+        self.first: tuple[float, float] | None = None  # (time, work) of the first report
         self.last_draw = -math.inf
 
     def on_steps(self, run_id: str, k: int) -> None:
         self.steps += k
         self.work += k * self.step_cost.get(run_id, 0.0)
+        if self.first is None:
+            self.first = (time.perf_counter(), self.work)
         self.draw()
 
     def on_run(self) -> None:
@@ -278,10 +283,15 @@ class Progress:
         self.draw(force=True)
 
     def line(self) -> str:
-        elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        elapsed = now - self.start
         rate = self.steps / elapsed if elapsed > 0 else 0.0
-        share = min(self.work / self.total_work, 1.0)
-        left = elapsed * (1 - share) / share if share > 0 else float("nan")
+        left = float("nan")
+        if self.work >= self.total_work:
+            left = 0.0
+        elif self.first is not None and self.work > self.first[1] and now > self.first[0]:
+            work_rate = (self.work - self.first[1]) / (now - self.first[0])
+            left = (self.total_work - self.work) / work_rate
         return (
             f"runs {self.runs}/{self.total_runs} | {rate:,.0f} steps/s | "
             f"elapsed {_clock(elapsed)} | left {_clock(left)}"
