@@ -489,9 +489,13 @@ def module_source(m: int, parallel: bool = False) -> str:
     return "\n\n".join([*parts, *kernels.driver_sources(DRIVERS, PARALLEL_DRIVERS, parallel)])
 
 
-@cache
 def module(m: int, parallel: bool = False) -> ModuleType:
     """The compiled split-cell module for hidden size ``m``, written once and cached on disk."""
+    return _module(m, parallel)
+
+
+@cache  # keyed on both arguments, so module(m) and module(m, False) are one module
+def _module(m: int, parallel: bool) -> ModuleType:
     return kernels.load(f"cells_m{m}{'_parallel' if parallel else ''}", module_source(m, parallel))
 
 

@@ -350,9 +350,13 @@ def prune(folder: Path, before: float) -> list[Path]:
     return gone
 
 
-@cache
 def module(m: int, parallel: bool = False) -> ModuleType:
     """The compiled kernel module for hidden size ``m``, written once and cached on disk."""
+    return _module(m, parallel)
+
+
+@cache  # keyed on both arguments, so module(m) and module(m, False) are one module
+def _module(m: int, parallel: bool) -> ModuleType:
     return load(f"fused_m{m}{'_parallel' if parallel else ''}", module_source(m, parallel))
 
 
