@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from toyrelu import data, engine, metrics, model, reference
+from toyrelu import cells, data, engine, kernels, metrics, model, reference, training
 from toyrelu.config import RunConfig
 from toyrelu.training import RunResult, run
 
@@ -176,3 +176,34 @@ def test_infinite_training_draws_a_fresh_batch_every_step() -> None:
     # (float32 parameters, 60 steps; tests/test_engine.py bounds 250 steps at 2e-6).
     assert_close(result.W, ref_W, rtol=2e-6, what="W")
     assert_close(result.b, ref_b, rtol=2e-5, atol=1e-7, what="b")
+
+
+def test_kernel_kinds_name_the_compiled_steps_a_run_may_take() -> None:
+    config = memorisation_config()
+    assert training.kernel_kinds(config) == [(2, "float32", False)]
+    big = config.replace(n_train=engine.CELLS_FROM, n_hidden=5, dtype="float64")
+    assert training.kernel_kinds(big) == [(5, "float64", False), (5, "float64", True)]
+    assert training.kernel_kinds(big.replace(n_train=math.inf)) == [(5, "float64", False)]
+    assert training.kernel_kinds(big.replace(engine="reference")) == []
+
+
+def _signatures() -> dict[str, list]:
+    """Every compiled signature of the m = 2 kernels, the split-cell ones and the engine's own."""
+    out = {}
+    for name, module in (("fused", kernels.module(2)), ("cells", cells.module(2)),
+                         ("engine", engine)):
+        for attr, value in vars(module).items():
+            if hasattr(value, "signatures") and hasattr(value, "py_func"):
+                out[f"{name}.{attr}"] = list(value.signatures)
+    return out
+
+
+def test_compile_kernels_compiles_everything_a_run_then_uses() -> None:
+    for split in (False, True):
+        training.compile_kernels(2, "float32", split)
+    before = _signatures()
+    assert before["fused.run_steps"] and before["cells.run_steps"]
+    config = memorisation_config(n_features=40, n_train=engine.CELLS_FROM, steps=120)
+    for run_config in (config, config.replace(n_train=math.inf, batch_size=50)):
+        assert run(run_config).status == "ok"
+    assert _signatures() == before

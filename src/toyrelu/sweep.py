@@ -7,6 +7,7 @@ rerun with the same arguments picks up where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import multiprocessing
@@ -102,6 +103,12 @@ def _run_in_worker(config: RunConfig) -> Outcome:
     return run_one(config, _worker_steps)
 
 
+def _compile_in_worker(kind: training.KernelKind) -> None:
+    # A kind that fails to compile fails its runs, which store the reason.
+    with contextlib.suppress(Exception):
+        training.compile_kernels(*kind)
+
+
 def default_workers() -> int:
     """One worker per core this process may run on."""
     return max(1, len(os.sched_getaffinity(0)))
@@ -112,6 +119,10 @@ class LocalProcesses:
 
     Separate processes use the cores more reliably than threads inside one step (PERFORMANCE.md).
     Workers are started with "spawn", which is safe whatever threads the parent has started.
+    Before the first run, the workers compile the kinds of kernels the runs need
+    (``training.kernel_kinds``), each kind in one worker, longest first: on a fresh install
+    every worker would otherwise compile every kind itself (each takes 15-50 s) before its
+    first run. With the kernels already cached on disk this only loads them.
     """
 
     def __init__(self, workers: int | None = None):
@@ -123,6 +134,10 @@ class LocalProcesses:
         with ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=_init_worker, initargs=(queue,)
         ) as pool:
+            kinds = {kind for c in configs for kind in training.kernel_kinds(c)}
+            # The split-cell kernels and larger m take longest to compile.
+            wait([pool.submit(_compile_in_worker, kind)
+                  for kind in sorted(kinds, key=lambda k: (not k[2], -k[0], k[1]))])
             pending: set[Future[Outcome]] = {pool.submit(_run_in_worker, c) for c in configs}
             try:
                 while pending:

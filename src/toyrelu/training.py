@@ -83,6 +83,35 @@ def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> 
     return finish(config, X, W, b, start, snapshots=snapshots)
 
 
+# A kind of compiled kernels: (n_hidden, dtype, whether the split-cell step)
+KernelKind = tuple[int, str, bool]
+
+
+def kernel_kinds(config: RunConfig) -> list[KernelKind]:
+    """The compiled kernels a single-threaded run of ``config`` may take (``compile_kernels``):
+    the fused step (with the evaluation of the trained run), and from ``engine.CELLS_FROM``
+    examples of a fixed set the split-cell step; none for the reference engine."""
+    if config.engine != "fused":
+        return []
+    kinds = [(config.n_hidden, config.dtype, False)]
+    if not config.infinite and config.n_train >= engine.CELLS_FROM:
+        kinds.append((config.n_hidden, config.dtype, True))
+    return kinds
+
+
+def compile_kernels(n_hidden: int, dtype: str, split: bool) -> None:
+    """Compile (or load from the disk cache) the single-threaded kernels of one
+    ``kernel_kinds`` kind by training a tiny run with them, so that the worker processes of a
+    sweep can compile different kinds side by side instead of each compiling every kind."""
+    config = RunConfig(n_features=16, n_hidden=n_hidden, sparsity=0.5, n_train=64, steps=2,
+                       dtype=dtype, n_test=8)
+    if split:
+        W, b = model.init_params(config)
+        engine.train(config, data.train_set(config), W, b, split_cells=True, threads=1)
+    else:
+        run(config)
+
+
 def finish(
     config: RunConfig,
     X: SparseData,
