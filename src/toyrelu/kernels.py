@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from numba import prange
@@ -31,20 +32,20 @@ from numba import prange
 TILE_ROWS = 256
 
 
-def _group_rows() -> int:
-    """Rows the dense kernels take at a time: 4 where AVX-512 gives 32 vector registers, 3 with
-    16 (AVX2), where 4 rows spill to the stack in every iteration of the feature loop. Measured
-    on a 2-core AMD EPYC (Zen 3), one fused gradient, 4 / 3 / 2 rows: 4.24 / 2.91 / 4.11 ms at
-    m = 2, n = 10,000, T = 1,000 and 18.2 / 16.5 / 19.1 ms at m = 8, n = 1,000, T = 10,000."""
-    import llvmlite.binding as llvm
-
+def _avx512() -> bool:
+    """Whether the kernels compile for AVX-512: the user's NUMBA_CPU_FEATURES if set, else
+    this CPU."""
     features = numba.config.CPU_FEATURES  # type: ignore[attr-defined]
-    if features is not None:  # the user's NUMBA_CPU_FEATURES
-        return 4 if "+avx512f" in features.split(",") else 3
-    return 4 if llvm.get_host_cpu_features().get("avx512f") else 3
+    if features is not None:
+        return "+avx512f" in features.split(",")
+    return bool(llvm.get_host_cpu_features().get("avx512f"))
 
 
-GROUP_ROWS = _group_rows()
+# Rows the dense kernels take at a time: 4 where AVX-512 gives 32 vector registers, 3 with 16
+# (AVX2), where 4 rows spill to the stack in every iteration of the feature loop. Measured on a
+# 2-core AMD EPYC (Zen 3), one fused gradient, 4 / 3 / 2 rows: 4.24 / 2.91 / 4.11 ms at m = 2,
+# n = 10,000, T = 1,000 and 18.2 / 16.5 / 19.1 ms at m = 8, n = 1,000, T = 10,000.
+GROUP_ROWS = 4 if _avx512() else 3
 # Kernel modules (and numba's machine code for them) not loaded for this long are deleted.
 UNUSED_DAYS = 30
 # Past this m the gradient pass is split into loops over SPLIT_ROWS hidden dimensions each
@@ -64,13 +65,10 @@ def _prefer_512_bit_vectors() -> None:
     LLVM's default tuning for AVX-512 CPUs prefers 256-bit vectors; a user's own
     NUMBA_CPU_FEATURES always wins. Applies to kernels compiled after this call.
     """
-    if numba.config.CPU_FEATURES is not None:  # type: ignore[attr-defined]
-        return
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"  # type: ignore[attr-defined]
+    if numba.config.CPU_FEATURES is None and _avx512():  # type: ignore[attr-defined]
+        numba.config.CPU_FEATURES = (  # type: ignore[attr-defined]
+            llvm.get_host_cpu_features().flatten() + ",-prefer-256-bit"
+        )
 
 
 def _dot(m: int, r: object, i: str) -> str:
