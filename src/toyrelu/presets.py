@@ -35,13 +35,9 @@ EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "
                "sparsity")
 
 # Fused CPU engine, one single-threaded process per core, n = 1,000: (example, feature) pairs
-# per second per core at n_hidden = 2 (PERFORMANCE.md gives 2-3e9 on a loaded 2-core machine),
-# and the throughput at each n_hidden relative to that, measured at T = 3,000 (best of three
-# 400-step runs, one process).
+# per second per core at n_hidden = 2 (PERFORMANCE.md gives 2-3e9 on a loaded 2-core machine);
+# ``sweep.cost`` scales other hidden sizes by their measured speed.
 CPU_PAIRS_PER_SECOND = 2.5e9
-CPU_SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
-                       9: 0.27, 10: 0.25, 12: 0.20}
-CPU_SPEED_LARGE_HIDDEN = 0.15  # measured at m = 16
 
 
 @dataclass(frozen=True)
@@ -90,14 +86,10 @@ class Preset:
 
 
 def cpu_seconds(configs: Sequence[RunConfig], cores: int = 2) -> float:
-    """Estimated wall time of a sweep on ``cores`` CPU cores with the fused engine: each run's
-    ``sweep.cost`` over the measured throughput at its n_hidden (``CPU_PAIRS_PER_SECOND``,
-    ``CPU_SPEED_BY_HIDDEN``), spread evenly over the cores."""
-    seconds = 0.0
-    for config in configs:
-        speed = CPU_SPEED_BY_HIDDEN.get(config.n_hidden, CPU_SPEED_LARGE_HIDDEN)
-        seconds += cost(config) / (CPU_PAIRS_PER_SECOND * speed)
-    return seconds / cores
+    """Estimated wall time of a sweep on ``cores`` CPU cores with the fused engine: the runs'
+    ``sweep.cost`` (pairs at n_hidden = 2) over the measured throughput
+    ``CPU_PAIRS_PER_SECOND``, spread evenly over the cores."""
+    return sum(cost(config) for config in configs) / CPU_PAIRS_PER_SECOND / cores
 
 
 def per_sparsity(

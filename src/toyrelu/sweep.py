@@ -46,12 +46,22 @@ def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
     return list(configs.values())
 
 
+# Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
+# n_hidden = 2: measured at n = 1,000, T = 3,000 (best of three 400-step runs, one process).
+SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
+                   9: 0.27, 10: 0.25, 12: 0.20}
+SPEED_LARGE_HIDDEN = 0.15  # measured at m = 16
+
+
 def cost(config: RunConfig) -> float:
-    """Relative cost of a run: (example, feature) pairs visited, plus the per-step overhead
-    (AdamW and the gradient flush, measured at about 40 pairs' worth per feature). A fresh
-    batch per step (T = infinity) costs about as much again to sample."""
+    """Relative cost of a run, in (example, feature) pairs at n_hidden = 2: pairs visited,
+    plus the per-step overhead (AdamW and the gradient flush, measured at about 40 pairs' worth
+    per feature), over the engine's relative speed at the run's n_hidden
+    (``SPEED_BY_HIDDEN``). A fresh batch per step (T = infinity) costs about as much again to
+    sample."""
     rows = config.examples_per_step * (2 if config.infinite else 1)
-    return config.steps * (rows + 40) * config.n_features
+    speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
+    return config.steps * (rows + 40) * config.n_features / speed
 
 
 def run_one(config: RunConfig, on_steps: StepsCallback | None = None) -> Outcome:
