@@ -44,16 +44,15 @@ def test_result_values_are_finite_and_recomputable() -> None:
     assert all(math.isfinite(v) for v in values.values())
     assert values["wall_seconds"] > 0
     W64, b64 = result.W.astype(np.float64), result.b.astype(np.float64)
-    # Losses are evaluated in float64 on the final parameters: the same deterministic
-    # computation repeated here gives the same bits, hence rtol=0.
+    # Losses are evaluated in float64 on the final parameters, as the mean of the per-example
+    # losses: the same deterministic computation repeated here gives the same bits.
     train_set = data.train_set(config).astype("float64")
     test_set = data.test_set(config).astype("float64")
-    assert_close(values["train_loss"], engine.loss(W64, b64, train_set), rtol=0.0,
-                 what="train_loss")
-    # The test loss is the mean of the per-example losses, another summation order than
-    # engine.loss's tiles: float64 rounding over 200 examples, far under 1e-13.
-    assert_close(values["test_loss"], engine.loss(W64, b64, test_set), rtol=1e-13,
-                 what="test_loss")
+    assert values["train_loss"] == engine.example_losses(W64, b64, train_set).mean()
+    # engine.loss sums over row tiles, another summation order: float64 rounding over 20 and
+    # 200 examples, far under 1e-13.
+    for name, X in (("train_loss", train_set), ("test_loss", test_set)):
+        assert_close(values[name], engine.loss(W64, b64, X), rtol=1e-13, what=name)
     losses = engine.example_losses(W64, b64, test_set)
     assert values["test_loss"] == losses.mean()
     assert values["test_loss_median"] == np.median(losses)
@@ -154,9 +153,11 @@ def test_losses_are_on_the_paper_scale_whatever_the_training_reduction() -> None
     config = memorisation_config(steps=200, n_train=10, loss_reduction="mean", lr=3e-2)
     result = run(config)
     W64, b64 = result.W.astype(np.float64), result.b.astype(np.float64)
-    # Same float64 computation as training.finish: identical bits.
+    # Summed over features (reduction "sum"), not averaged as in training; float64 rounding
+    # between two summation orders.
     train_set = data.train_set(config).astype("float64")
-    assert result.values["train_loss"] == engine.loss(W64, b64, train_set, "sum")
+    assert_close(result.values["train_loss"], engine.loss(W64, b64, train_set, "sum"),
+                 rtol=1e-13, what="train_loss")
 
 
 def test_infinite_training_draws_a_fresh_batch_every_step() -> None:

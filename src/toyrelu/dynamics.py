@@ -106,8 +106,7 @@ def frame(trajectory: Trajectory, s: int, *, loss: bool = False) -> Frame:
     H = trajectory.hidden(s)
     value = float("nan")
     if loss:
-        X64 = trajectory.X.astype(np.float64)
-        value = engine.loss(W.astype(np.float64), b.astype(np.float64), X64)
+        value = engine.mean_loss(W, b, trajectory.X)
     return Frame(int(trajectory.steps[s]), W, b, H, metrics.feature_dimensionality(W),
                  metrics.dimensionality(H), value)
 

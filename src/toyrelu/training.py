@@ -136,7 +136,7 @@ def finish(
     values: dict[str, float] = {}
     if error is None:
         W64, b64 = W.astype(np.float64), b.astype(np.float64)
-        values["train_loss"] = engine.loss(W64, b64, X.astype(np.float64))
+        values["train_loss"] = engine.mean_loss(W64, b64, X)
         values.update(held_out_losses(W64, b64, data.test_set(config)))
         values["W_norm"], values["b_norm"] = metrics.norms(W, b)
     values["wall_seconds"] = time.perf_counter() - start
