@@ -160,6 +160,22 @@ def test_small_sets_take_the_fused_step(monkeypatch: pytest.MonkeyPatch) -> None
     assert calls and not any(split for _, _, split in calls)
 
 
+def test_wide_hidden_layers_take_the_fused_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # From CELLS_BELOW_HIDDEN hidden dimensions the bounds decide almost no cell: large sets
+    # there keep the fused step, unless a caller asks for the split-cell step.
+    calls = record_steps(monkeypatch)
+    monkeypatch.setattr(engine, "CELLS_FROM", 600)
+    monkeypatch.setattr(engine, "CELLS_BELOW_HIDDEN", 2)
+    config = split_cell_config(2, "float64")
+    X = data.train_set(config)
+    assert X.n_examples >= engine.CELLS_FROM
+    engine.train(config, X, *model.init_params(config), chunk=150)
+    assert calls and not any(split for _, _, split in calls)
+    calls.clear()
+    engine.train(config, X, *model.init_params(config), chunk=150, split_cells=True)
+    assert calls and all(split for _, _, split in calls)
+
+
 @pytest.mark.parametrize("at_most", [1.0, -1.0], ids=["split-pays", "fused-pays"])
 def test_large_sets_regroup_and_keep_the_step_that_pays(
     monkeypatch: pytest.MonkeyPatch, at_most: float

@@ -186,6 +186,10 @@ def test_kernel_kinds_name_the_compiled_steps_a_run_may_take() -> None:
     assert training.kernel_kinds(big) == [(5, "float64", False), (5, "float64", True)]
     assert training.kernel_kinds(big.replace(n_train=math.inf)) == [(5, "float64", False)]
     assert training.kernel_kinds(big.replace(engine="reference")) == []
+    # From CELLS_BELOW_HIDDEN hidden dimensions the split-cell step is never taken by default.
+    wide = big.replace(n_hidden=engine.CELLS_BELOW_HIDDEN)
+    assert training.kernel_kinds(wide) == [(wide.n_hidden, "float64", False)]
+    assert training.kernel_kinds(wide.replace(n_hidden=wide.n_hidden - 1))[-1][-1]
 
 
 def _signatures() -> dict[str, list]:

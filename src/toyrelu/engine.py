@@ -7,8 +7,9 @@ everywhere; the ~10 nonzeros of x_t then enter as exact corrections:
 through the encoder into the columns of W that x_t touches. One pass over (t, i) pairs, about
 (6 m + 2) flops each, compute-bound (PERFORMANCE.md).
 
-From CELLS_FROM examples up, where most (example, feature) cells of a trained run are all-on
-or all-off, ``train`` takes the split-cell step of ``toyrelu.cells`` instead, while it pays.
+From CELLS_FROM examples up and below CELLS_BELOW_HIDDEN hidden dimensions, where most
+(example, feature) cells of a trained run are all-on or all-off, ``train`` takes the split-cell
+step of ``toyrelu.cells`` instead, while it pays.
 
 The compiled kernels live in ``toyrelu.kernels`` and ``toyrelu.cells``; this module is the
 engine's public face.
@@ -53,6 +54,18 @@ def flush_denormals() -> None:
 # 1.52x at T = 5,000), and below it they do not (1.00x at T = 1,000).
 CELLS_FROM = 2_000
 PAIRS_AT_MOST = 0.5
+# From this many hidden dimensions the split-cell step is never taken by default: its bounds
+# leave nearly every cell mixed there (m = 16: 99%), and whole runs at m = 16, n = 1,000 were
+# no faster with it (0.99-1.01x at T = 20,000 and 50,000, 0.93x at T = 10,000;
+# benchmarks/README.md), while its kernels took over a minute to compile. At m = 8 it still
+# pays (2.0x per step at paper scale).
+CELLS_BELOW_HIDDEN = 16
+
+
+def takes_cells(n_examples: int, n_hidden: int) -> bool:
+    """Whether ``train`` tries the split-cell step by default on a fixed training set of
+    ``n_examples`` at ``n_hidden``."""
+    return n_examples >= CELLS_FROM and n_hidden < CELLS_BELOW_HIDDEN
 
 
 class Diverged(RuntimeError):
@@ -187,7 +200,7 @@ def train(
     after that many steps. ``threads`` share each step's row tiles (default:
     ``default_threads``). With a fixed training set, ``split_cells`` True takes the
     split-cell step (``toyrelu.cells``) at every step, False the fused one; by default
-    (None) sets of CELLS_FROM examples or more take it while it pays (``_Run.advance``). The
+    (None) sets that ``takes_cells`` names take it while it pays (``_Run.advance``). The
     result depends on none of ``chunk``, ``threads`` and ``on_snapshot``. Raises ``Diverged``
     on a non-finite loss."""
     flush_denormals()
@@ -199,7 +212,7 @@ def train(
         chunk = int(min(1000, max(1, 5e9 / (X.n_examples * config.n_features + 1))))
     run = _Run.start(config, W0, b0, threads or default_threads(X.n_examples, config.n_features))
     X = X.astype(config.dtype)
-    if split_cells or (split_cells is None and X.n_examples >= CELLS_FROM):
+    if split_cells or (split_cells is None and takes_cells(X.n_examples, config.n_hidden)):
         # The split-cell step reorders its own copy of the set into groups as it goes.
         run.grouped = X.copy()
         run.adaptive = split_cells is None

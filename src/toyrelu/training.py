@@ -89,12 +89,12 @@ KernelKind = tuple[int, str, bool]
 
 def kernel_kinds(config: RunConfig) -> list[KernelKind]:
     """The compiled kernels a single-threaded run of ``config`` may take (``compile_kernels``):
-    the fused step (with the evaluation of the trained run), and from ``engine.CELLS_FROM``
-    examples of a fixed set the split-cell step; none for the reference engine."""
+    the fused step (with the evaluation of the trained run), and the split-cell step where
+    ``engine.takes_cells``; none for the reference engine."""
     if config.engine != "fused":
         return []
     kinds = [(config.n_hidden, config.dtype, False)]
-    if not config.infinite and config.n_train >= engine.CELLS_FROM:
+    if not config.infinite and engine.takes_cells(int(config.n_train), config.n_hidden):
         kinds.append((config.n_hidden, config.dtype, True))
     return kinds
 
