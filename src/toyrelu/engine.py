@@ -56,9 +56,9 @@ CELLS_FROM = 2_000
 PAIRS_AT_MOST = 0.5
 # From this many hidden dimensions the split-cell step is never taken by default: its bounds
 # leave nearly every cell mixed there (m = 16: 99%), and whole runs at m = 16, n = 1,000 were
-# no faster with it (0.99-1.01x at T = 20,000 and 50,000, 0.93x at T = 10,000;
-# benchmarks/README.md), while its kernels took over a minute to compile. At m = 8 it still
-# pays (2.0x per step at paper scale).
+# no faster with it (0.99-1.01x at T = 20,000 and 50,000, benchmarks/README.md; heatmap-quick's
+# T = 10,000 runs took 154-168 s with it, 162-169 s without), while its kernels took over a
+# minute to compile. At m = 8 it still pays (2.0x per step at paper scale).
 CELLS_BELOW_HIDDEN = 16
 
 
