@@ -387,7 +387,8 @@ def mean_loss(
 
     Unlike ``loss`` it runs one compiled kernel for every n_hidden, so evaluating a trained
     run compiles nothing per hidden size (a float64 copy of the fused kernels took half of
-    their compile time at m = 16). It is a single pass, as cheap as a few training steps."""
+    their compile time at m = 16). It is a single scalar pass, slower than ``loss`` (T = 10,000,
+    n = 1,000: 38 ms at m = 2, 84 ms at m = 16, against 3 and 15 ms), which a run pays once."""
     return float(example_losses(W, b, X).mean()) if X.n_examples else 0.0
 
 
