@@ -189,7 +189,9 @@ def test_kernel_kinds_name_the_compiled_steps_a_run_may_take() -> None:
     # From CELLS_BELOW_HIDDEN hidden dimensions the split-cell step is never taken by default.
     wide = big.replace(n_hidden=engine.CELLS_BELOW_HIDDEN)
     assert training.kernel_kinds(wide) == [(wide.n_hidden, "float64", False)]
-    assert training.kernel_kinds(wide.replace(n_hidden=wide.n_hidden - 1))[-1][-1]
+    narrow = wide.n_hidden - 1
+    assert training.kernel_kinds(wide.replace(n_hidden=narrow)) == [(narrow, "float64", False),
+                                                                   (narrow, "float64", True)]
 
 
 def _signatures() -> dict[str, list]:
