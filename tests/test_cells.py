@@ -126,8 +126,7 @@ def test_kd_groups_are_balanced_compact_leaves() -> None:
     rng = np.random.default_rng(0)
     H = rng.uniform(-1.0, 1.0, (1_000, 2))
     perm = np.empty(1_000, np.int64)
-    compiled = cells.module(2)
-    compiled.kd_groups(H, 128, perm)
+    cells.kd_groups(H, 128, perm)
     assert sorted(perm.tolist()) == list(range(1_000))
     leaves = [H[perm[lo:lo + 128]] for lo in range(0, 1_000, 128)]
     # 8 leaves of a uniform square: each a cell of a 3-level k-d tree, about 1/8 of the area;
@@ -135,7 +134,7 @@ def test_kd_groups_are_balanced_compact_leaves() -> None:
     areas = [np.prod(leaf.max(axis=0) - leaf.min(axis=0)) for leaf in leaves]
     assert max(areas) < 4 / 8 * 1.5, areas
     again = np.empty_like(perm)
-    compiled.kd_groups(H, 128, again)
+    cells.kd_groups(H, 128, again)
     np.testing.assert_array_equal(again, perm)
 
 
