@@ -69,6 +69,58 @@ def test_loss_and_grad_match_reference(dtype: str, m: int, reduction: str) -> No
     assert_close(engine.loss(W, b, X, reduction), value, rtol=loss_rtol, what="engine.loss")
 
 
+def sparse_case(n_train: int, dtype: str) -> tuple[SparseData, np.ndarray, np.ndarray]:
+    """A batch and parameters at m = SPARSE_FROM for which some groups of examples take the
+    sparse gradients and others the dense loops (asserted): negative biases leave few
+    features active, as in trained runs, except for the first half of the rows, made 4 times
+    longer."""
+    m = kernels.SPARSE_FROM
+    dense = awkward_batch(n_train, 200, dtype, seed=m).to_dense()
+    dense[: n_train // 2] *= 4
+    X = to_csr(dense)
+    W, b = random_params(m, X.n_features, dtype, seed=30 + m)
+    b = (b - 1.0).astype(dtype)
+    active = dense.astype(np.float64) @ W.T.astype(np.float64) @ W + b > 0
+    shares = []  # per group of rows the kernels take together: the share of features listed
+    for lo in range(0, n_train, kernels.TILE_ROWS):
+        hi = min(lo + kernels.TILE_ROWS, n_train)
+        split = lo + (hi - lo) // kernels.GROUP_ROWS * kernels.GROUP_ROWS
+        bounds = [*range(lo, split + 1, kernels.GROUP_ROWS), *range(split + 1, hi + 1)]
+        shares += [active[a:z].any(axis=0).mean() for a, z in zip(bounds, bounds[1:], strict=False)]
+    sparse = np.array(shares) <= kernels.SPARSE_SHARE
+    assert 0.2 < sparse.mean() < 0.9, sparse.mean()
+    return X, W, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradients_over_the_active_features_match_reference(dtype: str) -> None:
+    X, W, b = sparse_case(303, dtype)
+    value, gW, gb = engine.loss_and_grad(W, b, X)
+    assert_loss_and_grad_match((value, gW, gb), reference.loss_and_grad(W, b, X), W, b,
+                               rtol=GRAD_RTOL[dtype])
+
+
+def test_sparse_gradients_are_the_same_on_any_tiling() -> None:
+    # The sparse groups add into a transposed buffer per tile, summed in tile order like the
+    # dense ones: any number of tiles run side by side gives the same numbers bit for bit.
+    X, W, b = sparse_case(700, "float32")
+
+    def gradient(parallel: bool, batch: int) -> tuple[float, np.ndarray, np.ndarray]:
+        gW, gb = np.zeros_like(W), np.zeros_like(b)
+        tiles = (np.zeros((batch, *W.shape), W.dtype), np.zeros((batch, W.shape[1]), W.dtype),
+                 np.zeros((batch, W.size), W.dtype))
+        value = kernels.module(W.shape[0], parallel).loss_and_grad(
+            W, b, X.indptr, X.indices, X.data, 1.0, gW, gb, *tiles)
+        return value, gW, gb
+
+    serial = gradient(False, 1)
+    for batch in (2, 3):
+        value, gW, gb = gradient(True, batch)
+        assert value == serial[0]
+        np.testing.assert_array_equal(gW, serial[1])
+        np.testing.assert_array_equal(gb, serial[2])
+
+
 @pytest.mark.parametrize("m", [2, 5])
 def test_float32_gradient_is_close_to_float64_oracle(m: int) -> None:
     # PERFORMANCE.md: float32 tiles flushed into float64 match a float64 reference to better

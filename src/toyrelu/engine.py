@@ -102,8 +102,9 @@ def loss_and_grad(
     batch = tile_batch(threads)
     tiles_gW = np.zeros((batch, *W.shape), W.dtype)
     tiles_gb = np.zeros((batch, W.shape[1]), W.dtype)
+    tiles_gWT = np.zeros((batch, W.size if kernels.takes_sparse(W.shape[0]) else 1), W.dtype)
     value = kernels.module(W.shape[0], threads > 1).loss_and_grad(
-        W, b, X.indptr, X.indices, X.data, scale, gW, gb, tiles_gW, tiles_gb
+        W, b, X.indptr, X.indices, X.data, scale, gW, gb, tiles_gW, tiles_gb, tiles_gWT
     )
     return float(value), gW, gb
 
