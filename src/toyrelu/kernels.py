@@ -81,7 +81,8 @@ def _vectorise_straight_line_code() -> None:
     always wins): ``_sparse_source`` relies on it. Applies to kernels compiled after this
     call. The other kernels neither gained nor lost by it: one fused gradient at m = 2, 4, 8
     and 16 and one split-cell gradient at m = 2 and 8 took the same time within 2%, and
-    compiled in the same time within noise (one core, same process, SLP off then on)."""
+    compiled in the same time within this machine's noise, 15% (one core, same process, SLP
+    off then on)."""
     if "NUMBA_SLP_VECTORIZE" not in os.environ:
         numba.config.SLP_VECTORIZE = 1  # type: ignore[attr-defined]
 
@@ -285,8 +286,9 @@ def _source(m: int, rows: int) -> str:
 def accumulate(W, b, indptr, indices, data, row_lo, row_hi, gW, gb, with_grad,  # noqa: ANN001
                WT, gWT):
     """Add the unscaled squared error of rows [row_lo, row_hi) (returned as float64) and, if
-    ``with_grad``, half its gradient into gW (m, n) and gb (n,), with the groups that take the
-    sparse gradients (SPARSE) adding theirs into gWT, (n m,) transposed as WT (W^T flattened)."""
+    ``with_grad``, half its gradient into gW (m, n) and gb (n,). Groups that take the sparse
+    gradients (SPARSE) add their part of gW into gWT instead, laid out like WT: W transposed
+    and flattened, (n m,)."""
     split = row_lo + (row_hi - row_lo) // GROUP_ROWS * GROUP_ROWS
     total = accumulate_group(W, b, indptr, indices, data, row_lo, split, gW, gb, with_grad,  # noqa: F821
                              WT, gWT)
@@ -425,7 +427,8 @@ PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, add_tiles,
 # its own, and a caller optimises and generates machine code again for every function it
 # links in, the large kernels included; without the thin layers accumulate and loss_and_grad
 # between run_steps and the kernels, a fresh compile at m = 16 took 24.6-26.2 s instead of
-# 30.7-32.8 s, and 13.0-13.7 s instead of 14.7-16.4 s at m = 4 (one core).
+# 30.7-32.8 s (before the sparse gradients), and 13.0-13.7 s instead of 14.7-16.4 s at m = 4
+# (one core).
 INLINED: tuple[Callable[..., Any], ...] = (accumulate, loss_and_grad)
 
 
@@ -516,8 +519,9 @@ def _module(m: int, parallel: bool) -> ModuleType:
 def load(name: str, source: str) -> ModuleType:
     """Import generated ``source`` as a module, written once to the kernel cache folder.
 
-    The file name is ``name`` and a hash of the source (and of the CPU features in use), so a
-    changed generator or machine never reuses stale code.
+    The file name is ``name`` and a hash of the source (and of the CPU features, numba's
+    version and its SLP setting in use), so a changed generator or machine never reuses stale
+    code.
     """
     _prefer_512_bit_vectors()
     _vectorise_straight_line_code()
