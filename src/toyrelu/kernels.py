@@ -242,11 +242,20 @@ def _source(m: int, rows: int) -> str:
         return [" " * indent + fmt.format(k=k, r=r) for r in rs for k in ks]
 
     one = range(1)
+    # At the nonzeros of x_t, the sparse kernels read W and add dW transposed (WT, gWT), where
+    # a feature's m numbers share a cache line instead of taking one line each.
+    if takes_sparse(m):
+        column = ["jm = np.uint64(j) * width"]
+        w_at, g_at = "WT[jm + o{k}]", "gWT[jm + o{k}]"
+    else:
+        column, w_at, g_at = [], "W{k}[j]", "gW{k}[j]"
     lines = [
         f"def accumulate_{rows}(W, b, indptr, indices, data, row_lo, row_hi, gW, gb, with_grad,",
         "                 WT, gWT):",
         "    n = W.shape[1]",
         "    zero = W.dtype.type(0.0)",
+        *([f"    width = np.uint64({m})", *(f"    o{k} = np.uint64({k})" for k in K)]
+          if takes_sparse(m) else []),
         "    total = 0.0",
         *each("W{k} = W[{k}]", 4, rs=one),
         *each("gW{k} = gW[{k}]", 4, rs=one),
@@ -265,7 +274,8 @@ def _source(m: int, rows: int) -> str:
     for r in R:
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
-                  *each("h{r}_{k} += W{k}[j] * x", 12, rs=range(r, r + 1))]
+                  *(f"            {line}" for line in column),
+                  *each("h{r}_{k} += " + w_at + " * x", 12, rs=range(r, r + 1))]
     lines += ["        if with_grad:",
               *(_sparse_grad_pass(m, rows) if takes_sparse(m) else grad_pass(m, rows))]
     lines += ["        else:", *_activations(m, rows, "")]
@@ -274,16 +284,19 @@ def _source(m: int, rows: int) -> str:
         one_r = range(r, r + 1)
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
-                  f"            z = b[j] + {_dot(m, r, 'j')}",
+                  *(f"            {line}" for line in column),
+                  "            z = b[j] + " + " + ".join(f"h{r}_{k} * " + w_at.format(k=k)
+                                                for k in K),
                   f"            row{r} += x * x - 2 * x * max(z, zero)",
                   "            if with_grad and z > zero:",
                   "                gb[j] -= x",
-                  *each("gW{k}[j] -= x * h{r}_{k}", 16, rs=one_r),
-                  *each("gh{r}_{k} -= x * W{k}[j]", 16, rs=one_r),
+                  *each(g_at + " -= x * h{r}_{k}", 16, rs=one_r),
+                  *each("gh{r}_{k} -= x * " + w_at, 16, rs=one_r),
                   "        if with_grad:",
                   f"            for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "                j = indices[p]", "                x = data[p]",
-                  *each("gW{k}[j] += gh{r}_{k} * x", 16, rs=one_r),
+                  *(f"                {line}" for line in column),
+                  *each(g_at + " += gh{r}_{k} * x", 16, rs=one_r),
                   f"        total += row{r}"]
     lines.append("    return total")
     return "\n".join(lines) + "\n"
@@ -295,9 +308,10 @@ def _source(m: int, rows: int) -> str:
 def accumulate(W, b, indptr, indices, data, row_lo, row_hi, gW, gb, with_grad,  # noqa: ANN001
                WT, gWT):
     """Add the unscaled squared error of rows [row_lo, row_hi) (returned as float64) and, if
-    ``with_grad``, half its gradient into gW (m, n) and gb (n,). Groups that take the sparse
-    gradients (SPARSE) add their part of gW into gWT instead, laid out like WT: W transposed
-    and flattened, (n m,)."""
+    ``with_grad``, half its gradient into gW (m, n) and gb (n,). The kernels that take the
+    sparse gradients (SPARSE) read W at the nonzeros from WT (``transposed``), and add into
+    gWT, laid out like WT, the parts of gW of those nonzeros and of the groups that take
+    the sparse gradients."""
     split = row_lo + (row_hi - row_lo) // GROUP_ROWS * GROUP_ROWS
     total = accumulate_group(W, b, indptr, indices, data, row_lo, split, gW, gb, with_grad,  # noqa: F821
                              WT, gWT)
@@ -309,11 +323,24 @@ def loss_sum(W, b, indptr, indices, data):  # noqa: ANN001
     """Unscaled squared error over every row, accumulated in float64 per row tile."""
     gW = np.zeros((W.shape[0], 1), W.dtype)
     gb = np.zeros(1, W.dtype)
+    WT = transposed(W)
     total = 0.0
     for lo in range(0, len(indptr) - 1, TILE_ROWS):
         hi = min(lo + TILE_ROWS, len(indptr) - 1)
-        total += accumulate(W, b, indptr, indices, data, lo, hi, gW, gb, False, gb, gb)
+        total += accumulate(W, b, indptr, indices, data, lo, hi, gW, gb, False, WT, gb)
     return total
+
+
+def transposed(W):  # noqa: ANN001
+    """W (m, n) transposed and flattened, (n m,), feature i at [m i, m i + m), for the
+    kernels that take the sparse gradients (SPARSE); a placeholder for the others."""
+    m, n = W.shape
+    WT = np.empty(n * m if SPARSE else 1, W.dtype)  # noqa: F821
+    if SPARSE:  # noqa: F821
+        for i in range(n):
+            for k in range(m):
+                WT[i * m + k] = W[k, i]
+    return WT
 
 
 def loss_and_grad(W, b, indptr, indices, data, scale, gW, gb, tiles_gW, tiles_gb,  # noqa: ANN001
@@ -327,11 +354,7 @@ def loss_and_grad(W, b, indptr, indices, data, scale, gW, gb, tiles_gW, tiles_gb
     bit for any number of threads and any batch size.
     """
     m, n = W.shape
-    WT = np.empty(n * m if SPARSE else 1, W.dtype)  # noqa: F821
-    if SPARSE:  # noqa: F821
-        for i in range(n):
-            for k in range(m):
-                WT[i * m + k] = W[k, i]
+    WT = transposed(W)
     n_rows = len(indptr) - 1
     n_tiles = (n_rows + TILE_ROWS - 1) // TILE_ROWS
     batch = tiles_gb.shape[0]
@@ -429,7 +452,7 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi,  # noqa
     return step_hi, 0.0
 
 
-DRIVERS: tuple[Callable[..., Any], ...] = (accumulate, loss_sum, adamw, write_scaled)
+DRIVERS: tuple[Callable[..., Any], ...] = (accumulate, loss_sum, transposed, adamw, write_scaled)
 PARALLEL_DRIVERS: tuple[Callable[..., Any], ...] = (loss_and_grad, add_tiles,
                                                     add_transposed_tiles, run_steps)
 # Drivers that numba inlines into their callers. Each compiled function is an LLVM module of
