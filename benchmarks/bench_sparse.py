@@ -2,11 +2,13 @@
 
 From ``kernels.SPARSE_FROM`` hidden dimensions, a group of examples with at most
 ``kernels.SPARSE_SHARE`` of the features active for any of its rows adds the gradients of
-those features alone. This trains one run (``heatmap-quick``'s settings at m = 16, T = 10,000
-by default), keeps snapshots, and at each times one fused gradient, one thread, in one process:
+those features alone, and the nonzeros of x read W and add dW transposed. This trains one run
+(``heatmap-quick``'s settings at m = 16, T = 10,000 by default), keeps snapshots, and at each
+times one fused gradient, one thread, in one process:
 
 - sparse: the kernels as they are;
-- dense: the same kernels compiled without the sparse branch;
+- dense: the same kernels compiled as below SPARSE_FROM: no sparse branch, and the nonzeros
+  go through W and dW as they are, (m, n);
 - reference: ``reference.loss_and_grad`` (dense PyTorch autograd, all its threads);
 
 with the share of active pairs, the mean share of features active for some row of a group of
@@ -32,7 +34,8 @@ from toyrelu.data import SparseData
 
 
 def dense_module(m: int) -> ModuleType:
-    """The fused kernels for hidden size m without the sparse branch."""
+    """The fused kernels for hidden size m as below SPARSE_FROM: without the sparse branch
+    and the transposed reads and writes at the nonzeros."""
     saved = kernels.SPARSE_FROM
     kernels.SPARSE_FROM = m + 1
     try:
