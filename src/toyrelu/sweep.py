@@ -48,10 +48,11 @@ def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
 
 # Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
 # n_hidden = 2: measured at n = 1,000, T = 3,000 (best of three 400-step runs, one process).
-# m = 16 was 0.15 before its kernels skipped the features a group leaves inactive; that made
-# heatmap-quick's m = 16 runs 1.6x faster (497 core-seconds instead of 795), hence 0.24.
+# m = 16 was 0.15 before its kernels skipped the features a group leaves inactive and read
+# the nonzeros transposed; heatmap-quick's m = 16 column took 329 core-seconds instead of 795
+# since (2.4x), hence 0.36.
 SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
-                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.24}
+                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
 SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
 
 
