@@ -55,7 +55,9 @@ SPLIT_ABOVE = 3
 SPLIT_ROWS = 4
 # From SPARSE_FROM hidden dimensions, a group of examples with at most SPARSE_SHARE of the
 # features active for any of its rows adds the gradients of those features alone
-# (``_sparse_source``); the others take the dense loops.
+# (``_sparse_source``); the others take the dense loops. These kernels also read W and add dW
+# at the nonzeros of x through transposed copies (``transposed``). At m = 8 the branch gained
+# 1.05-1.13x on trained runs and the transposed nonzeros 0.99-1.09x, against 1.3-2x at m = 16.
 SPARSE_FROM = 16
 SPARSE_SHARE = 0.75
 # Only the kernels may reorder arithmetic (which vectorises their reductions); the drivers,
