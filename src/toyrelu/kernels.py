@@ -89,9 +89,17 @@ def _vectorise_straight_line_code() -> None:
         numba.config.SLP_VECTORIZE = 1  # type: ignore[attr-defined]
 
 
-def _dot(m: int, r: object, i: str) -> str:
-    """Source of h_r . W[:, i], unrolled over the m hidden dimensions."""
-    return " + ".join(f"h{r}_{k} * W{k}[{i}]" for k in range(m))
+def _dot(m: int, r: object, w_at: str) -> str:
+    """Source of h_r . w, unrolled over the m hidden dimensions, where ``w_at`` (formatted
+    with k) reads w_k: "W{k}[i]" is column i of W."""
+    return " + ".join(f"h{r}_{k} * " + w_at.format(k=k) for k in range(m))
+
+
+def _offsets(m: int) -> list[str]:
+    """Function-level lines of the unsigned width m and offsets o{k} through which the sparse
+    kernels index the transposed copies (feature j at [m j, m j + m)). Unsigned indices spare
+    every access numba's check for negative ones."""
+    return [f"    width = np.uint64({m})", *(f"    o{k} = np.uint64({k})" for k in range(m))]
 
 
 def _activations(m: int, rows: int, then: str) -> list[str]:
@@ -107,7 +115,7 @@ def _activations(m: int, rows: int, then: str) -> list[str]:
     4e-6 of the largest entry)."""
     lines = ["            for i in range(n):", "                bi = b[i]"]
     for r in range(rows):
-        lines += [f"                a{r} = max(bi + {_dot(m, r, 'i')}, zero)",
+        lines += [f"                a{r} = max(bi + {_dot(m, r, 'W{k}[i]')}, zero)",
                   f"                row{r} += a{r} * a{r}"]
     for r in range(rows):
         lines += [f"                {line}".format(r=r) for line in then.splitlines()]
@@ -197,9 +205,7 @@ def _sparse_source(m: int, rows: int) -> str:
         f"def sparse_grads_{rows}({', '.join(f'A{r}' for r in R)}, F, I, Hr, GH, WT, gWT):",
         "    n = A0.shape[0]",
         "    zero = A0.dtype.type(0.0)",
-        # Unsigned indices spare every access numba's check for negative ones.
-        f"    width = np.uint64({m})",
-        *(f"    o{k} = np.uint64({k})" for k in K),
+        *_offsets(m),
         *(f"    h{r}_{k} = Hr[{r}, {k}]" for r in R for k in K),
         "    count = np.uint64(0)",
         "    for i in range(n):",
@@ -256,8 +262,7 @@ def _source(m: int, rows: int) -> str:
         "                 WT, gWT):",
         "    n = W.shape[1]",
         "    zero = W.dtype.type(0.0)",
-        *([f"    width = np.uint64({m})", *(f"    o{k} = np.uint64({k})" for k in K)]
-          if takes_sparse(m) else []),
+        *(_offsets(m) if takes_sparse(m) else []),
         "    total = 0.0",
         *each("W{k} = W[{k}]", 4, rs=one),
         *each("gW{k} = gW[{k}]", 4, rs=one),
@@ -287,8 +292,7 @@ def _source(m: int, rows: int) -> str:
         lines += [f"        for p in range(indptr[t{r}], indptr[t{r} + 1]):",
                   "            j = indices[p]", "            x = data[p]",
                   *(f"            {line}" for line in column),
-                  "            z = b[j] + " + " + ".join(f"h{r}_{k} * " + w_at.format(k=k)
-                                                for k in K),
+                  f"            z = b[j] + {_dot(m, r, w_at)}",
                   f"            row{r} += x * x - 2 * x * max(z, zero)",
                   "            if with_grad and z > zero:",
                   "                gb[j] -= x",
