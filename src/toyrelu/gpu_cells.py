@@ -1,0 +1,131 @@
+"""Cells of the GPU engine's batch: examples grouped by their hidden vectors, and each (group,
+feature) cell classified from the group's ball and box, on the device in torch.
+
+This is the grouping and the bounds of the CPU split-cell step (``toyrelu.cells``: same k-d
+tree, same statistics, same bounds), batched over every run of a ``gpu._Group`` at once, so
+that a GPU step can do per-pair work only in the mixed cells (benchmarks/README.md, "What a
+GPU form of the step could skip": 2% of the pair work at m = 2, 20% at m = 4 and 46% at m = 8
+on trained paper-scale runs, with groups of 128).
+
+A batch lays its runs' examples in slots: run r owns slots [starts[r], starts[r] + counts[r]).
+``KdTree`` fixes the tree's cuts from the counts alone (they depend on no data) and
+``KdTree.order`` sorts each node along its widest dimension, level by level for all runs at
+once; ``group_stats`` and ``classify`` then work on groups of consecutive slots. Nothing here
+needs Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+OFF, ON, MIXED = 0, 1, 2  # cell classes: no z > 0, every z > 0, either
+
+
+class KdTree:
+    """The balanced k-d tree of ``cells.kd_groups`` over each run's slots: a node of more
+    than ``size`` slots is cut at a multiple of ``size`` from its start (half its groups,
+    rounded down, on the left), so each run of ``size`` consecutive slots of a run (the last
+    may be shorter) is a leaf. The cuts depend only on the counts; ``order`` sorts by data."""
+
+    def __init__(self, starts: Sequence[int], counts: Sequence[int], size: int,
+                 device: torch.device | str) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.size = size
+        lo = np.array([0 for T in counts if T > 0], dtype=np.int64)
+        hi = np.array([T for T in counts if T > 0], dtype=np.int64)
+        self.positions = torch.from_numpy(np.concatenate(
+            [np.arange(s, s + T) for s, T in zip(starts, counts, strict=True) if T > 0]
+            or [np.zeros(0, np.int64)]).astype(np.int64)).to(device)
+        offsets = np.concatenate([[0], np.cumsum(hi)[:-1]]).astype(np.int64)
+        lo, hi = lo + offsets, hi + offsets  # node ranges over the concatenated positions
+        # levels: (node of each position, nodes that are cut at this level)
+        self.levels: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        while len(hi) and (hi - lo > size).any():
+            cut = hi - lo > size
+            node = np.repeat(np.arange(len(lo)), hi - lo)
+            self.levels.append((torch.from_numpy(node).to(device),
+                                torch.from_numpy(cut).to(device), len(lo)))
+            mid = lo + (hi - lo + size - 1) // size // 2 * size
+            lo = np.where(cut[:, None], np.stack([lo, mid], 1), np.stack([lo, hi], 1))
+            hi = np.where(cut[:, None], np.stack([mid, hi], 1), np.stack([hi, hi], 1))
+            keep = hi > lo
+            lo, hi = lo[keep], hi[keep]
+
+    def order(self, H: torch.Tensor) -> torch.Tensor:
+        """The slots in tree order: ``perm`` (n_slots,) int64 such that slot s of the grouped
+        layout holds the example of slot perm[s] of H (n_slots, n_hidden); slots outside every
+        run stay where they are. Each cut node is sorted along its widest dimension (the first
+        of equal widths) before its children are cut, as ``cells.kd_groups`` does."""
+        perm = torch.arange(H.shape[0], device=H.device)
+        at = self.positions.clone()  # current source slot of each position
+        m = H.shape[1]
+        for node, cut, n_nodes in self.levels:
+            Hp = H[at]
+            low = torch.full((n_nodes, m), torch.inf, dtype=H.dtype, device=H.device)
+            high = torch.full((n_nodes, m), -torch.inf, dtype=H.dtype, device=H.device)
+            index = node[:, None].expand(-1, m)
+            low = low.scatter_reduce(0, index, Hp, "amin")
+            high = high.scatter_reduce(0, index, Hp, "amax")
+            widest = torch.argmax(high - low, dim=1)
+            key = Hp.gather(1, widest[node][:, None])[:, 0]
+            key = torch.where(cut[node], key, torch.zeros_like(key))  # leaves keep their order
+            by_key = torch.argsort(key, stable=True)
+            by_node = by_key[torch.argsort(node[by_key], stable=True)]
+            at = at[by_node]
+        perm[self.positions] = at
+        return perm
+
+
+def group_stats(H: torch.Tensor, slot: torch.Tensor, count: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """Float64 statistics of each group g of slots [slot[g], slot[g] + count[g]) of H (n_slots,
+    n_hidden), one row each, laid out as ``cells.group_pass`` keeps them, then S2: the mean
+    (m), box centre (m), box half-widths (m), S1 = sum h (m), ball radius (the farthest h from
+    the mean), size, then S2 = sum h h^T (m * m, row-major)."""
+    m = H.shape[1]
+    e = torch.arange(size, device=H.device)
+    valid = e[None, :] < count[:, None].long()  # (groups, size)
+    rows = (slot[:, None].long() + e[None, :]).clamp(max=H.shape[0] - 1)
+    Hg = torch.where(valid[:, :, None], H[rows].double(), 0.0)  # (groups, size, m)
+    n = count.double().clamp(min=1.0)[:, None]
+    S1 = Hg.sum(1)
+    mean = S1 / n
+    box_lo = torch.where(valid[:, :, None], Hg, torch.inf).amin(1)
+    box_hi = torch.where(valid[:, :, None], Hg, -torch.inf).amax(1)
+    dist = torch.where(valid, (Hg - mean[:, None, :]).square().sum(2), 0.0)
+    radius = dist.amax(1).sqrt()[:, None]
+    S2 = torch.einsum("gtk,gtl->gkl", Hg, Hg).reshape(-1, m * m)
+    return torch.cat([mean, 0.5 * (box_lo + box_hi), 0.5 * (box_hi - box_lo), S1, radius,
+                      count.double()[:, None], S2], 1)
+
+
+def classify(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor,
+             run_blocks: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Class (``OFF``, ``ON`` or ``MIXED``, int8) of every cell: (groups, n_features).
+
+    ``W`` (R, n_hidden, n_features) and ``b`` (R, n_features) hold each run's parameters;
+    run r's groups are rows [run_blocks[r][0], run_blocks[r][1]) of ``stats``
+    (``group_stats``). In float64, z = b_i + h . W_i over a group lies in the ball bound
+    b_i + c . W_i -/+ radius |W_i| and in the box bound b_i + centre . W_i -/+ half . |W_i|;
+    a cell is ON if the tighter lower bound is positive, OFF if the upper one is not, as in
+    ``cells``. A pair that rounding puts on the wrong side has z within rounding of 0.
+    """
+    m = W.shape[1]
+    out = torch.empty(stats.shape[0], W.shape[2], dtype=torch.int8, device=W.device)
+    for r, (lo, hi) in enumerate(run_blocks):
+        if hi <= lo:
+            continue
+        Wr, br, s = W[r].double(), b[r].double(), stats[lo:hi]
+        ball = br + s[:, :m] @ Wr
+        reach = s[:, 4 * m:4 * m + 1] * torch.linalg.vector_norm(Wr, dim=0)
+        box = br + s[:, m:2 * m] @ Wr
+        side = s[:, 2 * m:3 * m] @ Wr.abs()
+        low = torch.maximum(ball - reach, box - side)
+        high = torch.minimum(ball + reach, box + side)
+        out[lo:hi] = torch.where(low > 0.0, ON, torch.where(high > 0.0, MIXED, OFF)).to(
+            torch.int8)
+    return out

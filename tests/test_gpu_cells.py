@@ -1,0 +1,123 @@
+"""The GPU engine's cells (toyrelu.gpu_cells, torch on any device) against the CPU split-cell
+step's own grouping (cells.kd_groups) and against the pre-activations computed pair by pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import assert_close
+from toyrelu import cells, gpu_cells
+
+# Runs laid out as a GPU batch lays them: each starts at a multiple of 32 slots, with gaps; a
+# run of one example, one of exactly a group, one just over, and larger ones with ragged ends.
+COUNTS = [300, 1, 16, 17, 129, 1000]
+SIZE = 16
+
+
+def layout(counts: list[int]) -> tuple[list[int], int]:
+    starts, slot = [], 0
+    for T in counts:
+        starts.append(slot)
+        slot += -(-max(T, 1) // 32) * 32
+    return starts, slot
+
+
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_kd_order_is_the_cpu_steps_tree_for_every_run(m: int) -> None:
+    starts, n_slots = layout(COUNTS)
+    rng = np.random.default_rng(m)
+    H = rng.standard_normal((n_slots, m)) * rng.uniform(0.1, 3.0, m)  # distinct values
+    perm = gpu_cells.KdTree(starts, COUNTS, SIZE, "cpu").order(torch.from_numpy(H)).numpy()
+    inside = np.zeros(n_slots, bool)
+    for s, T in zip(starts, COUNTS, strict=True):
+        expected = np.empty(T, np.int64)
+        cells.kd_groups(np.ascontiguousarray(H[s:s + T]), SIZE, expected)
+        np.testing.assert_array_equal(perm[s:s + T] - s, expected)
+        inside[s:s + T] = True
+    np.testing.assert_array_equal(perm[~inside], np.flatnonzero(~inside))  # gaps stay put
+    assert sorted(perm.tolist()) == list(range(n_slots))
+
+
+def test_kd_order_groups_nearby_hidden_vectors() -> None:
+    # Four tight clusters of 16 in the plane, shuffled: each group of 16 is one cluster.
+    rng = np.random.default_rng(0)
+    centres = np.array([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    label = rng.permutation(np.repeat(np.arange(4), 16))
+    H = centres[label] + 0.1 * rng.standard_normal((64, 2))
+    perm = gpu_cells.KdTree([0], [64], 16, "cpu").order(torch.from_numpy(H)).numpy()
+    for g in range(4):
+        assert len(set(label[perm[16 * g:16 * g + 16]])) == 1
+
+
+def groups_of(counts: list[int], size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """First slot and size of each group of ``size`` slots per run, and each run's groups."""
+    starts, _ = layout(counts)
+    slot, count, ranges = [], [], []
+    for s, T in zip(starts, counts, strict=True):
+        lo = len(slot)
+        for i in range(0, T, size):
+            slot.append(s + i)
+            count.append(min(size, T - i))
+        ranges.append((lo, len(slot)))
+    return torch.tensor(slot), torch.tensor(count), ranges
+
+
+def test_group_stats_are_each_groups_moments() -> None:
+    m = 3
+    _, n_slots = layout(COUNTS)
+    H = torch.from_numpy(np.random.default_rng(1).standard_normal((n_slots, m))).float()
+    slot, count, _ = groups_of(COUNTS, SIZE)
+    stats = gpu_cells.group_stats(H, slot, count, SIZE)
+    assert stats.dtype == torch.float64 and stats.shape == (len(slot), 4 * m + 2 + m * m)
+    for g in range(len(slot)):
+        Hg = H[slot[g]:slot[g] + count[g]].double().numpy()
+        mean = Hg.mean(0)
+        expected = np.concatenate([
+            mean, 0.5 * (Hg.min(0) + Hg.max(0)), 0.5 * (Hg.max(0) - Hg.min(0)), Hg.sum(0),
+            [np.sqrt(((Hg - mean) ** 2).sum(1).max()), len(Hg)], (Hg.T @ Hg).ravel()])
+        # float64 sums of <= 16 float32 values in another order: 1e-15 of the largest entry
+        assert_close(stats[g].numpy(), expected, rtol=1e-13, what=f"group {g}")
+
+
+def cell_classes(counts: list[int], m: int, n: int, size: int, seed: int):
+    """Classes of random cells and the pre-activations z of every pair, per group."""
+    rng = np.random.default_rng(seed)
+    _, n_slots = layout(counts)
+    H = torch.from_numpy(rng.standard_normal((n_slots, m)))
+    W = torch.from_numpy(0.5 * rng.standard_normal((len(counts), m, n)))
+    # Biases from -2 to 2: cells of all three classes.
+    b = torch.from_numpy(rng.uniform(-2.0, 2.0, (len(counts), n)))
+    slot, count, ranges = groups_of(counts, size)
+    cls = gpu_cells.classify(W, b, gpu_cells.group_stats(H, slot, count, size), ranges)
+    zs = []
+    for r, (lo, hi) in enumerate(ranges):
+        for g in range(lo, hi):
+            zs.append((H[slot[g]:slot[g] + count[g]] @ W[r] + b[r]).numpy())
+    return cls.numpy(), zs
+
+
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_cell_classes_hold_for_every_pair(m: int) -> None:
+    cls, zs = cell_classes(COUNTS, m, 50, SIZE, seed=m)
+    assert cls.dtype == np.int8
+    for g, z in enumerate(zs):
+        assert (z[:, cls[g] == gpu_cells.ON] > 0).all()
+        assert (z[:, cls[g] == gpu_cells.OFF] <= 0).all()
+    # The bounds decide cells, not only leave them mixed: with these spread-out groups, each
+    # class holds 4-50% of the cells (measured for m = 1, 2, 4).
+    shares = np.bincount(cls.ravel(), minlength=3) / cls.size
+    assert (shares > 0.02).all(), shares
+
+
+def test_a_group_of_one_example_is_decided_exactly() -> None:
+    # Radius 0 and a box of width 0: the bounds are z itself, so no cell is mixed.
+    cls, zs = cell_classes([1, 1, 1], 3, 200, 1, seed=7)
+    z = np.concatenate(zs)
+    np.testing.assert_array_equal(cls, np.where(z > 0, gpu_cells.ON, gpu_cells.OFF))
+
+
+def test_tree_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="size must be at least 1"):
+        gpu_cells.KdTree([0], [10], 0, "cpu")
