@@ -129,3 +129,58 @@ def classify(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor,
         out[lo:hi] = torch.where(low > 0.0, ON, torch.where(high > 0.0, MIXED, OFF)).to(
             torch.int8)
     return out
+
+
+def on_sums(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor, cls: torch.Tensor,
+            run_blocks: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """The all-on cells' part of the dense sums (x taken as 0), in float64, through the groups'
+    moments alone: over an ON cell a = z = b_i + h_t . W_i is linear in h, so with S1 and S2
+    of the group (``group_stats``), summed over each feature's ON cells,
+
+    - ``loss`` (R,): sum a^2 = |g| b_i^2 + 2 b_i S1 . W_i + W_i . S2 W_i;
+    - ``gb`` (R, n_features): sum a = |g| b_i + S1 . W_i;
+    - ``gW`` (R, n_hidden, n_features): sum a h_t = b_i S1 + S2 W_i (the decoder's part);
+
+    and per group, what its examples' dL/dh_t gain, u + A h_t (``dh_on``):
+
+    - ``A`` (groups, n_hidden, n_hidden): sum W_i W_i^T over the group's ON features;
+    - ``u`` (groups, n_hidden): sum b_i W_i over them.
+
+    The arguments are those of ``classify``, with its classes ``cls``.
+    """
+    R, m, n = W.shape
+    out = {"loss": torch.zeros(R, dtype=torch.float64, device=W.device),
+           "gb": torch.zeros(R, n, dtype=torch.float64, device=W.device),
+           "gW": torch.zeros(R, m, n, dtype=torch.float64, device=W.device),
+           "A": torch.zeros(stats.shape[0], m, m, dtype=torch.float64, device=W.device),
+           "u": torch.zeros(stats.shape[0], m, dtype=torch.float64, device=W.device)}
+    for r, (lo, hi) in enumerate(run_blocks):
+        if hi <= lo:
+            continue
+        Wr, br, s = W[r].double(), b[r].double(), stats[lo:hi]
+        on = (cls[lo:hi] == ON).double()  # (groups, n)
+        count = on.t() @ s[:, 4 * m + 1]  # (n,) examples in each feature's ON cells
+        S1 = on.t() @ s[:, 3 * m:4 * m]  # (n, m)
+        S2 = (on.t() @ s[:, 4 * m + 2:]).reshape(n, m, m)
+        S1w = (S1 * Wr.t()).sum(1)
+        S2w = torch.einsum("ikl,li->ik", S2, Wr)  # (n, m)
+        out["gb"][r] = count * br + S1w
+        out["gW"][r] = (br[:, None] * S1 + S2w).t()
+        out["loss"][r] = (count * br * br + 2.0 * br * S1w + (S2w * Wr.t()).sum(1)).sum()
+        out["A"][lo:hi] = (on @ torch.einsum("ki,li->ikl", Wr, Wr).reshape(n, m * m)).reshape(
+            -1, m, m)
+        out["u"][lo:hi] = on @ (br[:, None] * Wr.t())
+    return out
+
+
+def dh_on(sums: dict[str, torch.Tensor], H: torch.Tensor, slot: torch.Tensor,
+          count: torch.Tensor, size: int) -> torch.Tensor:
+    """u + A h_t (``on_sums``) for each example t of each group, as (n_slots, n_hidden)
+    float64: zero outside the groups."""
+    e = torch.arange(size, device=H.device)
+    valid = e[None, :] < count[:, None].long()
+    rows = (slot[:, None].long() + e[None, :])[valid]  # slots of every group, group by group
+    group = torch.arange(len(slot), device=H.device)[:, None].expand(-1, size)[valid]
+    out = torch.zeros(H.shape, dtype=torch.float64, device=H.device)
+    out[rows] = sums["u"][group] + torch.einsum("tkl,tl->tk", sums["A"][group], H[rows].double())
+    return out
