@@ -1,0 +1,122 @@
+"""What the GPU engine's cells (toyrelu.gpu_cells) decide on trained runs, and what deciding
+them costs on the device.
+
+Trains ``--seeds`` runs per (m, T) (on CUDA with the batched engine when there is one, else with
+the CPU engine), then lays them out as one GPU batch and times, on the device: the k-d
+ordering of the hidden vectors (``KdTree.order``), the groups' statistics (``group_stats``)
+and the class of every (group, feature) cell (``classify``). It prints the share of cells
+all-on, all-off and mixed (mixed cells are the pair work a cell step leaves), and, on CUDA,
+one engine step of the same batch for scale.
+
+    PYTHONPATH=src python benchmarks/bench_gpu_cells.py            # reduced scale, ~1 min
+    PYTHONPATH=src python benchmarks/bench_gpu_cells.py --n-features 10000 --sparsity 0.999 \\
+        --n-hidden 2,4,8 --n-train 100000 --steps 2000              # paper scale, on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from toyrelu import data, engine, gpu, gpu_cells, model
+from toyrelu.config import RunConfig
+
+
+def hidden(W: np.ndarray, X: data.SparseData) -> torch.Tensor:
+    """H = X W^T (n_train, n_hidden) from the CSR rows, in float64."""
+    rows = np.repeat(np.arange(X.n_examples), np.diff(X.indptr))
+    H = np.zeros((X.n_examples, W.shape[0]))
+    np.add.at(H, rows, X.data[:, None] * W[:, X.indices].T)
+    return torch.from_numpy(H)
+
+
+def timed(call, device: torch.device, repeats: int = 5) -> tuple[object, float]:
+    """The result of ``call()`` and its best wall time in ms over ``repeats`` calls."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return out, 1e3 * best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-features", type=int, default=1000)
+    parser.add_argument("--sparsity", type=float, default=0.99)
+    parser.add_argument("--n-hidden", default="2,4,8,16")
+    parser.add_argument("--n-train", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--size", type=int, default=128, help="examples per group")
+    args = parser.parse_args()
+    on_gpu = gpu.available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    print(f"device {device}, n = {args.n_features}, S = {args.sparsity}, T = {args.n_train}, "
+          f"{args.steps} steps, {args.seeds} seeds, groups of {args.size}")
+    print("m | on | off | mixed | order ms | stats ms | classify ms | engine step ms")
+    for m in (int(v) for v in args.n_hidden.split(",")):
+        measure(m, args, device, on_gpu)
+
+
+def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool) -> None:
+    """Train the runs at hidden size m, time the cells of their batch and print a row."""
+    configs = [RunConfig(n_features=args.n_features, sparsity=args.sparsity, n_hidden=m,
+                         n_train=args.n_train, steps=args.steps, seed=s)
+               for s in range(args.seeds)]
+    Xs = [data.train_set(c) for c in configs]
+    inits = [model.init_params(c) for c in configs]
+    if on_gpu:
+        trained = gpu.train_many(configs, Xs, [W for W, _ in inits], [b for _, b in inits])
+    else:
+        trained = [engine.train(c, X, W, b) for c, X, (W, b) in zip(configs, Xs, inits,
+                                                                     strict=True)]
+    failed = [str(p) for p in trained if isinstance(p, engine.Diverged)]
+    if failed:
+        raise SystemExit(f"m = {m}: a run diverged ({failed[0]})")
+    params = [(np.asarray(W), np.asarray(b)) for W, b in trained]  # type: ignore[misc]
+    starts = [i * -(-args.n_train // 32) * 32 for i in range(len(params))]
+    n_slots = starts[-1] + -(-args.n_train // 32) * 32
+    H = torch.zeros(n_slots, m, dtype=torch.float32, device=device)
+    for s, (Wr, _), X in zip(starts, params, Xs, strict=True):
+        H[s:s + args.n_train] = hidden(Wr, X).float().to(device)
+    W = torch.tensor(np.stack([W for W, _ in params]), device=device)
+    b = torch.tensor(np.stack([b for _, b in params]), device=device)
+    counts = [args.n_train] * len(params)
+    tree = gpu_cells.KdTree(starts, counts, args.size, device)
+    perm, t_order = timed(lambda: tree.order(H), device)
+    grouped = H[perm]
+    slot = torch.tensor([s + i for s in starts for i in range(0, args.n_train, args.size)],
+                        device=device)
+    count = torch.tensor([min(args.size, args.n_train - i) for _ in starts
+                          for i in range(0, args.n_train, args.size)], device=device)
+    per_run = -(-args.n_train // args.size)
+    ranges = [(r * per_run, (r + 1) * per_run) for r in range(len(params))]
+    stats, t_stats = timed(lambda: gpu_cells.group_stats(grouped, slot, count, args.size),
+                           device)
+    cls, t_cls = timed(lambda: gpu_cells.classify(W, b, stats, ranges), device)
+    shares = torch.bincount(cls.flatten().long(), minlength=3).double() / cls.numel()
+    step = "-"
+    if on_gpu:
+        group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
+                           device, gpu.default_blocks(m))
+        feed = gpu.Feed(Xs, "float32", 1)
+        batch = feed.data(group, 0)
+        _, t_step = timed(lambda: group.step(batch, 0, None), device)
+        step = f"{t_step:.2f}"
+    on, off, mixed = (f"{100 * float(v):.1f}%" for v in (shares[gpu_cells.ON],
+                                                        shares[gpu_cells.OFF],
+                                                        shares[gpu_cells.MIXED]))
+    print(f"{m} | {on} | {off} | {mixed} | {t_order:.2f} | {t_stats:.2f} | {t_cls:.2f} | "
+          f"{step}")
+
+
+if __name__ == "__main__":
+    main()
