@@ -129,7 +129,7 @@ def cell_loss_and_grad(W: np.ndarray, b: np.ndarray, X, size: int):
     nonzeros of x as the engines' exact corrections. T x n arrays are fine at this size."""
     from toyrelu.engine import loss_scale
 
-    T, (m, n) = X.n_examples, W.shape
+    T, n = X.n_examples, W.shape[1]
     dense = X.to_dense().astype(np.float64)
     H = dense @ W.T
     perm = gpu_cells.KdTree([0], [T], size, "cpu").order(torch.from_numpy(H)).numpy()
