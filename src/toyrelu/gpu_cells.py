@@ -184,3 +184,24 @@ def dh_on(sums: dict[str, torch.Tensor], H: torch.Tensor, slot: torch.Tensor,
     out = torch.zeros(H.shape, dtype=torch.float64, device=H.device)
     out[rows] = sums["u"][group] + torch.einsum("tkl,tl->tk", sums["A"][group], H[rows].double())
     return out
+
+
+def mixed_lists(cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MIXED cells of ``cls`` (groups, n_features), listed group by group for a pass over
+    each group's mixed features, and indexed for the sums over each feature's cells:
+
+    - ``ptr`` (groups + 1,) int64: group g's mixed features are ``features[ptr[g]:ptr[g + 1]]``;
+    - ``features`` (n_mixed,) int32: in increasing order within each group;
+    - ``position`` (groups, n_features) int32: the index into ``features`` of cell (g, i) if it
+      is MIXED, else -1.
+
+    ``nonzero`` waits for the device once, for the count.
+    """
+    mixed = cls == MIXED
+    rank = torch.cumsum(mixed, dim=1, dtype=torch.int32)  # mixed cells up to i, in group g
+    ptr = torch.zeros(cls.shape[0] + 1, dtype=torch.int64, device=cls.device)
+    if cls.shape[1]:
+        ptr[1:] = torch.cumsum(rank[:, -1].long(), 0)
+    features = torch.nonzero(mixed)[:, 1].to(torch.int32)
+    position = torch.where(mixed, ptr[:-1, None].to(torch.int32) + rank - 1, -1)
+    return ptr, features, position.to(torch.int32)
