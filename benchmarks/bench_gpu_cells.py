@@ -25,14 +25,6 @@ from toyrelu import data, engine, gpu, gpu_cells, model
 from toyrelu.config import RunConfig
 
 
-def hidden(W: np.ndarray, X: data.SparseData) -> torch.Tensor:
-    """H = X W^T (n_train, n_hidden) from the CSR rows, in float64."""
-    rows = np.repeat(np.arange(X.n_examples), np.diff(X.indptr))
-    H = np.zeros((X.n_examples, W.shape[0]))
-    np.add.at(H, rows, X.data[:, None] * W[:, X.indices].T)
-    return torch.from_numpy(H)
-
-
 def timed(call, device: torch.device, repeats: int = 5) -> tuple[object, float]:
     """The result of ``call()`` and its best wall time in ms over ``repeats`` calls."""
     best, out = float("inf"), None
@@ -86,19 +78,14 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
     n_slots = starts[-1] + -(-args.n_train // 32) * 32
     H = torch.zeros(n_slots, m, dtype=torch.float32, device=device)
     for s, (Wr, _), X in zip(starts, params, Xs, strict=True):
-        H[s:s + args.n_train] = hidden(Wr, X).float().to(device)
+        H[s:s + args.n_train] = torch.from_numpy(engine.hidden(Wr, X)).float().to(device)
     W = torch.tensor(np.stack([W for W, _ in params]), device=device)
     b = torch.tensor(np.stack([b for _, b in params]), device=device)
     counts = [args.n_train] * len(params)
     tree = gpu_cells.KdTree(starts, counts, args.size, device)
     perm, t_order = timed(lambda: tree.order(H), device)
     grouped = H[perm]
-    slot = torch.tensor([s + i for s in starts for i in range(0, args.n_train, args.size)],
-                        device=device)
-    count = torch.tensor([min(args.size, args.n_train - i) for _ in starts
-                          for i in range(0, args.n_train, args.size)], device=device)
-    per_run = -(-args.n_train // args.size)
-    ranges = [(r * per_run, (r + 1) * per_run) for r in range(len(params))]
+    slot, count, ranges = gpu_cells.groups(starts, counts, args.size, device)
     stats, t_stats = timed(lambda: gpu_cells.group_stats(grouped, slot, count, args.size),
                            device)
     cls, t_cls = timed(lambda: gpu_cells.classify(W, b, stats, ranges), device)

@@ -53,15 +53,7 @@ def test_kd_order_groups_nearby_hidden_vectors() -> None:
 
 def groups_of(counts: list[int], size: int) -> tuple[torch.Tensor, torch.Tensor, list]:
     """First slot and size of each group of ``size`` slots per run, and each run's groups."""
-    starts, _ = layout(counts)
-    slot, count, ranges = [], [], []
-    for s, T in zip(starts, counts, strict=True):
-        lo = len(slot)
-        for i in range(0, T, size):
-            slot.append(s + i)
-            count.append(min(size, T - i))
-        ranges.append((lo, len(slot)))
-    return torch.tensor(slot), torch.tensor(count), ranges
+    return gpu_cells.groups(layout(counts)[0], counts, size, "cpu")
 
 
 def test_group_stats_are_each_groups_moments() -> None:

@@ -34,7 +34,6 @@ class KdTree:
                  device: torch.device | str) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
-        self.size = size
         lo = np.array([0 for T in counts if T > 0], dtype=np.int64)
         hi = np.array([T for T in counts if T > 0], dtype=np.int64)
         self.positions = torch.from_numpy(np.concatenate(
@@ -42,7 +41,7 @@ class KdTree:
             or [np.zeros(0, np.int64)]).astype(np.int64)).to(device)
         offsets = np.concatenate([[0], np.cumsum(hi)[:-1]]).astype(np.int64)
         lo, hi = lo + offsets, hi + offsets  # node ranges over the concatenated positions
-        # levels: (node of each position, nodes that are cut at this level)
+        # levels: (node of each position, which nodes are cut at this level, node count)
         self.levels: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         while len(hi) and (hi - lo > size).any():
             cut = hi - lo > size
@@ -80,6 +79,31 @@ class KdTree:
         return perm
 
 
+def groups(starts: Sequence[int], counts: Sequence[int], size: int,
+           device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """The groups of a batch whose run r owns slots [starts[r], starts[r] + counts[r]): each
+    run's slots cut into runs of ``size`` (the last may be shorter). Returns each group's first
+    slot and size (int64 tensors) and, per run, the range of its groups."""
+    slot: list[int] = []
+    count: list[int] = []
+    run_blocks = []
+    for s, T in zip(starts, counts, strict=True):
+        lo = len(slot)
+        slot.extend(range(s, s + T, size))
+        count.extend(min(size, T - i) for i in range(0, T, size))
+        run_blocks.append((lo, len(slot)))
+    return (torch.tensor(slot, dtype=torch.int64, device=device),
+            torch.tensor(count, dtype=torch.int64, device=device), run_blocks)
+
+
+def _group_slots(slot: torch.Tensor, count: torch.Tensor,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of the ``size`` places of each group hold an example, (groups, size) bool, and
+    the slot of each place, (groups, size) int64 (past the group's end where not valid)."""
+    e = torch.arange(size, device=slot.device)
+    return e[None, :] < count[:, None].long(), slot[:, None].long() + e[None, :]
+
+
 def group_stats(H: torch.Tensor, slot: torch.Tensor, count: torch.Tensor,
                 size: int) -> torch.Tensor:
     """Float64 statistics of each group g of slots [slot[g], slot[g] + count[g]) of H (n_slots,
@@ -87,10 +111,8 @@ def group_stats(H: torch.Tensor, slot: torch.Tensor, count: torch.Tensor,
     (m), box centre (m), box half-widths (m), S1 = sum h (m), ball radius (the farthest h from
     the mean), size, then S2 = sum h h^T (m * m, row-major)."""
     m = H.shape[1]
-    e = torch.arange(size, device=H.device)
-    valid = e[None, :] < count[:, None].long()  # (groups, size)
-    rows = (slot[:, None].long() + e[None, :]).clamp(max=H.shape[0] - 1)
-    Hg = torch.where(valid[:, :, None], H[rows].double(), 0.0)  # (groups, size, m)
+    valid, rows = _group_slots(slot, count, size)
+    Hg = torch.where(valid[:, :, None], H[rows.clamp(max=H.shape[0] - 1)].double(), 0.0)
     n = count.double().clamp(min=1.0)[:, None]
     S1 = Hg.sum(1)
     mean = S1 / n
@@ -177,9 +199,8 @@ def dh_on(sums: dict[str, torch.Tensor], H: torch.Tensor, slot: torch.Tensor,
           count: torch.Tensor, size: int) -> torch.Tensor:
     """u + A h_t (``on_sums``) for each example t of each group, as (n_slots, n_hidden)
     float64: zero outside the groups."""
-    e = torch.arange(size, device=H.device)
-    valid = e[None, :] < count[:, None].long()
-    rows = (slot[:, None].long() + e[None, :])[valid]  # slots of every group, group by group
+    valid, rows = _group_slots(slot, count, size)
+    rows = rows[valid]  # slots of every group, group by group
     group = torch.arange(len(slot), device=H.device)[:, None].expand(-1, size)[valid]
     out = torch.zeros(H.shape, dtype=torch.float64, device=H.device)
     out[rows] = sums["u"][group] + torch.einsum("tkl,tl->tk", sums["A"][group], H[rows].double())
@@ -204,4 +225,4 @@ def mixed_lists(cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         ptr[1:] = torch.cumsum(rank[:, -1].long(), 0)
     features = torch.nonzero(mixed)[:, 1].to(torch.int32)
     position = torch.where(mixed, ptr[:-1, None].to(torch.int32) + rank - 1, -1)
-    return ptr, features, position.to(torch.int32)
+    return ptr, features, position
