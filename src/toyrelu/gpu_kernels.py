@@ -47,7 +47,7 @@ from toyrelu import gpu_dots
 from toyrelu.gpu_dots import NAN
 from toyrelu.gpu_update import update_kernel
 
-__all__ = ["cols_kernel", "rows_kernel", "update_kernel"]
+__all__ = ["cols_kernel", "corrections", "hidden", "rows_kernel", "update_kernel"]
 
 
 def _patch_interpreter() -> None:
@@ -84,6 +84,51 @@ def _zeros(M: tl.constexpr, B: tl.constexpr, dtype: tl.constexpr):
     for _k in tl.static_range(M):
         out = out + (tl.zeros([B], dtype),)
     return out
+
+
+@triton.jit
+def hidden(indices, data, Wr, n, start, count, M: tl.constexpr, BE: tl.constexpr,
+           dtype: tl.constexpr):
+    """h_t = W x_t for BE rows whose nonzeros are CSR positions [start, start + count), summed
+    in their stored order. ``Wr`` points at the run's W (one pointer, or one per row)."""
+    hs = _zeros(M, BE, dtype)
+    for p in range(0, tl.max(count, axis=0)):
+        on = p < count
+        j = tl.load(indices + start + p, mask=on, other=0)
+        x = tl.load(data + start + p, mask=on, other=0.0)
+        new = ()
+        for k in tl.static_range(M):
+            new = new + (hs[k] + tl.load(Wr + k * n + j, mask=on, other=0.0) * x,)
+        hs = new
+    return hs
+
+
+@triton.jit
+def corrections(indices, data, csr2csc, C, Wr, br, n, start, count, hs, dh, sq,
+                M: tl.constexpr):
+    """The nonzeros of the rows, after a dense pass that took x = 0: (a - x)^2 = a^2 - 2 a x +
+    x^2 adds x^2 - 2 a x to ``sq``, and where z > 0 the gradient factor a - x differs from the
+    dense pass's a by c = -x, which adds c W_i to ``dh`` and is stored in CSC order (C) for
+    the update. Returns (dh, sq)."""
+    for p in range(0, tl.max(count, axis=0)):
+        on = p < count
+        pos = start + p
+        j = tl.load(indices + pos, mask=on, other=0)
+        x = tl.load(data + pos, mask=on, other=0.0)
+        z = tl.load(br + j, mask=on, other=0.0)
+        ws = ()
+        for k in tl.static_range(M):
+            w = tl.load(Wr + k * n + j, mask=on, other=0.0)
+            ws = ws + (w,)
+            z = z + w * hs[k]
+        sq += x * x - 2.0 * x * tl.maximum(z, 0.0, propagate_nan=NAN)
+        c = tl.where(z > 0.0, -x, 0.0)
+        tl.store(C + tl.load(csr2csc + pos, mask=on, other=0), c, mask=on)
+        new = ()
+        for k in tl.static_range(M):
+            new = new + (dh[k] + c * ws[k],)
+        dh = new
+    return dh, sq
 
 
 @triton.jit
@@ -139,16 +184,7 @@ def rows_kernel(
         slots = tl.load(blk_slot + blk) + e
         start = tl.load(indptr + rows, mask=emask, other=0)
         count = tl.load(indptr + rows + 1, mask=emask, other=0) - start
-        n_nz = tl.max(count, axis=0)
-        hs = _zeros(M, BE, dtype)
-        for p in range(0, n_nz):
-            on = p < count
-            j = tl.load(indices + start + p, mask=on, other=0)
-            x = tl.load(data + start + p, mask=on, other=0.0)
-            new = ()
-            for k in tl.static_range(M):
-                new = new + (hs[k] + tl.load(Wr + k * n + j, mask=on, other=0.0) * x,)
-            hs = new
+        hs = hidden(indices, data, Wr, n, start, count, M, BE, dtype)
         # Dense pass, x = 0: z = b_i + sum_k W_ki h_tk, a = ReLU(z), dL/dh_tk ~ sum_i a W_ki.
         # Rows past the block end have h = 0 and are never stored.
         f_lo = fc * f_chunk
@@ -165,26 +201,8 @@ def rows_kernel(
         dh = acc[:M]
         sq = acc[M]
         if fc == 0:
-            # The nonzeros: (a - x)^2 = a^2 - 2 a x + x^2, and where z > 0 the gradient factor
-            # a - x differs from the dense pass's a by c = -x (stored in CSC order for pass C).
-            for p in range(0, n_nz):
-                on = p < count
-                pos = start + p
-                j = tl.load(indices + pos, mask=on, other=0)
-                x = tl.load(data + pos, mask=on, other=0.0)
-                z = tl.load(br + j, mask=on, other=0.0)
-                ws = ()
-                for k in tl.static_range(M):
-                    w = tl.load(Wr + k * n + j, mask=on, other=0.0)
-                    ws = ws + (w,)
-                    z = z + w * hs[k]
-                sq += x * x - 2.0 * x * tl.maximum(z, 0.0, propagate_nan=NAN)
-                c = tl.where(z > 0.0, -x, 0.0)
-                tl.store(C + tl.load(csr2csc + pos, mask=on, other=0), c, mask=on)
-                new = ()
-                for k in tl.static_range(M):
-                    new = new + (dh[k] + c * ws[k],)
-                dh = new
+            dh, sq = corrections(indices, data, csr2csc, C, Wr, br, n, start, count, hs, dh, sq,
+                                 M)
             for k in tl.static_range(M):
                 tl.store(Ht + k * n_slots + slots, hs[k], mask=emask)
                 tl.store(H + slots * M + k, hs[k], mask=emask)
