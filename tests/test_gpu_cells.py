@@ -132,7 +132,7 @@ def cell_loss_and_grad(W: np.ndarray, b: np.ndarray, X, size: int):
     cls = gpu_cells.classify(Wt, bt, stats, ranges)
     sums = gpu_cells.on_sums(Wt, bt, stats, cls, ranges)
     dh = gpu_cells.dh_on(sums, torch.from_numpy(Hs), slot, count, size).numpy()
-    loss, gb, gW = float(sums["loss"][0]), sums["gb"][0].numpy(), sums["gW"][0].numpy()
+    loss, gb, gW = float(sums["group_loss"].sum()), sums["gb"][0].numpy(), sums["gW"][0].numpy()
     z = Hs @ W + b
     a = np.maximum(z, 0.0)
     group = np.repeat(np.arange(len(slot)), count.numpy())

@@ -159,23 +159,24 @@ def on_sums(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor, cls: torch.Te
     moments alone: over an ON cell a = z = b_i + h_t . W_i is linear in h, so with S1 and S2
     of the group (``group_stats``), summed over each feature's ON cells,
 
-    - ``loss`` (R,): sum a^2 = |g| b_i^2 + 2 b_i S1 . W_i + W_i . S2 W_i;
     - ``gb`` (R, n_features): sum a = |g| b_i + S1 . W_i;
     - ``gW`` (R, n_hidden, n_features): sum a h_t = b_i S1 + S2 W_i (the decoder's part);
 
-    and per group, what its examples' dL/dh_t gain, u + A h_t (``dh_on``):
+    and per group, what its examples' dL/dh_t gain, u + A h_t (``dh_on``), and its loss:
 
     - ``A`` (groups, n_hidden, n_hidden): sum W_i W_i^T over the group's ON features;
-    - ``u`` (groups, n_hidden): sum b_i W_i over them.
+    - ``u`` (groups, n_hidden): sum b_i W_i over them;
+    - ``group_loss`` (groups,): sum a^2 over them, which is sum_i |g| b_i^2 + 2 b_i S1 . W_i +
+      W_i . S2 W_i = |g| sum_i b_i^2 + 2 S1 . u + <S2, A>.
 
     The arguments are those of ``classify``, with its classes ``cls``.
     """
     R, m, n = W.shape
-    out = {"loss": torch.zeros(R, dtype=torch.float64, device=W.device),
-           "gb": torch.zeros(R, n, dtype=torch.float64, device=W.device),
+    out = {"gb": torch.zeros(R, n, dtype=torch.float64, device=W.device),
            "gW": torch.zeros(R, m, n, dtype=torch.float64, device=W.device),
            "A": torch.zeros(stats.shape[0], m, m, dtype=torch.float64, device=W.device),
-           "u": torch.zeros(stats.shape[0], m, dtype=torch.float64, device=W.device)}
+           "u": torch.zeros(stats.shape[0], m, dtype=torch.float64, device=W.device),
+           "group_loss": torch.zeros(stats.shape[0], dtype=torch.float64, device=W.device)}
     for r, (lo, hi) in enumerate(run_blocks):
         if hi <= lo:
             continue
@@ -188,10 +189,12 @@ def on_sums(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor, cls: torch.Te
         S2w = torch.einsum("ikl,li->ik", S2, Wr)  # (n, m)
         out["gb"][r] = count * br + S1w
         out["gW"][r] = (br[:, None] * S1 + S2w).t()
-        out["loss"][r] = (count * br * br + 2.0 * br * S1w + (S2w * Wr.t()).sum(1)).sum()
-        out["A"][lo:hi] = (on @ torch.einsum("ki,li->ikl", Wr, Wr).reshape(n, m * m)).reshape(
-            -1, m, m)
-        out["u"][lo:hi] = on @ (br[:, None] * Wr.t())
+        A = on @ torch.einsum("ki,li->ikl", Wr, Wr).reshape(n, m * m)  # (groups, m * m)
+        u = on @ (br[:, None] * Wr.t())
+        out["A"][lo:hi], out["u"][lo:hi] = A.reshape(-1, m, m), u
+        out["group_loss"][lo:hi] = (s[:, 4 * m + 1] * (on @ (br * br))
+                                    + 2.0 * (s[:, 3 * m:4 * m] * u).sum(1)
+                                    + (s[:, 4 * m + 2:] * A).sum(1))
     return out
 
 
