@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 from toyrelu.engine import Diverged, SnapshotCallback, loss_scale, snapshot_steps
 from toyrelu.gpu_feed import DeviceData, Feed, upload
+from toyrelu.gpu_split import Cells, SplitStep
 from toyrelu.schedule import learning_rates
 
 ALIGN = 32  # each run's rows start at a multiple of this slot: aligned, vector-loadable rows
@@ -72,6 +73,8 @@ class Blocks:
     broadcast load of W (h) feed several pairs. Any values give the same result up to rounding
     (they change the order of sums). ``dots``: run the dense work of passes A and B as
     tensor-core dots (``toyrelu.gpu_dots``) instead of unrolled fused multiply-adds.
+    ``cells``: take the split-cell step (``toyrelu.gpu_split``) with these settings on fixed
+    training sets, while it pays; None: the dense passes at every step.
     """
 
     rows_BE: int = 512
@@ -86,6 +89,7 @@ class Blocks:
     programs: int = 1024
     stages: int = 3
     dots: bool = False
+    cells: Cells | None = None
 
 
 # Largest m -> (rows_BF, examples per thread in pass A, cols_BE, features per thread in pass B),
@@ -94,7 +98,7 @@ TILES = ((2, (16, 4, 32, 4)), (4, (8, 4, 16, 4)), (8, (8, 4, 8, 4)), (16, (4, 2,
 # Tiles of the tensor-core passes, from compiling for sm_90 (benchmarks/compile_sm90.py): no
 # register spills for any m <= 16 at 126-156 registers (float32; 128 x 64 tiles spill in 4
 # warps, and fit in 8 warps, as 64 x 64 in 4, only at ~255 registers per thread).
-DOT_TILES = {
+DOT_TILES: dict[str, dict[str, Any]] = {
     "float32": {"rows_BE": 128, "rows_BF": 32, "rows_warps": 8, "cols_BE": 32, "cols_BF": 128,
                 "cols_warps": 8},
     "float64": {"rows_BE": 64, "rows_BF": 16, "cols_BE": 16, "cols_BF": 64},
@@ -150,7 +154,8 @@ class _Group:
     of their rows (a run of T examples owns slots [slot0, slot0 + T)) and the work lists."""
 
     def __init__(self, W0s: Sequence[NDArray], b0s: Sequence[NDArray], counts: Sequence[int],
-                 reduction: str, device: torch.device, blocks: Blocks) -> None:
+                 reduction: str, device: torch.device, blocks: Blocks,
+                 fixed: bool = True) -> None:
         dtype = str(np.asarray(W0s[0]).dtype)
         dt = TORCH_DTYPES[dtype]
         self.device, self.blocks, self.counts = device, blocks, list(counts)
@@ -198,6 +203,8 @@ class _Group:
         self.dead_loss = torch.zeros(R, dtype=torch.float64, device=device)
         self.losses = torch.zeros(R, dtype=torch.float64, device=device)
         self.C = torch.zeros(0, dtype=dt, device=device)
+        # The split-cell step groups a fixed set's examples; a streamed batch is new each step.
+        self.split = SplitStep(self, blocks.cells) if blocks.cells and fixed else None
 
     @property
     def pairs(self) -> int:
@@ -207,14 +214,14 @@ class _Group:
     def step(self, data: DeviceData, step: int, hyper: torch.Tensor | None) -> None:
         """Enqueue one step on ``data``: AdamW step ``step`` with the scalars in ``hyper``
         (steps, 8), or with ``hyper=None`` only the loss and gradient (into GW, Gb)."""
+        if self.split is not None and self.split.step(data, step, hyper):
+            return
         k, bl, m, n = _kernels(), self.blocks, self.m, self.n
-        if self.C.numel() < data.values.numel():
-            self.C = torch.zeros_like(data.values)
-        R = self.W.shape[0]
+        C = self.sparse_buffer(data)
         if self.n_blocks:
             k.rows_kernel[(self.n_blocks, self.n_fc)](
                 self.W, self.b, data.indptr, data.indices, data.values, data.csr2csc,
-                *self.blk, self.dead, self.C, self.Ht, self.H, self.DH, self.L,
+                *self.blk, self.dead, C, self.Ht, self.H, self.DH, self.L,
                 n, self.n_slots, self.n_blocks, self.f_chunk,
                 M=m, BE=bl.rows_BE, BF=bl.rows_BF, **self.dense, num_warps=bl.rows_warps,
                 num_stages=bl.stages)
@@ -225,15 +232,32 @@ class _Group:
                 num_stages=bl.stages)
         else:
             self.P.zero_()
+        self.update(data, step, hyper, self.P, self.L, self.H, self.DH, data.csc_slot,
+                    self.run_ranges, max(self.n_blocks, 1), self.n_fc)
+
+    def sparse_buffer(self, data: DeviceData) -> torch.Tensor:
+        """The buffer of the gradient-factor corrections c at ``data``'s nonzeros (CSC order)."""
+        if self.C.numel() < data.values.numel():
+            self.C = torch.zeros_like(data.values)
+        return self.C
+
+    def update(self, data: DeviceData, step: int, hyper: torch.Tensor | None, P: torch.Tensor,
+               L: torch.Tensor, H: torch.Tensor, DH: torch.Tensor, csc_slot: torch.Tensor,
+               run_ranges: Sequence[torch.Tensor], n_blocks: int, n_fc: int) -> None:
+        """The update launch (``gpu_update.update_kernel``) on what a step's passes left: the
+        decoder sums P (items, M + 1, n) with each run's items and blocks in ``run_ranges``,
+        the block losses L (n_fc, n_blocks), H and DH (n_fc, slots, M) in the slot layout
+        that ``csc_slot`` gives each nonzero, and the corrections in ``sparse_buffer``."""
+        bl, m, n = self.blocks, self.m, self.n
         update = hyper is not None
         if not update:
             self.GW, self.Gb = torch.empty_like(self.W), torch.empty_like(self.b)
-        k.update_kernel[(R, -(-n // bl.update_BF))](
-            self.W, self.b, *self.moments, self.P, self.L, self.C, self.H, self.DH,
-            data.colptr, data.csc_slot, data.csc_values, *self.run_ranges, self.scale,
+        _kernels().update_kernel[(self.W.shape[0], -(-n // bl.update_BF))](
+            self.W, self.b, *self.moments, P, L, self.C, H, DH,
+            data.colptr, csc_slot, data.csc_values, *run_ranges, self.scale,
             hyper if update else self.scale, self.dead, self.dead_loss, self.losses,
             self.W if update else self.GW, self.b if update else self.Gb,
-            step, n, self.n_slots, max(self.n_blocks, 1), self.n_fc,
+            step, n, self.n_slots, n_blocks, n_fc,
             M=m, MP=max(2, 1 << (m - 1).bit_length()), BF=bl.update_BF, BL=256,
             UPDATE=update, num_warps=bl.update_warps, enable_fp_fusion=False)
 
@@ -297,7 +321,7 @@ def train_many(
             feed = Feed(sources, dtype, config.steps)  # type: ignore[arg-type]
             group = _Group([np.asarray(W0s[i], dtype) for i in members],
                            [np.asarray(b0s[i], dtype) for i in members], feed.counts,
-                           config.loss_reduction, device, blocks)
+                           config.loss_reduction, device, blocks, fixed=members is fixed)
             parts.append((members, group, feed))
     hyper = torch.from_numpy(_hyper(config)).to(device)
     if chunk is None:

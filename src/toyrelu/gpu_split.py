@@ -1,0 +1,174 @@
+"""The GPU engine's split-cell step: a ``gpu._Group``'s step done per (group of examples,
+feature) cell, for fixed training sets, opt-in through ``gpu.Blocks.cells``.
+
+It is the CPU split-cell step (``toyrelu.cells``) on the device. Every ``Cells.regroup`` steps
+each run's examples are put in k-d tree order of their hidden vectors (``gpu_cells.KdTree``),
+so that each ``Cells.size`` consecutive slots of a run are one group. Every step then
+
+1. computes H = W x_t in that order (``hidden_kernel``);
+2. bounds z over every cell (``gpu_cells.group_stats`` and ``classify``): OFF cells add
+   nothing, ON cells collapse into the group's moments (``gpu_cells.on_sums``), and only the
+   MIXED ones (``gpu_cells.mixed_lists``) are worked pair by pair (``mixed_kernel``);
+3. adds each feature's sums over the run's groups in a fixed order (``reduce_kernel``) and
+   hands them, with the nonzeros' corrections, to the dense engine's ``update_kernel``.
+
+The data are uploaded once, in their own order: the step reads each slot's row through
+``slot_row``, and the update reads each nonzero's slot through a permuted copy of
+``DeviceData.csc_slot``. Nothing is approximated: the results equal the dense passes' up to
+the order of sums. At each regroup the share of pairs in MIXED cells is measured; above
+``Cells.pairs_at_most`` the dense passes take the steps until the next regroup, as the CPU
+engine does with its step (``engine.PAIRS_AT_MOST``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from toyrelu import gpu_cells
+
+if TYPE_CHECKING:
+    from toyrelu.gpu import _Group
+    from toyrelu.gpu_feed import DeviceData
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Settings of the split-cell step. ``size``: examples per group (a power of two; 128 is
+    the CPU step's choice, ``cells.GROUP``). ``BF``: mixed features per tile of the mixed pass.
+    ``reduce_BF``: features per program of the reduction. ``hidden_BE``: slots per program of
+    the hidden pass. ``regroup``: steps between rebuilds of the grouping. ``pairs_at_most``:
+    the largest share of pairs in MIXED cells for which the split step is taken (1.0: always).
+    ``warps``: warps of the mixed pass."""
+
+    size: int = 128
+    BF: int = 32
+    reduce_BF: int = 128
+    hidden_BE: int = 128
+    regroup: int = 100
+    pairs_at_most: float = 0.5
+    warps: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("size", "BF", "reduce_BF", "hidden_BE"):
+            value = getattr(self, name)
+            if value < 1 or value & (value - 1):
+                raise ValueError(f"Cells.{name} must be a power of two, got {value}")
+        if self.regroup < 1:
+            raise ValueError(f"Cells.regroup must be at least 1, got {self.regroup}")
+        if not 0.0 <= self.pairs_at_most <= 1.0:
+            raise ValueError(f"Cells.pairs_at_most must be in [0, 1], got {self.pairs_at_most}")
+
+
+@cache
+def _kernels() -> ModuleType:
+    """The Triton kernels, imported on first use."""
+    from toyrelu import gpu_cell_kernels
+
+    return gpu_cell_kernels
+
+
+class SplitStep:
+    """The split-cell step of one ``gpu._Group`` of fixed training sets: the grouped layout of
+    its slots (slot s holds the example of the group's slot ``src[s]`` in its own layout) and
+    the buffers of the step. At the last regroup, ``share`` was the share of pairs in MIXED
+    cells and ``shares`` (3,) that of cells in each class (OFF, ON, MIXED); ``split_steps``
+    counts the steps the cells took."""
+
+    def __init__(self, group: _Group, cells: Cells) -> None:
+        device, counts, starts = group.device, group.counts, group.slot0.tolist()
+        R, m, n, S = group.W.shape[0], group.m, group.n, group.n_slots
+        self.group, self.cells = group, cells
+        self.tree = gpu_cells.KdTree(starts, counts, cells.size, device)
+        self.slot, self.count, self.run_groups = gpu_cells.groups(starts, counts, cells.size,
+                                                                  device)
+        self.n_groups = len(self.slot)
+        if self.n_groups * n >= 2**31:
+            raise ValueError(f"batch too large for 32-bit offsets ({self.n_groups * n} cells)")
+        self.g_slot, self.g_count = self.slot.to(torch.int32), self.count.to(torch.int32)
+        sizes = [hi - lo for lo, hi in self.run_groups]
+        self.g_run = torch.tensor(np.repeat(np.arange(R), sizes), dtype=torch.int32, device=device)
+        base_row = np.full(S, -1, dtype=np.int64)
+        slot_run = np.zeros(S, dtype=np.int32)
+        row0 = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        for r, (s, T) in enumerate(zip(starts, counts, strict=True)):
+            base_row[s:s + T] = row0[r] + np.arange(T)
+            slot_run[s:s + T] = r
+        self.base_row = torch.from_numpy(base_row).to(device)
+        self.slot_run = torch.from_numpy(slot_run).to(device)
+        self.src = torch.arange(S, device=device)
+        self.slot_row = self.base_row.to(torch.int32)
+        self.csc_slot = torch.zeros(0, dtype=torch.int32, device=device)
+        self.data: DeviceData | None = None
+        dt = group.W.dtype
+        self.H = torch.zeros(S, m, dtype=dt, device=device)
+        self.DH = torch.zeros(S, m, dtype=dt, device=device)
+        self.L = torch.zeros(max(self.n_groups, 1), dtype=torch.float64, device=device)
+        self.P = torch.zeros(R, m + 1, n, dtype=torch.float64, device=device)
+        items = np.stack([np.arange(R), np.arange(1, R + 1)], 1).ravel()
+        self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
+                       torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
+                                    dtype=torch.int32, device=device)]
+        self.split_now = True
+        self.share = float("nan")
+        self.shares = torch.full((3,), float("nan"), dtype=torch.float64)
+        self.split_steps = 0
+
+    def step(self, data: DeviceData, step: int, hyper: torch.Tensor | None) -> bool:
+        """Enqueue step ``step`` on ``data`` (as ``gpu._Group.step``) by cells and return True,
+        or return False, having enqueued nothing that changes the run, where the dense passes
+        should take this step."""
+        cells, group = self.cells, self.group
+        regroup = step % cells.regroup == 0 or data is not self.data
+        if not self.n_groups or not (regroup or self.split_now):
+            return False
+        k, m, n = _kernels(), group.m, group.n
+        k.hidden_kernel[(-(-group.n_slots // cells.hidden_BE),)](
+            group.W, data.indptr, data.indices, data.values, self.slot_row, self.slot_run,
+            self.H, n, group.n_slots, M=m, BE=cells.hidden_BE)
+        if regroup:
+            self._regroup(data)
+        stats = gpu_cells.group_stats(self.H, self.slot, self.count, cells.size)
+        cls = gpu_cells.classify(group.W, group.b, stats, self.run_groups)
+        if regroup:
+            mixed = (cls == gpu_cells.MIXED).sum(1).double() @ self.count.double()
+            self.share = float(mixed) / max(group.pairs, 1)
+            classes = torch.bincount(cls.reshape(-1).long(), minlength=3)
+            self.shares = classes.cpu().double() / cls.numel()
+            self.split_now = self.share <= cells.pairs_at_most
+            if not self.split_now:
+                return False
+        sums = gpu_cells.on_sums(group.W, group.b, stats, cls, self.run_groups)
+        ptr, features, position = gpu_cells.mixed_lists(cls)
+        Pc = torch.empty(max(len(features), 1), m + 1, dtype=group.W.dtype, device=group.device)
+        C = group.sparse_buffer(data)
+        k.mixed_kernel[(self.n_groups,)](
+            group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
+            data.csr2csc, self.g_slot, self.g_count, self.g_run,
+            group.dead, sums["A"], sums["u"], sums["group_loss"], ptr, features, Pc, C,
+            self.DH, self.L, n, len(features), M=m, BE=cells.size, BF=cells.BF,
+            num_warps=cells.warps)
+        k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
+            position, Pc, sums["gW"], sums["gb"], self.ranges[1], group.dead, self.P, n,
+            M=m, BF=cells.reduce_BF)
+        group.update(data, step, hyper, self.P, self.L, self.H, self.DH, self.csc_slot,
+                     self.ranges, self.n_groups, 1)
+        self.split_steps += 1
+        return True
+
+    def _regroup(self, data: DeviceData) -> None:
+        """Put each run's slots in k-d tree order of H (just computed in the current order):
+        the layout, H itself, each slot's row and each nonzero's slot follow."""
+        perm = self.tree.order(self.H)
+        self.src = self.src[perm]
+        self.H = self.H[perm].contiguous()
+        self.slot_row = self.base_row[self.src].to(torch.int32)
+        inverse = torch.empty_like(self.src)
+        inverse[self.src] = torch.arange(len(self.src), device=self.src.device)
+        self.csc_slot = inverse[data.csc_slot.long()].to(torch.int32)
+        self.data = data

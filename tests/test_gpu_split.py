@@ -1,0 +1,178 @@
+"""The GPU engine's split-cell step (toyrelu.gpu_split, Blocks.cells) against the autograd
+reference: one step's loss and gradients with every cell class present, trajectories of a batch
+across several regroups, the share rule's fall-back to the dense passes, a diverging run, and
+the settings' checks. Kernels run in Triton's interpreter without CUDA, as in test_gpu."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+pytest.importorskip("triton")
+
+from helpers import assert_close  # noqa: E402
+from toyrelu import data, engine, gpu, gpu_cells, model, reference  # noqa: E402
+from toyrelu.config import RunConfig  # noqa: E402
+from toyrelu.data import SparseData  # noqa: E402
+from toyrelu.gpu_feed import upload  # noqa: E402
+from toyrelu.gpu_split import Cells, SplitStep  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Groups of 8 (60 examples: the last of 4), mixed features 4 per tile, 40 features in blocks of
+# 16 in the reduction (the last of 8), hidden vectors 16 slots per program: every axis ragged.
+# pairs_at_most=1.0 takes the split step whatever the share of mixed pairs.
+TINY = Cells(size=8, BF=4, reduce_BF=16, hidden_BE=16, pairs_at_most=1.0)
+GRAD_RTOL = {"float32": 1e-5, "float64": 1e-12}  # as test_gpu's, same sums in other orders
+
+
+def cell_params(m: int, n: int, dtype: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """W ~ N(0, 0.3^2) and b ~ U(-0.5, 1): many features fire for a whole group, many for
+    none, and the rest are mixed (as test_gpu_cells' split case)."""
+    rng = np.random.default_rng(seed)
+    return ((0.3 * rng.standard_normal((m, n))).astype(dtype),
+            rng.uniform(-0.5, 1.0, n).astype(dtype))
+
+
+def one_step(W: np.ndarray, b: np.ndarray, X: SparseData, cells: Cells) -> gpu._Group:
+    """A group of one run after one gradient step (no update) with ``cells``."""
+    group = gpu._Group([W], [b], [X.n_examples], "sum", torch.device(DEVICE),
+                       gpu.Blocks(cells=cells))
+    [device_data] = upload([[X.astype(W.dtype)]], group.slot0, W.shape[1], str(W.dtype),
+                           group.device)
+    group.step(device_data, 0, None)
+    return group
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_step_matches_reference_with_every_class(dtype: str, m: int) -> None:
+    X = data.sample(60, 40, 0.8, np.random.default_rng(m), dtype)
+    W, b = cell_params(m, 40, dtype, seed=10 + m)
+    group = one_step(W, b, X, TINY)
+    split = group.split
+    assert split is not None and split.split_steps == 1  # the cells took the step
+    shares = split.shares.numpy()
+    assert (shares > 0.02).all(), shares  # OFF, ON and MIXED cells all present (m = 1: 2.5%)
+    ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, "sum")
+    assert_close(float(group.losses[0]), ref_value, rtol=GRAD_RTOL[dtype], what="loss")
+    assert_close(group.GW[0].numpy(), ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
+    assert_close(group.Gb[0].numpy(), ref_gb, rtol=GRAD_RTOL[dtype], what="dL/db")
+
+
+def test_a_step_with_no_mixed_cell_is_all_moments() -> None:
+    # Groups of one example: every cell is decided, so the mixed pass has an empty list and
+    # everything comes from the moments and the nonzeros' corrections.
+    X = data.sample(30, 40, 0.8, np.random.default_rng(0), "float64")
+    W, b = cell_params(2, 40, "float64", seed=1)
+    group = one_step(W, b, X, Cells(size=1, BF=4, reduce_BF=16, pairs_at_most=1.0))
+    assert group.split is not None and group.split.split_steps == 1
+    assert float(group.split.shares[gpu_cells.MIXED]) == 0.0
+    ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, "sum")
+    assert_close(float(group.losses[0]), ref_value, rtol=1e-12, what="loss")
+    assert_close(group.GW[0].numpy(), ref_gW, rtol=1e-12, what="dL/dW")
+    assert_close(group.Gb[0].numpy(), ref_gb, rtol=1e-12, what="dL/db")
+
+
+def batch(dtype: str, steps: int) -> tuple[list[RunConfig], list[SparseData], list]:
+    """Three runs of one batch key with T not a multiple of the group size, b ~ N(0, 1)."""
+    configs = [RunConfig(n_features=24, n_hidden=2, sparsity=0.8, n_train=T, steps=steps,
+                         lr=1e-2, weight_decay=0.05, bias_init="normal", dtype=dtype, n_test=10,
+                         seed=s) for T, s in ((37, 1), (9, 2), (20, 3))]
+    return configs, [data.train_set(c) for c in configs], [model.init_params(c) for c in configs]
+
+
+def train(configs: list[RunConfig], Xs: list, inits: list, cells: Cells | None) -> list:
+    return gpu.train_many(configs, Xs, [W for W, _ in inits], [b for _, b in inits],
+                          device=DEVICE, blocks=gpu.Blocks(cells=cells))
+
+
+def counting_split_steps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record what every SplitStep.step returns (True: the cells took the step)."""
+    taken: list[bool] = []
+    original = SplitStep.step
+
+    def step(self: SplitStep, *args: object) -> bool:
+        taken.append(original(self, *args))  # type: ignore[arg-type]
+        return taken[-1]
+
+    monkeypatch.setattr(SplitStep, "step", step)
+    return taken
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_trajectories_across_regroups_match_reference(
+        dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 12 steps regrouped every 5 (steps 0, 5, 10): slots move, the data stay where uploaded.
+    configs, Xs, inits = batch(dtype, steps=12)
+    taken = counting_split_steps(monkeypatch)
+    results = train(configs, Xs, inits, Cells(size=4, BF=4, reduce_BF=8, regroup=5,
+                                              pairs_at_most=1.0))
+    assert taken == [True] * 12
+    rtol = {"float32": {"W": 2e-6, "b": 2e-5}, "float64": {"W": 1e-9, "b": 1e-9}}[dtype]
+    for config, X, (W0, b0), (W, b) in zip(configs, Xs, inits, results, strict=True):
+        ref_W, ref_b = reference.train(config, X, W0, b0)
+        assert not np.array_equal(W, W0)
+        assert_close(W, ref_W, rtol=rtol["W"], what="final W")  # test_gpu's trajectory bounds
+        assert_close(b, ref_b, rtol=rtol["b"], what="final b")
+
+
+def test_too_many_mixed_pairs_fall_back_to_the_dense_passes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no mixed pair allowed the share rule refuses the cells at every regroup (steps 0
+    # and 4) and the steps between: the dense passes give the same numbers bit for bit.
+    configs, Xs, inits = batch("float32", steps=6)
+    taken = counting_split_steps(monkeypatch)
+    results = train(configs, Xs, inits, Cells(size=4, regroup=4, pairs_at_most=0.0))
+    assert taken == [False] * 6
+    for (W, b), (W_dense, b_dense) in zip(results, train(configs, Xs, inits, None), strict=True):
+        np.testing.assert_array_equal(W, W_dense)
+        np.testing.assert_array_equal(b, b_dense)
+
+
+def test_the_share_rule_is_measured_at_each_regroup() -> None:
+    X = data.sample(60, 40, 0.8, np.random.default_rng(2), "float64")
+    W, b = cell_params(2, 40, "float64", seed=3)
+    share = one_step(W, b, X, TINY).split.shares  # type: ignore[union-attr]
+    mixed = float(share[gpu_cells.MIXED])
+    refused = one_step(W, b, X, Cells(size=8, pairs_at_most=mixed / 2)).split
+    assert refused is not None and not refused.split_now and refused.split_steps == 0
+    # The pair share weighs each cell by its group's size; with groups of 8 it is near the
+    # cell share (the last group holds 4).
+    assert abs(refused.share - mixed) < 0.05
+
+
+def test_a_diverging_run_is_frozen_and_the_others_follow_reference() -> None:
+    configs, Xs, inits = batch("float64", steps=6)
+    W0 = inits[1][0].copy()
+    W0[0, Xs[1].indices[0]] = np.nan
+    inits = [inits[0], (W0, inits[1][1]), inits[2]]
+    results = train(configs, Xs, inits, Cells(size=4, regroup=4, pairs_at_most=1.0))
+    assert isinstance(results[1], engine.Diverged)
+    assert str(results[1]) == "loss is nan at step 0"
+    for i in (0, 2):
+        ref_W, _ = reference.train(configs[i], Xs[i], *inits[i])
+        assert_close(results[i][0], ref_W, rtol=1e-9, what=f"run {i}")
+
+
+def test_streamed_batches_take_the_dense_passes() -> None:
+    W, b = cell_params(2, 24, "float32", seed=0)
+    blocks = gpu.Blocks(cells=TINY)
+    streamed = gpu._Group([W], [b], [10], "sum", torch.device(DEVICE), blocks, fixed=False)
+    assert streamed.split is None
+    assert gpu._Group([W], [b], [10], "sum", torch.device(DEVICE), blocks).split is not None
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(size=3), "Cells.size must be a power of two, got 3"),
+    (dict(BF=0), "Cells.BF must be a power of two, got 0"),
+    (dict(regroup=0), "Cells.regroup must be at least 1, got 0"),
+    (dict(pairs_at_most=1.5), r"Cells.pairs_at_most must be in \[0, 1\], got 1.5"),
+])
+def test_cells_settings_are_checked(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Cells(**changes)
