@@ -6,7 +6,8 @@ the CPU engine), then lays them out as one GPU batch and times, on the device: t
 ordering of the hidden vectors (``KdTree.order``), the groups' statistics (``group_stats``)
 and the class of every (group, feature) cell (``classify``). It prints the share of cells
 all-on, all-off and mixed (mixed cells are the pair work a cell step leaves), and, on CUDA,
-one engine step of the same batch for scale.
+one dense engine step of the same batch and one split-cell step (``toyrelu.gpu_split``, taken
+whatever its share) with the largest relative difference of its gradient from the dense one.
 
     PYTHONPATH=src python benchmarks/bench_gpu_cells.py            # reduced scale, ~1 min
     PYTHONPATH=src python benchmarks/bench_gpu_cells.py --n-features 10000 --sparsity 0.999 \\
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from toyrelu import data, engine, gpu, gpu_cells, model
 from toyrelu.config import RunConfig
+from toyrelu.gpu_split import Cells
 
 
 def timed(call, device: torch.device, repeats: int = 5) -> tuple[object, float]:
@@ -53,7 +56,8 @@ def main() -> None:
     device = torch.device("cuda" if on_gpu else "cpu")
     print(f"device {device}, n = {args.n_features}, S = {args.sparsity}, T = {args.n_train}, "
           f"{args.steps} steps, {args.seeds} seeds, groups of {args.size}")
-    print("m | on | off | mixed | order ms | stats ms | classify ms | engine step ms")
+    print("m | on | off | mixed | order ms | stats ms | classify ms | dense step ms | "
+          "split step ms | split vs dense")
     for m in (int(v) for v in args.n_hidden.split(",")):
         measure(m, args, device, on_gpu)
 
@@ -66,7 +70,8 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
     Xs = [data.train_set(c) for c in configs]
     inits = [model.init_params(c) for c in configs]
     if on_gpu:
-        trained = gpu.train_many(configs, Xs, [W for W, _ in inits], [b for _, b in inits])
+        trained = gpu.train_many(configs, Xs, [W for W, _ in inits], [b for _, b in inits],
+                                 device=device)
     else:
         trained = [engine.train(c, X, W, b) for c, X, (W, b) in zip(configs, Xs, inits,
                                                                      strict=True)]
@@ -90,19 +95,26 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
                            device)
     cls, t_cls = timed(lambda: gpu_cells.classify(W, b, stats, ranges), device)
     shares = torch.bincount(cls.flatten().long(), minlength=3).double() / cls.numel()
-    step = "-"
+    steps = "- | - | -"
     if on_gpu:
-        group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
-                           device, gpu.default_blocks(m))
-        feed = gpu.Feed(Xs, "float32", 1)
-        batch = feed.data(group, 0)
-        _, t_step = timed(lambda: group.step(batch, 0, None), device)
-        step = f"{t_step:.2f}"
+        grads, times = [], []
+        for cells in (None, Cells(size=args.size, pairs_at_most=1.0)):
+            blocks = replace(gpu.default_blocks(m), cells=cells)
+            group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
+                               device, blocks)
+            batch = gpu.Feed(Xs, "float32", 1).data(group, 0)
+            # Step 0 regroups; later steps reuse the grouping, as most steps do.
+            _, t_step = timed(lambda g=group, d=batch: g.step(d, 1, None), device)
+            grads.append(group.GW.double())
+            times.append(t_step)
+        scale = grads[0].abs().amax(dim=(1, 2), keepdim=True)
+        worst = float(((grads[1] - grads[0]).abs() / scale).max())
+        steps = f"{times[0]:.2f} | {times[1]:.2f} | {worst:.1e}"
     on, off, mixed = (f"{100 * float(v):.1f}%" for v in (shares[gpu_cells.ON],
                                                         shares[gpu_cells.OFF],
                                                         shares[gpu_cells.MIXED]))
     print(f"{m} | {on} | {off} | {mixed} | {t_order:.2f} | {t_stats:.2f} | {t_cls:.2f} | "
-          f"{step}")
+          f"{steps}")
 
 
 if __name__ == "__main__":
