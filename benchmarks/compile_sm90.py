@@ -1,7 +1,8 @@
 """Compile the GPU engine's two dense passes for sm_90 (H100/H200) on any machine, no GPU needed,
 and print what the compiler made of them: registers per thread, spills, shared memory, and the
 matrix instructions of the inner loops (wgmma / mma for the tensor-core passes, none for the
-fused multiply-add ones).
+fused multiply-add ones); then the same for the split-cell step's kernels at their default
+``gpu_split.Cells``.
 
     python benchmarks/compile_sm90.py [--m 2,4,8,16] [--dtype float32]
 
@@ -21,7 +22,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from toyrelu import gpu, gpu_kernels
+from toyrelu import gpu, gpu_cell_kernels, gpu_kernels
+from toyrelu.gpu_split import Cells, mixed_tile
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}
@@ -47,9 +49,36 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
     }
 
 
+def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
+    """The split-cell step's three kernels (``toyrelu.gpu_cell_kernels``) as compile units."""
+    f = "*" + TYPES[dtype]
+    hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
+              "slot_run": "*i32", "H": f, "n": "i32", "n_slots": "i32"}
+    mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
+             "data": f, "csr2csc": "*i32", "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
+             "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "ptr": "*i64",
+             "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32",
+             "n_mixed": "i32"}
+    reduce = {"position": "*i32", "Pc": f, "on_gW": "*fp64", "on_gb": "*fp64",
+              "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32"}
+    units = (("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, cells.hidden_BE, 4),
+             ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed, cells.size, cells.warps),
+             ("cells reduce", gpu_cell_kernels.reduce_kernel, reduce, cells.reduce_BF, 4))
+    out = {}
+    for name, kernel, signature, tile, warps in units:
+        constants = {"M": m, "BE": tile} if name != "cells reduce" else {"M": m, "BF": tile}
+        if name == "cells mixed":
+            constants["BF"] = cells.BF or mixed_tile(m, dtype)
+        out[name] = (ASTSource(kernel, {**signature, **dict.fromkeys(constants, "constexpr")},
+                               constants), warps)
+    return out
+
+
 def _ptxas_usage(ptx: str) -> str:
     """ptxas -v's resource line: registers, spill stores and loads, shared memory."""
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    # Triton 3.9 writes PTX 9.4, which only its newer ptxas (named for Blackwell) reads.
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    ptxas = next(p for p in (bin_dir / "ptxas-blackwell", bin_dir / "ptxas") if p.exists())
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
@@ -79,6 +108,10 @@ def main() -> None:
                 print(f"m={m:2d} {'dots' if dots else 'fma '} {name}: {_ptxas_usage(ptx)}, "
                       f"shared {kernel.metadata.shared} B, {', '.join(mma) or 'no mma'}",
                       flush=True)
+        for name, (src, warps) in _cell_sources(m, args.dtype, Cells()).items():
+            kernel = triton.compile(src, target=TARGET, options={"num_warps": warps})
+            print(f"m={m:2d} {name}: {_ptxas_usage(kernel.asm['ptx'])}, "
+                  f"shared {kernel.metadata.shared} B", flush=True)
 
 
 if __name__ == "__main__":

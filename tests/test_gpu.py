@@ -346,7 +346,7 @@ def test_both_passes_compile_for_sm90_and_dots_use_tensor_cores() -> None:
     # The interpreter runs the kernels' arithmetic, not the GPU compiler: compile them for
     # H100/H200 here (no GPU needed), in a process without TRITON_INTERPRET. The dots must
     # become tf32 wgmma (an fp32 "ieee" dot would fall back to FMAs), the FMA passes no matrix
-    # instructions.
+    # instructions. The split-cell step's kernels compile too. Nothing spills registers.
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "compile_sm90.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("TRITON_INTERPRET", None)
@@ -354,10 +354,14 @@ def test_both_passes_compile_for_sm90_and_dots_use_tensor_cores() -> None:
                          text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [x for x in out.stdout.splitlines() if x.startswith("m=")]
-    assert len(lines) == 8  # 2 m x (FMA, dots) x (pass A, pass B)
-    for line in lines:
+    passes = [x for x in lines if " cells " not in x]
+    assert len(passes) == 8  # 2 m x (FMA, dots) x (pass A, pass B)
+    for line in passes:
         expected = "wgmma.f32.tf32.tf32" if " dots " in line else "no mma"
         assert line.endswith(expected), line
+    assert len(lines) == 14  # and per m the split-cell step's hidden, mixed and reduce kernels
+    for line in lines:
+        assert " registers, spills 0/0 B," in line, line
 
 
 def test_importing_gpu_does_not_import_triton() -> None:

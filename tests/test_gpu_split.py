@@ -169,10 +169,20 @@ def test_streamed_batches_take_the_dense_passes() -> None:
 
 @pytest.mark.parametrize("changes, message", [
     (dict(size=3), "Cells.size must be a power of two, got 3"),
-    (dict(BF=0), "Cells.BF must be a power of two, got 0"),
+    (dict(BF=6), "Cells.BF must be a power of two, got 6"),
+    (dict(reduce_BF=0), "Cells.reduce_BF must be a power of two, got 0"),
     (dict(regroup=0), "Cells.regroup must be at least 1, got 0"),
     (dict(pairs_at_most=1.5), r"Cells.pairs_at_most must be in \[0, 1\], got 1.5"),
 ])
 def test_cells_settings_are_checked(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Cells(**changes)
+
+
+def test_mixed_tiles_shrink_as_m_grows_and_in_float64() -> None:
+    # gpu_split.MIXED_TILES: the sm_90 compile's no-spill tiles (tests/test_gpu checks them).
+    from toyrelu.gpu_split import mixed_tile
+
+    assert [mixed_tile(m, "float32") for m in (1, 2, 3, 4, 8, 10, 16, 32)] == [
+        32, 32, 16, 16, 8, 8, 4, 2]
+    assert [mixed_tile(m, "float64") for m in (2, 4, 16, 32)] == [16, 8, 2, 2]

@@ -40,29 +40,43 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Cells:
     """Settings of the split-cell step. ``size``: examples per group (a power of two; 128 is
-    the CPU step's choice, ``cells.GROUP``). ``BF``: mixed features per tile of the mixed pass.
-    ``reduce_BF``: features per program of the reduction. ``hidden_BE``: slots per program of
-    the hidden pass. ``regroup``: steps between rebuilds of the grouping. ``pairs_at_most``:
-    the largest share of pairs in MIXED cells for which the split step is taken (1.0: always).
-    ``warps``: warps of the mixed pass."""
+    the CPU step's choice, ``cells.GROUP``). ``BF``: mixed features per tile of the mixed pass
+    (0: ``mixed_tile``'s choice for the run's m and dtype). ``reduce_BF``: features per program
+    of the reduction. ``hidden_BE``: slots per program of the hidden pass. ``regroup``: steps
+    between rebuilds of the grouping. ``pairs_at_most``: the largest share of pairs in MIXED
+    cells for which the split step is taken (1.0: always). ``warps``: warps of the mixed
+    pass."""
 
     size: int = 128
-    BF: int = 32
+    BF: int = 0
     reduce_BF: int = 128
     hidden_BE: int = 128
     regroup: int = 100
     pairs_at_most: float = 0.5
-    warps: int = 4
+    warps: int = 8
 
     def __post_init__(self) -> None:
         for name in ("size", "BF", "reduce_BF", "hidden_BE"):
             value = getattr(self, name)
-            if value < 1 or value & (value - 1):
+            if (value < 1 and not (name == "BF" and value == 0)) or value & (value - 1):
                 raise ValueError(f"Cells.{name} must be a power of two, got {value}")
         if self.regroup < 1:
             raise ValueError(f"Cells.regroup must be at least 1, got {self.regroup}")
         if not 0.0 <= self.pairs_at_most <= 1.0:
             raise ValueError(f"Cells.pairs_at_most must be in [0, 1], got {self.pairs_at_most}")
+
+
+# Largest m -> mixed features per tile of the mixed pass (groups of 128, 8 warps), from
+# compiling for sm_90 (benchmarks/compile_sm90.py): no register spills in float32 at 110-180
+# registers per thread; 32 features spill from m = 8 on, 16 from m = 16 on.
+MIXED_TILES = ((2, 32), (4, 16), (10, 8), (16, 4))
+
+
+def mixed_tile(n_hidden: int, dtype: str) -> int:
+    """Mixed features per tile (``Cells.BF`` = 0) at hidden size m: half as many in float64,
+    whose values take two registers each."""
+    tile = next((bf for bound, bf in MIXED_TILES if n_hidden <= bound), 2)
+    return max(2, tile // 2) if dtype == "float64" else tile
 
 
 @cache
@@ -114,6 +128,7 @@ class SplitStep:
         self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
                        torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
                                     dtype=torch.int32, device=device)]
+        self.BF = cells.BF or mixed_tile(m, str(dt).removeprefix("torch."))
         self.split_now = True
         self.share = float("nan")
         self.shares = torch.full((3,), float("nan"), dtype=torch.float64)
@@ -151,7 +166,7 @@ class SplitStep:
             group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
             data.csr2csc, self.g_slot, self.g_count, self.g_run,
             group.dead, sums["A"], sums["u"], sums["group_loss"], ptr, features, Pc, C,
-            self.DH, self.L, n, len(features), M=m, BE=cells.size, BF=cells.BF,
+            self.DH, self.L, n, len(features), M=m, BE=cells.size, BF=self.BF,
             num_warps=cells.warps)
         k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
             position, Pc, sums["gW"], sums["gb"], self.ranges[1], group.dead, self.P, n,
