@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from toyrelu import gpu, gpu_cell_kernels, gpu_kernels
-from toyrelu.gpu_split import Cells, mixed_tile
+from toyrelu.gpu_split import BOUNDS_BF, Cells, bounds_pad, mixed_tile
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}
@@ -50,25 +50,30 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
-    """The split-cell step's three kernels (``toyrelu.gpu_cell_kernels``) as compile units."""
+    """The split-cell step's four kernels (``toyrelu.gpu_cell_kernels``) as compile units,
+    with the constants ``gpu_split.SplitStep`` gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
               "slot_run": "*i32", "H": f, "n": "i32", "n_slots": "i32"}
+    bounds = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32", "cls": "*i8",
+              "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
     mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
              "data": f, "csr2csc": "*i32", "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
              "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "ptr": "*i64",
              "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32",
              "n_mixed": "i32"}
-    reduce = {"position": "*i32", "Pc": f, "on_gW": "*fp64", "on_gb": "*fp64",
-              "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32"}
-    units = (("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, cells.hidden_BE, 4),
-             ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed, cells.size, cells.warps),
-             ("cells reduce", gpu_cell_kernels.reduce_kernel, reduce, cells.reduce_BF, 4))
+    reduce = {"W": f, "b": f, "stats": "*fp64", "cls": "*i8", "position": "*i32", "Pc": f,
+              "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
+    units = (
+        ("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, {"BE": cells.hidden_BE}, 4),
+        ("cells bounds", gpu_cell_kernels.bounds_kernel, bounds,
+         {"MP": bounds_pad(m), "BF": BOUNDS_BF}, 4),
+        ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed,
+         {"BE": cells.size, "BF": cells.BF or mixed_tile(m, dtype)}, cells.warps),
+        ("cells reduce", gpu_cell_kernels.reduce_kernel, reduce, {"BF": cells.reduce_BF}, 4))
     out = {}
-    for name, kernel, signature, tile, warps in units:
-        constants = {"M": m, "BE": tile} if name != "cells reduce" else {"M": m, "BF": tile}
-        if name == "cells mixed":
-            constants["BF"] = cells.BF or mixed_tile(m, dtype)
+    for name, kernel, signature, tiles, warps in units:
+        constants = {"M": m, **tiles}
         out[name] = (ASTSource(kernel, {**signature, **dict.fromkeys(constants, "constexpr")},
                                constants), warps)
     return out

@@ -78,6 +78,39 @@ def test_a_step_with_no_mixed_cell_is_all_moments() -> None:
     assert_close(group.Gb[0].numpy(), ref_gb, rtol=1e-12, what="dL/db")
 
 
+def test_bounds_kernel_is_classify_and_on_sums_for_every_run() -> None:
+    # Three runs of 60, 9 and 37 examples in groups of 8 (ragged last groups), m = 3 (padded
+    # to 16 for the float64 dot), 40 features in tiles of 64: the kernel's classes equal
+    # gpu_cells.classify's (float64 bounds, sums in another order: no cell lies within 1e-16
+    # of a bound here) and its moments gpu_cells.on_sums' to float64 rounding.
+    from toyrelu import gpu_cell_kernels
+
+    m, n, counts, size = 3, 40, [60, 9, 37], 8
+    params = [cell_params(m, n, "float64", seed=s) for s in range(3)]
+    W = torch.from_numpy(np.stack([p[0] for p in params]))
+    b = torch.from_numpy(np.stack([p[1] for p in params]))
+    starts = [0, 64, 96]
+    rng = np.random.default_rng(4)
+    H = torch.from_numpy(0.5 * rng.standard_normal((160, m)))
+    slot, count, ranges = gpu_cells.groups(starts, counts, size, "cpu")
+    stats = gpu_cells.group_stats(H, slot, count, size)
+    g_run = torch.tensor(np.repeat(np.arange(3), [hi - lo for lo, hi in ranges]),
+                         dtype=torch.int32)
+    G = len(slot)
+    cls = torch.zeros(G, n, dtype=torch.int8)
+    A, u, loss = (torch.zeros(shape, dtype=torch.float64) for shape in ((G, m, m), (G, m), G))
+    dead = torch.full((3,), -1, dtype=torch.int32)
+    gpu_cell_kernels.bounds_kernel[(G,)](W, b, stats, g_run, dead, cls, A, u, loss, n,
+                                         stats.shape[1], M=m, MP=16, BF=64)
+    expected = gpu_cells.classify(W, b, stats, ranges)
+    np.testing.assert_array_equal(cls.numpy(), expected.numpy())
+    assert len(np.unique(expected.numpy())) == 3
+    sums = gpu_cells.on_sums(W, b, stats, expected, ranges)
+    assert_close(A.numpy(), sums["A"].numpy(), rtol=1e-13, what="A")
+    assert_close(u.numpy(), sums["u"].numpy(), rtol=1e-13, what="u")
+    assert_close(loss.numpy(), sums["group_loss"].numpy(), rtol=1e-13, what="ON loss")
+
+
 def batch(dtype: str, steps: int) -> tuple[list[RunConfig], list[SparseData], list]:
     """Three runs of one batch key with T not a multiple of the group size, b ~ N(0, 1)."""
     configs = [RunConfig(n_features=24, n_hidden=2, sparsity=0.8, n_train=T, steps=steps,

@@ -2,18 +2,21 @@
 
 The step's examples sit in slots grouped by their hidden vectors (``gpu_cells.KdTree``): group
 g is slots [g_slot[g], g_slot[g] + g_count[g]) of run g_run[g], and slot s holds the example of
-CSR row slot_row[s] (-1: a padding slot). Three launches add what the dense passes of
+CSR row slot_row[s] (-1: a padding slot). Four launches add what the dense passes of
 ``toyrelu.gpu_kernels`` would, cell by cell:
 
 - ``hidden_kernel``, one program per BE slots: H (S, M) = W x_t of each slot's row, before the
-  groups are bounded (``gpu_cells.group_stats`` and ``classify`` need H).
-- ``mixed_kernel``, one program per group: dL/dh_t starts from the all-on cells' u + A h_t
-  (``gpu_cells.on_sums``); the group's MIXED features, BF at a time, are worked pair by pair
+  groups are bounded (``gpu_cells.group_stats`` needs H).
+- ``bounds_kernel``, one program per group: the class of each of its cells, as
+  ``gpu_cells.classify`` gives it, and the moments of its ON cells (A, u and their loss), as
+  ``gpu_cells.on_sums`` gives them.
+- ``mixed_kernel``, one program per group: dL/dh_t starts from the all-on cells' u + A h_t;
+  the group's MIXED features (``gpu_cells.mixed_lists``), BF at a time, are worked pair by pair
   into dL/dh_t and sum a^2, and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to
   Pc[its place in the list]; then the nonzeros' corrections, as pass A makes them. Writes DH
   (S, M), C (CSC order) and L (groups,): the group's loss, its all-on part included.
 - ``reduce_kernel``, one program per (run, BF features): the decoder sums of each feature over
-  the run's groups, in group order (the all-on cells' from ``on_sums``, the MIXED cells' from
+  the run's groups, in group order (an ON cell's from its group's moments, a MIXED cell's from
   Pc), into P (R, M + 1, n) in float64: one pass-B item per run, so ``update_kernel`` adds the
   sparse terms and applies AdamW unchanged.
 
@@ -31,7 +34,7 @@ import triton.language as tl
 from toyrelu.gpu_dots import NAN
 from toyrelu.gpu_kernels import corrections, hidden
 
-__all__ = ["hidden_kernel", "mixed_kernel", "reduce_kernel"]
+__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "reduce_kernel"]
 
 
 @triton.jit
@@ -118,30 +121,101 @@ def mixed_kernel(
 
 
 @triton.jit
+def bounds_kernel(
+    W, b, stats, g_run, dead,  # parameters; (groups, n_stats) float64 (group_stats); int32
+    cls, A, u, g_loss,  # outputs: (groups, n) int8, float64 (groups, M, M), (groups, M), (groups,)
+    n, n_stats,
+    M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
+):
+    """Group ``program_id(0)``: the class of each of its cells, as ``gpu_cells.classify``
+    bounds them (in float64, BF features at a time), and over its ON features the moments of
+    ``gpu_cells.on_sums``: A = sum W_i W_i^T (a float64 dot, MP = M padded to 16 or more),
+    u = sum b_i W_i and the loss |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
+    g = tl.program_id(0)
+    r = tl.load(g_run + g)
+    if tl.load(dead + r) < 0:
+        Wr = W + r * (M * n)
+        br = b + r * n
+        row = stats + g * n_stats
+        kk = tl.arange(0, MP)
+        km = kk < M
+        mean = tl.load(row + kk, mask=km, other=0.0)[:, None]
+        centre = tl.load(row + M + kk, mask=km, other=0.0)[:, None]
+        half = tl.load(row + 2 * M + kk, mask=km, other=0.0)[:, None]
+        radius = tl.load(row + 4 * M)
+        u_acc = tl.zeros([MP], tl.float64)
+        A_acc = tl.zeros([MP, MP], tl.float64)
+        beta = tl.zeros([BF], tl.float64)
+        for f0 in range(0, n, BF):
+            f = f0 + tl.arange(0, BF)
+            fm = f < n
+            w = tl.load(Wr + kk[:, None] * n + f[None, :], mask=km[:, None] & fm[None, :],
+                        other=0.0).to(tl.float64)
+            bv = tl.load(br + f, mask=fm, other=0.0).to(tl.float64)
+            ball = bv + tl.sum(mean * w, axis=0)
+            reach = radius * tl.sqrt(tl.sum(w * w, axis=0))
+            box = bv + tl.sum(centre * w, axis=0)
+            side = tl.sum(half * tl.abs(w), axis=0)
+            low = tl.maximum(ball - reach, box - side)
+            high = tl.minimum(ball + reach, box + side)
+            c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
+            tl.store(cls + g * n + f, c.to(tl.int8), mask=fm)
+            on = tl.where(fm & (c == 1), 1.0, 0.0).to(tl.float64)
+            w_on = w * on[None, :]
+            u_acc += tl.sum(w_on * bv[None, :], axis=1)
+            beta += on * bv * bv
+            A_acc = tl.dot(w_on, tl.trans(w), A_acc, input_precision="ieee")
+        tl.store(u + g * M + kk, u_acc, mask=km)
+        tl.store(A + (g * M + kk[:, None]) * M + kk[None, :], A_acc,
+                 mask=km[:, None] & km[None, :])
+        S1 = tl.load(row + 3 * M + kk, mask=km, other=0.0)
+        S2 = tl.load(row + 4 * M + 2 + kk[:, None] * M + kk[None, :],
+                     mask=km[:, None] & km[None, :], other=0.0)
+        loss = (tl.load(row + 4 * M + 1) * tl.sum(beta, axis=0) + 2.0 * tl.sum(S1 * u_acc, axis=0)
+                + tl.sum(tl.sum(S2 * A_acc, axis=1), axis=0))
+        tl.store(g_loss + g, loss)
+
+
+@triton.jit
 def reduce_kernel(
-    position, Pc, on_gW, on_gb,  # (groups, n) int32; (n_mixed, M + 1); float64 (R, M, n), (R, n)
+    W, b, stats, cls, position, Pc,  # parameters; group_stats; (groups, n) int8, int32; Pc
     run_groups, dead, P,  # (R, 2) int32; (R,) int32; output (R, M + 1, n) float64
-    n,
+    n, n_stats,
     M: tl.constexpr, BF: tl.constexpr,
 ):
     """P[r, k, i] = sum_t a_ti h_tk (k < M) and P[r, M, i] = sum_t a_ti over run r's examples,
-    for features i of block ``program_id(1)``: the all-on cells' part (``on_gW``, ``on_gb``)
-    plus each MIXED cell's Pc row (``position[g, i]`` >= 0), group by group."""
+    for features i of block ``program_id(1)``, group by group: an ON cell (``cls``) adds
+    b_i S1 + S2 W_i and |g| b_i + S1 . W_i from its group's moments (float64), a MIXED one its
+    Pc row (``position[g, i]`` >= 0)."""
     r = tl.program_id(0)
     f = tl.program_id(1) * BF + tl.arange(0, BF)
     if tl.load(dead + r) < 0:
         fm = f < n
+        bv = tl.load(b + r * n + f, mask=fm, other=0.0).to(tl.float64)
+        ws = ()
         acc = ()
         for k in tl.static_range(M):
-            acc = acc + (tl.load(on_gW + (r * M + k) * n + f, mask=fm, other=0.0),)
-        acc = acc + (tl.load(on_gb + r * n + f, mask=fm, other=0.0),)
+            ws = ws + (tl.load(W + (r * M + k) * n + f, mask=fm, other=0.0).to(tl.float64),)
+            acc = acc + (tl.zeros([BF], tl.float64),)
+        acc = acc + (tl.zeros([BF], tl.float64),)
         for g in range(tl.load(run_groups + 2 * r), tl.load(run_groups + 2 * r + 1)):
+            on = tl.load(cls + g * n + f, mask=fm, other=0) == 1
             at = tl.load(position + g * n + f, mask=fm, other=-1)
-            on = at >= 0
-            row = Pc + at.to(tl.int64) * (M + 1)
+            mixed = at >= 0
+            Pg = Pc + at.to(tl.int64) * (M + 1)
+            row = stats + g * n_stats
+            s1w = tl.zeros([BF], tl.float64)
             new = ()
-            for k in tl.static_range(M + 1):
-                new = new + (acc[k] + tl.load(row + k, mask=on, other=0.0).to(tl.float64),)
-            acc = new
+            for k in tl.static_range(M):
+                s1 = tl.load(row + 3 * M + k)
+                s1w += s1 * ws[k]
+                s2w = bv * s1
+                for q in tl.static_range(M):
+                    s2w += tl.load(row + 4 * M + 2 + k * M + q) * ws[q]
+                part = tl.where(on, s2w, tl.load(Pg + k, mask=mixed, other=0.0).to(tl.float64))
+                new = new + (acc[k] + part,)
+            part = tl.where(on, tl.load(row + 4 * M + 1) * bv + s1w,
+                            tl.load(Pg + M, mask=mixed, other=0.0).to(tl.float64))
+            acc = new + (acc[M] + part,)
         for k in tl.static_range(M + 1):
             tl.store(P + (r * (M + 1) + k) * n + f, acc[k], mask=fm)

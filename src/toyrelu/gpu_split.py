@@ -6,9 +6,10 @@ each run's examples are put in k-d tree order of their hidden vectors (``gpu_cel
 so that each ``Cells.size`` consecutive slots of a run are one group. Every step then
 
 1. computes H = W x_t in that order (``hidden_kernel``);
-2. bounds z over every cell (``gpu_cells.group_stats`` and ``classify``): OFF cells add
-   nothing, ON cells collapse into the group's moments (``gpu_cells.on_sums``), and only the
-   MIXED ones (``gpu_cells.mixed_lists``) are worked pair by pair (``mixed_kernel``);
+2. bounds z over every cell (``gpu_cells.group_stats``, then ``bounds_kernel`` as
+   ``gpu_cells.classify`` does): OFF cells add nothing, ON cells collapse into the group's
+   moments (as ``gpu_cells.on_sums`` gives them), and only the MIXED ones
+   (``gpu_cells.mixed_lists``) are worked pair by pair (``mixed_kernel``);
 3. adds each feature's sums over the run's groups in a fixed order (``reduce_kernel``) and
    hands them, with the nonzeros' corrections, to the dense engine's ``update_kernel``.
 
@@ -79,6 +80,15 @@ def mixed_tile(n_hidden: int, dtype: str) -> int:
     return max(2, tile // 2) if dtype == "float64" else tile
 
 
+BOUNDS_BF = 64  # features per tile of the bounds pass
+
+
+def bounds_pad(n_hidden: int) -> int:
+    """The hidden side of the bounds pass's float64 dot: m padded to a power of two, at least
+    16 (the smallest dot)."""
+    return max(16, 1 << (n_hidden - 1).bit_length())
+
+
 @cache
 def _kernels() -> ModuleType:
     """The Triton kernels, imported on first use."""
@@ -124,6 +134,11 @@ class SplitStep:
         self.DH = torch.zeros(S, m, dtype=dt, device=device)
         self.L = torch.zeros(max(self.n_groups, 1), dtype=torch.float64, device=device)
         self.P = torch.zeros(R, m + 1, n, dtype=torch.float64, device=device)
+        G = max(self.n_groups, 1)
+        self.cls = torch.zeros(G, n, dtype=torch.int8, device=device)  # OFF until bounded
+        self.A = torch.zeros(G, m, m, dtype=torch.float64, device=device)
+        self.u = torch.zeros(G, m, dtype=torch.float64, device=device)
+        self.g_loss = torch.zeros(G, dtype=torch.float64, device=device)
         items = np.stack([np.arange(R), np.arange(1, R + 1)], 1).ravel()
         self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
                        torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
@@ -149,7 +164,10 @@ class SplitStep:
         if regroup:
             self._regroup(data)
         stats = gpu_cells.group_stats(self.H, self.slot, self.count, cells.size)
-        cls = gpu_cells.classify(group.W, group.b, stats, self.run_groups)
+        cls, A, u, g_loss = self.cls, self.A, self.u, self.g_loss
+        k.bounds_kernel[(self.n_groups,)](
+            group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
+            stats.shape[1], M=m, MP=bounds_pad(m), BF=BOUNDS_BF)
         if regroup:
             mixed = (cls == gpu_cells.MIXED).sum(1).double() @ self.count.double()
             self.share = float(mixed) / max(group.pairs, 1)
@@ -158,19 +176,18 @@ class SplitStep:
             self.split_now = self.share <= cells.pairs_at_most
             if not self.split_now:
                 return False
-        sums = gpu_cells.on_sums(group.W, group.b, stats, cls, self.run_groups)
         ptr, features, position = gpu_cells.mixed_lists(cls)
         Pc = torch.empty(max(len(features), 1), m + 1, dtype=group.W.dtype, device=group.device)
         C = group.sparse_buffer(data)
         k.mixed_kernel[(self.n_groups,)](
             group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
             data.csr2csc, self.g_slot, self.g_count, self.g_run,
-            group.dead, sums["A"], sums["u"], sums["group_loss"], ptr, features, Pc, C,
+            group.dead, A, u, g_loss, ptr, features, Pc, C,
             self.DH, self.L, n, len(features), M=m, BE=cells.size, BF=self.BF,
             num_warps=cells.warps)
         k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
-            position, Pc, sums["gW"], sums["gb"], self.ranges[1], group.dead, self.P, n,
-            M=m, BF=cells.reduce_BF)
+            group.W, group.b, stats, cls, position, Pc, self.ranges[1], group.dead, self.P, n,
+            stats.shape[1], M=m, BF=cells.reduce_BF)
         group.update(data, step, hyper, self.P, self.L, self.H, self.DH, self.csc_slot,
                      self.ranges, self.n_groups, 1)
         self.split_steps += 1
