@@ -496,6 +496,7 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
         (["--restarts", "0"], "restarts: 0 must be an integer >= 1"),
         (["--restarts", "2", "--restart", "1"], "restarts: give either"),
         (["--device", "tpu"], "device: 'tpu' must be one of auto, cpu, cuda"),
+        (["--device", "cpu", "--gpu-cells"], "gpu-cells: needs a CUDA GPU"),
         (["--n-train", "1e400x"], "n_train: '1e400x' is not a valid value (expected an integer "
                                   "or inf)"),
         (["--n-train", "inf", "--n-repeated", "1", "--repeats", "5"],

@@ -109,8 +109,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, list[Any]]:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restarts", type=int, default=None, metavar="K",
                         help="train K initialisations per dataset, keep the lowest training loss")
+    _add_device_options(parser)
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
                         help="where to train (default: auto, a CUDA GPU when there is one)")
+    parser.add_argument("--gpu-cells", action="store_true",
+                        help="on a GPU, take the split-cell step on fixed training sets while it "
+                             "pays (same results up to rounding; the CPU engine does so anyway)")
 
 
 def _preset(args: argparse.Namespace) -> Preset:
@@ -129,9 +136,13 @@ def _preset(args: argparse.Namespace) -> Preset:
 
 def _device(args: argparse.Namespace) -> str:
     try:
-        return resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.gpu_cells and device != "cuda":
+        raise UsageError("gpu-cells: needs a CUDA GPU (the CPU engine takes its split-cell step "
+                         "by itself)")
+    return device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,8 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--out", required=True, help="output folder (store: OUT/runs.sqlite)")
     sens.add_argument("--seeds", default=None, help="comma list (default: the base's)")
     sens.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
-    sens.add_argument("--device", default="auto", metavar="|".join(DEVICES),
-                      help="where to train (default: auto, a CUDA GPU when there is one)")
+    _add_device_options(sens)
     return parser
 
 
@@ -196,12 +206,14 @@ def _workers(args: argparse.Namespace) -> int:
     return args.workers
 
 
-def _sweep(preset: Preset, store: Store, workers: int, device: str = "cpu") -> None:
+def _sweep(preset: Preset, store: Store, workers: int, device: str = "cpu",
+           gpu_cells: bool = False) -> None:
     configs = preset.configs()
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
-    report = run_sweep(configs, store, executor(workers, device), progress=sys.stderr)
+    report = run_sweep(configs, store, executor(workers, device, gpu_cells),
+                       progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
 
@@ -268,7 +280,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     device = _device(args)
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
-        _sweep(preset, store, workers, device)
+        _sweep(preset, store, workers, device, args.gpu_cells)
         # The folder may hold runs of another preset too: report on this preset's runs only.
         run_ids = {c.run_id for c in preset.configs()}
         if preset.experiment != "double-descent":
@@ -289,7 +301,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     workers = _workers(args)
     device = _device(args)
     with Store(args.store) as store:
-        _sweep(preset, store, workers, device)
+        _sweep(preset, store, workers, device, args.gpu_cells)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -365,7 +377,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     with Store(out / "runs.sqlite") as store:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
               f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
-        study = sensitivity.run(study, store, executor(workers, device), progress=sys.stderr)
+        study = sensitivity.run(study, store, executor(workers, device, args.gpu_cells),
+                                   progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TextIO
 
 from toyrelu import training
@@ -180,13 +180,16 @@ class GpuBatches:
 
     ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
     Runs that keep snapshots (``snapshot_every``) keep them here too. Runs for the reference
-    engine are trained one by one in this process on the CPU.
+    engine are trained one by one in this process on the CPU. With ``cells``, fixed training
+    sets take the split-cell step (``toyrelu.gpu_split``) while it pays.
     """
 
-    def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256):
+    def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256,
+                 cells: bool = False):
         self.device = device
         self.max_rows = max_rows
         self.max_runs = max_runs
+        self.cells = cells
 
     def batches(self, configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
         """Groups of configs trained together: equal batch keys, at most ``max_rows`` rows
@@ -228,8 +231,12 @@ class GpuBatches:
                 on_steps(config.run_id, k)
 
         snapshots: list[list[training.Snapshot]] = [[] for _ in batch]
+        blocks = None
+        if self.cells:
+            blocks = replace(gpu.default_blocks(batch[0].n_hidden, batch[0].dtype),
+                             cells=gpu.Cells())
         trained = gpu.train_many(batch, sources, [W for W, _ in params], [b for _, b in params],
-                                 device=self.device, on_steps=steps_done,
+                                 device=self.device, on_steps=steps_done, blocks=blocks,
                                  on_snapshot=lambda i, s, W, b: snapshots[i].append((s, W, b)))
         for config, X, init, result, kept in zip(batch, shown, params, trained, snapshots,
                                                  strict=True):
@@ -260,11 +267,11 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def executor(workers: int, device: str = "cpu") -> Executor:
-    """On "cuda", batched GPU training; on the CPU, in-process for one worker and local
-    processes otherwise."""
+def executor(workers: int, device: str = "cpu", gpu_cells: bool = False) -> Executor:
+    """On "cuda", batched GPU training (with the split-cell step if ``gpu_cells``); on the
+    CPU, in-process for one worker and local processes otherwise."""
     if device == "cuda":
-        return GpuBatches()
+        return GpuBatches(cells=gpu_cells)
     return InProcess() if workers <= 1 else LocalProcesses(workers)
 
 
