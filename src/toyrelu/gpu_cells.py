@@ -41,13 +41,13 @@ class KdTree:
             or [np.zeros(0, np.int64)]).astype(np.int64)).to(device)
         offsets = np.concatenate([[0], np.cumsum(hi)[:-1]]).astype(np.int64)
         lo, hi = lo + offsets, hi + offsets  # node ranges over the concatenated positions
-        # levels: (node of each position, which nodes are cut at this level, node count)
-        self.levels: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        # levels: (size of each node, which nodes are cut at this level); the node of each
+        # position is rebuilt from the sizes when needed, so that the tree keeps O(nodes)
+        self.levels: list[tuple[torch.Tensor, torch.Tensor]] = []
         while len(hi) and (hi - lo > size).any():
             cut = hi - lo > size
-            node = np.repeat(np.arange(len(lo)), hi - lo)
-            self.levels.append((torch.from_numpy(node).to(device),
-                                torch.from_numpy(cut).to(device), len(lo)))
+            self.levels.append((torch.from_numpy(hi - lo).to(device),
+                                torch.from_numpy(cut).to(device)))
             mid = lo + (hi - lo + size - 1) // size // 2 * size
             lo = np.where(cut[:, None], np.stack([lo, mid], 1), np.stack([lo, hi], 1))
             hi = np.where(cut[:, None], np.stack([mid, hi], 1), np.stack([hi, hi], 1))
@@ -62,7 +62,10 @@ class KdTree:
         perm = torch.arange(H.shape[0], device=H.device)
         at = self.positions.clone()  # current source slot of each position
         m = H.shape[1]
-        for node, cut, n_nodes in self.levels:
+        for sizes, cut in self.levels:
+            n_nodes = len(sizes)
+            node = torch.repeat_interleave(torch.arange(n_nodes, device=H.device), sizes,
+                                           output_size=len(at))
             Hp = H[at]
             low = torch.full((n_nodes, m), torch.inf, dtype=H.dtype, device=H.device)
             high = torch.full((n_nodes, m), -torch.inf, dtype=H.dtype, device=H.device)
