@@ -60,8 +60,7 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
     mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
              "data": f, "csr2csc": "*i32", "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
              "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "ptr": "*i64",
-             "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32",
-             "n_mixed": "i32"}
+             "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32"}
     reduce = {"W": f, "b": f, "stats": "*fp64", "cls": "*i8", "position": "*i32", "Pc": f,
               "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
     units = (

@@ -57,13 +57,13 @@ def hidden_kernel(
         tl.store(H + s * M + k, hs[k], mask=on)
 
 
-@triton.jit(do_not_specialize=["n_mixed"], do_not_specialize_on_alignment=["indptr"])
+@triton.jit(do_not_specialize_on_alignment=["indptr"])
 def mixed_kernel(
     W, b, H, slot_row, indptr, indices, data, csr2csc,  # parameters, H (S, M), rows
     g_slot, g_count, g_run, dead,  # (groups,) int32 each; (R,) int32
     A, u, g_loss, ptr, features,  # float64 (groups, M, M), (groups, M), (groups,); mixed lists
     Pc, C, DH, L,  # outputs: (n_mixed, M + 1), (nnz,), (S, M), (groups,) float64
-    n, n_mixed,
+    n,
     M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
 ):
     """Group ``program_id(0)``: its examples' dL/dh_t, its loss and its MIXED cells' decoder

@@ -183,7 +183,7 @@ class SplitStep:
             group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
             data.csr2csc, self.g_slot, self.g_count, self.g_run,
             group.dead, A, u, g_loss, ptr, features, Pc, C,
-            self.DH, self.L, n, len(features), M=m, BE=cells.size, BF=self.BF,
+            self.DH, self.L, n, M=m, BE=cells.size, BF=self.BF,
             num_warps=cells.warps)
         k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
             group.W, group.b, stats, cls, position, Pc, self.ranges[1], group.dead, self.P, n,
