@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -99,7 +98,7 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
     if on_gpu:
         grads, times = [], []
         for cells in (None, Cells(size=args.size, pairs_at_most=1.0)):
-            blocks = replace(gpu.default_blocks(m), cells=cells)
+            blocks = gpu.default_blocks(m, cells=cells)
             group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
                                device, blocks)
             batch = gpu.Feed(Xs, "float32", 1).data(group, 0)

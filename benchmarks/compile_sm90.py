@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from toyrelu import gpu, gpu_cell_kernels, gpu_kernels
-from toyrelu.gpu_split import BOUNDS_BF, Cells, bounds_pad, mixed_tile
+from toyrelu.gpu_split import BOUNDS_BF, Cells, dot_pad
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}
@@ -66,9 +66,9 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
     units = (
         ("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, {"BE": cells.hidden_BE}, 4),
         ("cells bounds", gpu_cell_kernels.bounds_kernel, bounds,
-         {"MP": bounds_pad(m), "BF": BOUNDS_BF}, 4),
+         {"MP": dot_pad(m), "BF": BOUNDS_BF}, 4),
         ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed,
-         {"BE": cells.size, "BF": cells.BF or mixed_tile(m, dtype)}, cells.warps),
+         {"BE": cells.size, "BF": cells.mixed_BF(m, dtype)}, cells.warps),
         ("cells reduce", gpu_cell_kernels.reduce_kernel, reduce, {"BF": cells.reduce_BF}, 4))
     out = {}
     for name, kernel, signature, tiles, warps in units:

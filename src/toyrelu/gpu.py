@@ -37,7 +37,7 @@ from toyrelu.config import RunConfig
 from toyrelu.data import SparseData
 from toyrelu.engine import Diverged, SnapshotCallback, loss_scale, snapshot_steps
 from toyrelu.gpu_feed import DeviceData, Feed, upload
-from toyrelu.gpu_split import Cells, SplitStep
+from toyrelu.gpu_split import Cells, SplitStep, dot_pad
 from toyrelu.schedule import learning_rates
 
 ALIGN = 32  # each run's rows start at a multiple of this slot: aligned, vector-loadable rows
@@ -115,22 +115,25 @@ def dense_pass_constants(n_hidden: int, dtype: str, blocks: Blocks) -> dict[str,
     """The constants passes A and B take besides their tiles: MP, the hidden side padded for
     dots (a power of two, at least 16), and DOT, the dots' input precision ("" for the FMA
     passes)."""
-    return {"MP": max(16, 1 << (n_hidden - 1).bit_length()),
+    return {"MP": dot_pad(n_hidden),
             "DOT": dot_precision(dtype) if blocks.dots else ""}
 
 
-def default_blocks(n_hidden: int, dtype: str = "float32", dots: bool = False) -> Blocks:
+def default_blocks(n_hidden: int, dtype: str = "float32", dots: bool = False,
+                   cells: Cells | None = None) -> Blocks:
     """Blocks for hidden size m (``TILES``): fewer features (pass A) and rows (pass B) per
     iteration as m grows, and fewer per thread in float64, so that the m-fold unrolled tiles
     stay in registers (no spills in passes A and B for m <= 16). With ``dots``, the tiles of
-    the tensor-core passes (``DOT_TILES``), whose size does not depend on m up to 16."""
+    the tensor-core passes (``DOT_TILES``), whose size does not depend on m up to 16. With
+    ``cells``, the split-cell step (``Blocks.cells``) on fixed training sets."""
     if dots:
-        return Blocks(**DOT_TILES[dtype], dots=True)
+        return Blocks(**DOT_TILES[dtype], dots=True, cells=cells)
     rows_BF, per_row, cols_BE, per_col = next(
         (tiles for bound, tiles in TILES if n_hidden <= bound), (4, 1, 2, 1))
     if dtype == "float64":
         per_row, cols_BE, per_col = max(1, per_row // 2), max(2, cols_BE // 2), max(1, per_col // 2)
-    return Blocks(rows_BE=128 * per_row, rows_BF=rows_BF, cols_BE=cols_BE, cols_BF=128 * per_col)
+    return Blocks(rows_BE=128 * per_row, rows_BF=rows_BF, cols_BE=cols_BE, cols_BF=128 * per_col,
+                  cells=cells)
 
 
 @cache

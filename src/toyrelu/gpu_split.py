@@ -59,12 +59,18 @@ class Cells:
     def __post_init__(self) -> None:
         for name in ("size", "BF", "reduce_BF", "hidden_BE"):
             value = getattr(self, name)
-            if (value < 1 and not (name == "BF" and value == 0)) or value & (value - 1):
+            if name == "BF" and value == 0:
+                continue  # chosen per run by mixed_BF
+            if value < 1 or value & (value - 1):
                 raise ValueError(f"Cells.{name} must be a power of two, got {value}")
         if self.regroup < 1:
             raise ValueError(f"Cells.regroup must be at least 1, got {self.regroup}")
         if not 0.0 <= self.pairs_at_most <= 1.0:
             raise ValueError(f"Cells.pairs_at_most must be in [0, 1], got {self.pairs_at_most}")
+
+    def mixed_BF(self, n_hidden: int, dtype: str) -> int:
+        """Mixed features per tile of the mixed pass for runs of hidden size m in ``dtype``."""
+        return self.BF or mixed_tile(n_hidden, dtype)
 
 
 # Largest m -> mixed features per tile of the mixed pass (groups of 128, 8 warps), from
@@ -83,9 +89,9 @@ def mixed_tile(n_hidden: int, dtype: str) -> int:
 BOUNDS_BF = 64  # features per tile of the bounds pass
 
 
-def bounds_pad(n_hidden: int) -> int:
-    """The hidden side of the bounds pass's float64 dot: m padded to a power of two, at least
-    16 (the smallest dot)."""
+def dot_pad(n_hidden: int) -> int:
+    """The hidden side of a dot over m: m padded to a power of two, at least 16 (the smallest
+    dot). The bounds pass's float64 dot and the dense passes' dots (``gpu.Blocks.dots``)."""
     return max(16, 1 << (n_hidden - 1).bit_length())
 
 
@@ -143,7 +149,7 @@ class SplitStep:
         self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
                        torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
                                     dtype=torch.int32, device=device)]
-        self.BF = cells.BF or mixed_tile(m, str(dt).removeprefix("torch."))
+        self.BF = cells.mixed_BF(m, str(dt).removeprefix("torch."))
         self.split_now = True
         self.share = float("nan")
         self.shares = torch.full((3,), float("nan"), dtype=torch.float64)
@@ -167,7 +173,7 @@ class SplitStep:
         cls, A, u, g_loss = self.cls, self.A, self.u, self.g_loss
         k.bounds_kernel[(self.n_groups,)](
             group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
-            stats.shape[1], M=m, MP=bounds_pad(m), BF=BOUNDS_BF)
+            stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
         if regroup:
             mixed = (cls == gpu_cells.MIXED).sum(1).double() @ self.count.double()
             self.share = float(mixed) / max(group.pairs, 1)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from toyrelu import training
@@ -231,10 +231,8 @@ class GpuBatches:
                 on_steps(config.run_id, k)
 
         snapshots: list[list[training.Snapshot]] = [[] for _ in batch]
-        blocks = None
-        if self.cells:
-            blocks = replace(gpu.default_blocks(batch[0].n_hidden, batch[0].dtype),
-                             cells=gpu.Cells())
+        blocks = gpu.default_blocks(batch[0].n_hidden, batch[0].dtype,
+                                    cells=gpu.Cells() if self.cells else None)
         trained = gpu.train_many(batch, sources, [W for W, _ in params], [b for _, b in params],
                                  device=self.device, on_steps=steps_done, blocks=blocks,
                                  on_snapshot=lambda i, s, W, b: snapshots[i].append((s, W, b)))
