@@ -50,11 +50,13 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
-    """The split-cell step's four kernels (``toyrelu.gpu_cell_kernels``) as compile units,
+    """The split-cell step's five kernels (``toyrelu.gpu_cell_kernels``) as compile units,
     with the constants ``gpu_split.SplitStep`` gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
               "slot_run": "*i32", "H": f, "n": "i32", "n_slots": "i32"}
+    stats = {"H": f, "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32", "dead": "*i32",
+             "stats": "*fp64", "n_stats": "i32"}
     bounds = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32", "cls": "*i8",
               "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
     mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
@@ -65,6 +67,7 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
               "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
     units = (
         ("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, {"BE": cells.hidden_BE}, 4),
+        ("cells stats", gpu_cell_kernels.stats_kernel, stats, {"BE": cells.size}, 4),
         ("cells bounds", gpu_cell_kernels.bounds_kernel, bounds,
          {"MP": dot_pad(m), "BF": BOUNDS_BF}, 4),
         ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed,

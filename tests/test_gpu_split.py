@@ -111,6 +111,41 @@ def test_bounds_kernel_is_classify_and_on_sums_for_every_run() -> None:
     assert_close(loss.numpy(), sums["group_loss"].numpy(), rtol=1e-13, what="ON loss")
 
 
+@pytest.mark.parametrize("m, dtype", [(1, "float32"), (3, "float32"), (5, "float64")])
+def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
+    # Three runs of 60, 9 and 37 examples in groups of 8: full groups, ragged last ones and a
+    # group of one (37 = 4 x 8 + 5, 9 = 8 + 1). The kernel reads H in its own dtype and sums
+    # in float64 in another order than the torch form: equal to float64 rounding.
+    from toyrelu import gpu_cell_kernels
+
+    counts, starts, size = [60, 9, 37], [0, 64, 96], 8
+    H = torch.from_numpy((0.5 * np.random.default_rng(m).standard_normal((160, m))).astype(dtype))
+    slot, count, ranges = gpu_cells.groups(starts, counts, size, "cpu")
+    g_run = torch.tensor(np.repeat(np.arange(3), [hi - lo for lo, hi in ranges]),
+                         dtype=torch.int32)
+    expected = gpu_cells.group_stats(H, slot, count, size)
+    stats = torch.full_like(expected, np.nan)
+    dead = torch.tensor([-1, -1, 0], dtype=torch.int32)  # run 2 frozen: its rows untouched
+    gpu_cell_kernels.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
+                                                g_run, dead, stats, stats.shape[1], M=m,
+                                                BE=size)
+    assert (count == 1).any() and (count < size).sum() > 1
+    live = slice(0, ranges[2][0])
+    assert_close(stats[live].numpy(), expected[live].numpy(), rtol=1e-14,
+                 what="group statistics")
+    assert stats[ranges[2][0]:].isnan().all()
+    # A NaN in h (a diverging step) makes its group's statistics of that coordinate NaN (mean,
+    # box, S1, S2's row and column) and its radius, as in the torch form, so that the group's
+    # loss is NaN too; the other groups keep theirs.
+    H[3, 0] = np.nan
+    gpu_cell_kernels.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
+                                                g_run, dead, stats, stats.shape[1], M=m,
+                                                BE=size)
+    nan = gpu_cells.group_stats(H, slot, count, size)[live].isnan()
+    np.testing.assert_array_equal(stats[live].isnan().numpy(), nan.numpy())
+    assert nan[0, [0, m, 2 * m, 3 * m, 4 * m, 4 * m + 2]].all() and not nan[1:].any()
+
+
 def batch(dtype: str, steps: int) -> tuple[list[RunConfig], list[SparseData], list]:
     """Three runs of one batch key with T not a multiple of the group size, b ~ N(0, 1)."""
     configs = [RunConfig(n_features=24, n_hidden=2, sparsity=0.8, n_train=T, steps=steps,

@@ -2,11 +2,13 @@
 
 The step's examples sit in slots grouped by their hidden vectors (``gpu_cells.KdTree``): group
 g is slots [g_slot[g], g_slot[g] + g_count[g]) of run g_run[g], and slot s holds the example of
-CSR row slot_row[s] (-1: a padding slot). Four launches add what the dense passes of
+CSR row slot_row[s] (-1: a padding slot). Five launches add what the dense passes of
 ``toyrelu.gpu_kernels`` would, cell by cell:
 
 - ``hidden_kernel``, one program per BE slots: H (S, M) = W x_t of each slot's row, before the
-  groups are bounded (``gpu_cells.group_stats`` needs H).
+  groups are bounded (their statistics need H).
+- ``stats_kernel``, one program per group: its float64 statistics (mean, box, ball radius,
+  S1, S2), as ``gpu_cells.group_stats`` lays them out.
 - ``bounds_kernel``, one program per group: the class of each of its cells, as
   ``gpu_cells.classify`` gives it, and the moments of its ON cells (A, u and their loss), as
   ``gpu_cells.on_sums`` gives them.
@@ -34,7 +36,7 @@ import triton.language as tl
 from toyrelu.gpu_dots import NAN
 from toyrelu.gpu_kernels import corrections, hidden
 
-__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "reduce_kernel"]
+__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "reduce_kernel", "stats_kernel"]
 
 
 @triton.jit
@@ -55,6 +57,51 @@ def hidden_kernel(
     hs = hidden(indices, data, W + r * (M * n), n, start, count, M, BE, W.dtype.element_ty)
     for k in tl.static_range(M):
         tl.store(H + s * M + k, hs[k], mask=on)
+
+
+@triton.jit
+def stats_kernel(
+    H, g_slot, g_count, g_run, dead,  # (S, M); (groups,) int32 each; (R,) int32
+    stats,  # output (groups, n_stats) float64
+    n_stats,
+    M: tl.constexpr, BE: tl.constexpr,
+):
+    """Row ``program_id(0)`` of ``gpu_cells.group_stats``, in float64, over the group's slots:
+    mean, box centre, box half-widths, S1, ball radius (the farthest h from the mean), size,
+    then S2 row-major (each entry once, mirrored). A frozen run's groups are left as they
+    are."""
+    g = tl.program_id(0)
+    if tl.load(dead + tl.load(g_run + g)) < 0:
+        e = tl.arange(0, BE)
+        count = tl.load(g_count + g)
+        valid = e < count
+        slots = tl.load(g_slot + g) + e
+        row = stats + g * n_stats
+        size = tl.maximum(count, 1).to(tl.float64)
+        hs = ()
+        dist = tl.zeros([BE], tl.float64)
+        for k in tl.static_range(M):
+            h = tl.load(H + slots * M + k, mask=valid, other=0.0).to(tl.float64)
+            hs = hs + (h,)
+            s1 = tl.sum(h, axis=0)
+            mean = s1 / size
+            # the box of the finite values, NaN if any is not (as torch.amin gives it)
+            finite = valid & (h == h)
+            low = tl.min(tl.where(finite, h, float("inf")), axis=0) + (mean - mean)
+            high = tl.max(tl.where(finite, h, -float("inf")), axis=0) + (mean - mean)
+            tl.store(row + k, mean)
+            tl.store(row + M + k, 0.5 * (low + high))
+            tl.store(row + 2 * M + k, 0.5 * (high - low))
+            tl.store(row + 3 * M + k, s1)
+            d = tl.where(valid, h - mean, 0.0)
+            dist += d * d
+            for q in tl.static_range(k + 1):
+                s2 = tl.sum(h * hs[q], axis=0)
+                tl.store(row + 4 * M + 2 + k * M + q, s2)
+                tl.store(row + 4 * M + 2 + q * M + k, s2)
+        farthest = tl.max(tl.where(dist == dist, dist, 0.0), axis=0) + 0.0 * tl.sum(dist, axis=0)
+        tl.store(row + 4 * M, tl.sqrt(farthest))
+        tl.store(row + 4 * M + 1, count.to(tl.float64))
 
 
 @triton.jit(do_not_specialize_on_alignment=["indptr"])

@@ -6,9 +6,9 @@ each run's examples are put in k-d tree order of their hidden vectors (``gpu_cel
 so that each ``Cells.size`` consecutive slots of a run are one group. Every step then
 
 1. computes H = W x_t in that order (``hidden_kernel``);
-2. bounds z over every cell (``gpu_cells.group_stats``, then ``bounds_kernel`` as
-   ``gpu_cells.classify`` does): OFF cells add nothing, ON cells collapse into the group's
-   moments (as ``gpu_cells.on_sums`` gives them), and only the MIXED ones
+2. bounds z over every cell (``stats_kernel``, each group's ``gpu_cells.group_stats``, then
+   ``bounds_kernel`` as ``gpu_cells.classify`` does): OFF cells add nothing, ON cells collapse
+   into the group's moments (as ``gpu_cells.on_sums`` gives them), and only the MIXED ones
    (``gpu_cells.mixed_lists``) are worked pair by pair (``mixed_kernel``);
 3. adds each feature's sums over the run's groups in a fixed order (``reduce_kernel``) and
    hands them, with the nonzeros' corrections, to the dense engine's ``update_kernel``.
@@ -145,6 +145,7 @@ class SplitStep:
         self.A = torch.zeros(G, m, m, dtype=torch.float64, device=device)
         self.u = torch.zeros(G, m, dtype=torch.float64, device=device)
         self.g_loss = torch.zeros(G, dtype=torch.float64, device=device)
+        self.stats = torch.zeros(G, 4 * m + 2 + m * m, dtype=torch.float64, device=device)
         items = np.stack([np.arange(R), np.arange(1, R + 1)], 1).ravel()
         self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
                        torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
@@ -169,8 +170,9 @@ class SplitStep:
             self.H, n, group.n_slots, M=m, BE=cells.hidden_BE)
         if regroup:
             self._regroup(data)
-        stats = gpu_cells.group_stats(self.H, self.slot, self.count, cells.size)
-        cls, A, u, g_loss = self.cls, self.A, self.u, self.g_loss
+        stats, cls, A, u, g_loss = self.stats, self.cls, self.A, self.u, self.g_loss
+        k.stats_kernel[(self.n_groups,)](self.H, self.g_slot, self.g_count, self.g_run,
+                                         group.dead, stats, stats.shape[1], M=m, BE=cells.size)
         k.bounds_kernel[(self.n_groups,)](
             group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
             stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
