@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from toyrelu import gpu, gpu_cell_kernels, gpu_kernels
-from toyrelu.gpu_split import BOUNDS_BF, Cells, dot_pad
+from toyrelu.gpu_split import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}
@@ -50,7 +50,7 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
-    """The split-cell step's five kernels (``toyrelu.gpu_cell_kernels``) as compile units,
+    """The split-cell step's seven kernels (``toyrelu.gpu_cell_kernels``) as compile units,
     with the constants ``gpu_split.SplitStep`` gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
@@ -59,10 +59,17 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
              "stats": "*fp64", "n_stats": "i32"}
     bounds = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32", "cls": "*i8",
               "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
+    ranged = {"W": f, "b": f, "H": f, "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
+              "dead": "*i32", "ptr": "*i64", "features": "*i32", "cls": "*i8",
+              "position": "*i32", "kept": "*i32", "kept_features": "*i32", "n_on": "*i32",
+              "on_features": "*i32", "n": "i32"}
+    moments = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32",
+               "ptr": "*i64", "n_on": "*i32", "on_features": "*i32", "A": "*fp64",
+               "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
     mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
              "data": f, "csr2csc": "*i32", "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
              "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "ptr": "*i64",
-             "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32"}
+             "kept": "*i32", "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32"}
     reduce = {"W": f, "b": f, "stats": "*fp64", "cls": "*i8", "position": "*i32", "Pc": f,
               "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
     units = (
@@ -70,6 +77,10 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
         ("cells stats", gpu_cell_kernels.stats_kernel, stats, {"BE": cells.size}, 4),
         ("cells bounds", gpu_cell_kernels.bounds_kernel, bounds,
          {"MP": dot_pad(m), "BF": BOUNDS_BF}, 4),
+        ("cells range", gpu_cell_kernels.range_kernel, ranged,
+         {"BE": cells.size, "BF": cells.mixed_BF(m, dtype)}, cells.warps),
+        ("cells moments", gpu_cell_kernels.moments_kernel, moments,
+         {"MP": dot_pad(m), "BF": MOMENTS_BF}, 4),
         ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed,
          {"BE": cells.size, "BF": cells.mixed_BF(m, dtype)}, cells.warps),
         ("cells reduce", gpu_cell_kernels.reduce_kernel, reduce, {"BF": cells.reduce_BF}, 4))

@@ -5,6 +5,7 @@ the settings' checks. Kernels run in Triton's interpreter without CUDA, as in te
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -50,14 +51,18 @@ def one_step(W: np.ndarray, b: np.ndarray, X: SparseData, cells: Cells) -> gpu._
 
 @pytest.mark.parametrize("m", [1, 2, 3])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_split_step_matches_reference_with_every_class(dtype: str, m: int) -> None:
+@pytest.mark.parametrize("ranged", [True, False])
+def test_split_step_matches_reference_with_every_class(dtype: str, m: int, ranged: bool) -> None:
     X = data.sample(60, 40, 0.8, np.random.default_rng(m), dtype)
     W, b = cell_params(m, 40, dtype, seed=10 + m)
-    group = one_step(W, b, X, TINY)
+    group = one_step(W, b, X, dataclasses.replace(TINY, ranged=ranged))
     split = group.split
     assert split is not None and split.split_steps == 1  # the cells took the step
     shares = split.shares.numpy()
     assert (shares > 0.02).all(), shares  # OFF, ON and MIXED cells all present (m = 1: 2.5%)
+    # Ranging decides some of the cells the bounds leave MIXED; at m = 1 the box is the range.
+    decided = shares[gpu_cells.MIXED] < split.bound_mixed
+    assert decided == (ranged and m > 1), (shares, split.bound_mixed)
     ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, "sum")
     assert_close(float(group.losses[0]), ref_value, rtol=GRAD_RTOL[dtype], what="loss")
     assert_close(group.GW[0].numpy(), ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
@@ -78,37 +83,103 @@ def test_a_step_with_no_mixed_cell_is_all_moments() -> None:
     assert_close(group.Gb[0].numpy(), ref_gb, rtol=1e-12, what="dL/db")
 
 
-def test_bounds_kernel_is_classify_and_on_sums_for_every_run() -> None:
-    # Three runs of 60, 9 and 37 examples in groups of 8 (ragged last groups), m = 3 (padded
-    # to 16 for the float64 dot), 40 features in tiles of 64: the kernel's classes equal
-    # gpu_cells.classify's (float64 bounds, sums in another order: no cell lies within 1e-16
-    # of a bound here) and its moments gpu_cells.on_sums' to float64 rounding.
+def three_runs() -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], torch.Tensor]:
+    """Runs of 60, 9 and 37 examples at slots 0, 64 and 96, in groups of 8 (full groups,
+    ragged last ones, a group of one): each group's first slot and size, each run's groups,
+    and each group's run."""
+    slot, count, ranges = gpu_cells.groups([0, 64, 96], [60, 9, 37], 8, "cpu")
+    g_run = torch.tensor(np.repeat(np.arange(3), [hi - lo for lo, hi in ranges]),
+                         dtype=torch.int32)
+    return slot, count, ranges, g_run
+
+
+def bounded(m: int, n: int = 40) -> dict:
+    """``three_runs`` in float64 after the stats and bounds kernels: their inputs and outputs by
+    name."""
     from toyrelu import gpu_cell_kernels
 
-    m, n, counts, size = 3, 40, [60, 9, 37], 8
     params = [cell_params(m, n, "float64", seed=s) for s in range(3)]
     W = torch.from_numpy(np.stack([p[0] for p in params]))
     b = torch.from_numpy(np.stack([p[1] for p in params]))
-    starts = [0, 64, 96]
-    rng = np.random.default_rng(4)
-    H = torch.from_numpy(0.5 * rng.standard_normal((160, m)))
-    slot, count, ranges = gpu_cells.groups(starts, counts, size, "cpu")
-    stats = gpu_cells.group_stats(H, slot, count, size)
-    g_run = torch.tensor(np.repeat(np.arange(3), [hi - lo for lo, hi in ranges]),
-                         dtype=torch.int32)
-    G = len(slot)
-    cls = torch.zeros(G, n, dtype=torch.int8)
-    A, u, loss = (torch.zeros(shape, dtype=torch.float64) for shape in ((G, m, m), (G, m), G))
-    dead = torch.full((3,), -1, dtype=torch.int32)
-    gpu_cell_kernels.bounds_kernel[(G,)](W, b, stats, g_run, dead, cls, A, u, loss, n,
-                                         stats.shape[1], M=m, MP=16, BF=64)
-    expected = gpu_cells.classify(W, b, stats, ranges)
-    np.testing.assert_array_equal(cls.numpy(), expected.numpy())
+    H = torch.from_numpy(0.5 * np.random.default_rng(4).standard_normal((160, m)))
+    slot, count, ranges, g_run = three_runs()
+    G, n_stats = len(slot), 4 * m + 2 + m * m
+    out = dict(W=W, b=b, H=H, slot=slot, count=count, ranges=ranges, g_run=g_run,
+               g_slot=slot.to(torch.int32), g_count=count.to(torch.int32),
+               dead=torch.full((3,), -1, dtype=torch.int32),
+               stats=torch.zeros(G, n_stats, dtype=torch.float64),
+               cls=torch.zeros(G, n, dtype=torch.int8), A=torch.zeros(G, m, m, dtype=torch.float64),
+               u=torch.zeros(G, m, dtype=torch.float64), loss=torch.zeros(G, dtype=torch.float64))
+    gpu_cell_kernels.stats_kernel[(G,)](H, out["g_slot"], out["g_count"], g_run, out["dead"],
+                                        out["stats"], n_stats, M=m, BE=8)
+    gpu_cell_kernels.bounds_kernel[(G,)](W, b, out["stats"], g_run, out["dead"], out["cls"],
+                                         out["A"], out["u"], out["loss"], n, n_stats, M=m,
+                                         MP=16, BF=64)
+    return out
+
+
+def assert_on_moments(got: dict, cls: torch.Tensor) -> None:
+    """The kernels' A, u and ON loss are gpu_cells.on_sums' for the classes ``cls``."""
+    sums = gpu_cells.on_sums(got["W"], got["b"], got["stats"], cls, got["ranges"])
+    assert_close(got["A"].numpy(), sums["A"].numpy(), rtol=1e-13, what="A")
+    assert_close(got["u"].numpy(), sums["u"].numpy(), rtol=1e-13, what="u")
+    assert_close(got["loss"].numpy(), sums["group_loss"].numpy(), rtol=1e-13, what="ON loss")
+
+
+def test_bounds_kernel_is_classify_and_on_sums_for_every_run() -> None:
+    # m = 3 (padded to 16 for the float64 dot), 40 features in tiles of 64: the kernel's
+    # classes equal gpu_cells.classify's (float64 bounds, sums in another order: no cell lies
+    # within 1e-16 of a bound here) and its moments gpu_cells.on_sums' to float64 rounding.
+    got = bounded(3)
+    expected = gpu_cells.classify(got["W"], got["b"], got["stats"], got["ranges"])
+    np.testing.assert_array_equal(got["cls"].numpy(), expected.numpy())
     assert len(np.unique(expected.numpy())) == 3
-    sums = gpu_cells.on_sums(W, b, stats, expected, ranges)
-    assert_close(A.numpy(), sums["A"].numpy(), rtol=1e-13, what="A")
-    assert_close(u.numpy(), sums["u"].numpy(), rtol=1e-13, what="u")
-    assert_close(loss.numpy(), sums["group_loss"].numpy(), rtol=1e-13, what="ON loss")
+    assert_on_moments(got, expected)
+
+
+@pytest.mark.parametrize("m", [2, 5])
+def test_range_kernel_decides_each_mixed_cell_by_its_exact_range(m: int) -> None:
+    # After the bounds, the range pass takes each MIXED cell's exact range of z over its
+    # group: those all on are listed for the moments pass, which adds them to A, u and the ON
+    # loss; those all off drop out; only those with z of both signs are listed again, in
+    # order, with position pointing at them. A group's list may exceed one moments tile.
+    from toyrelu import gpu_cell_kernels
+
+    got = bounded(m, n=320)
+    n, bound_cls = got["W"].shape[2], got["cls"].clone()
+    ptr, features, position = gpu_cells.mixed_lists(got["cls"])
+    kept, n_on = (torch.full_like(got["g_count"], -7) for _ in range(2))
+    listed, on_features = (torch.full_like(features, -7) for _ in range(2))
+    G, stats = len(got["slot"]), got["stats"]
+    gpu_cell_kernels.range_kernel[(G,)](
+        got["W"], got["b"], got["H"], got["g_slot"], got["g_count"], got["g_run"], got["dead"],
+        ptr, features, got["cls"], position, kept, listed, n_on, on_features, n, M=m, BE=8,
+        BF=8)
+    gpu_cell_kernels.moments_kernel[(G,)](
+        got["W"], got["b"], stats, got["g_run"], got["dead"], ptr, n_on, on_features, got["A"],
+        got["u"], got["loss"], n, stats.shape[1], M=m, MP=16, BF=16)
+    expected = bound_cls.clone()
+    for g, (s, c, r) in enumerate(zip(got["slot"], got["count"], got["g_run"], strict=True)):
+        z = got["b"][r] + got["H"][s:s + c] @ got["W"][r]  # (c, n)
+        mixed = bound_cls[g] == gpu_cells.MIXED
+        exact = torch.where(z.amin(0) > 0, gpu_cells.ON,
+                            torch.where(z.amax(0) > 0, gpu_cells.MIXED, gpu_cells.OFF))
+        expected[g, mixed] = exact[mixed].to(torch.int8)
+        still = torch.nonzero(expected[g] == gpu_cells.MIXED)[:, 0]
+        now_on = torch.nonzero(mixed & (expected[g] == gpu_cells.ON))[:, 0]
+        assert (int(kept[g]), int(n_on[g])) == (len(still), len(now_on))
+        lo = int(ptr[g])
+        np.testing.assert_array_equal(listed[lo:lo + len(still)].numpy(), still.numpy())
+        np.testing.assert_array_equal(on_features[lo:lo + len(now_on)].numpy(), now_on.numpy())
+        places = torch.full((n,), -1, dtype=torch.int32)
+        places[still] = lo + torch.arange(len(still), dtype=torch.int32)
+        np.testing.assert_array_equal(position[g].numpy(), places.numpy())
+    np.testing.assert_array_equal(got["cls"].numpy(), expected.numpy())
+    changed = expected[bound_cls == gpu_cells.MIXED]
+    assert (changed == gpu_cells.ON).any() and (changed == gpu_cells.OFF).any()
+    assert (changed == gpu_cells.MIXED).any()
+    assert int(n_on.max()) > 16  # more than one moments tile
+    assert_on_moments(got, expected)
 
 
 @pytest.mark.parametrize("m, dtype", [(1, "float32"), (3, "float32"), (5, "float64")])
@@ -118,11 +189,9 @@ def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
     # in float64 in another order than the torch form: equal to float64 rounding.
     from toyrelu import gpu_cell_kernels
 
-    counts, starts, size = [60, 9, 37], [0, 64, 96], 8
+    size = 8
     H = torch.from_numpy((0.5 * np.random.default_rng(m).standard_normal((160, m))).astype(dtype))
-    slot, count, ranges = gpu_cells.groups(starts, counts, size, "cpu")
-    g_run = torch.tensor(np.repeat(np.arange(3), [hi - lo for lo, hi in ranges]),
-                         dtype=torch.int32)
+    slot, count, ranges, g_run = three_runs()
     expected = gpu_cells.group_stats(H, slot, count, size)
     stats = torch.full_like(expected, np.nan)
     dead = torch.tensor([-1, -1, 0], dtype=torch.int32)  # run 2 frozen: its rows untouched
@@ -178,7 +247,7 @@ def test_batch_trajectories_across_regroups_match_reference(
     # 12 steps regrouped every 5 (steps 0, 5, 10): slots move, the data stay where uploaded.
     configs, Xs, inits = batch(dtype, steps=12)
     taken = counting_split_steps(monkeypatch)
-    results = train(configs, Xs, inits, Cells(size=4, BF=4, reduce_BF=8, regroup=5,
+    results = train(configs, Xs, inits, Cells(size=4, BF=8, reduce_BF=8, regroup=5,
                                               pairs_at_most=1.0))
     assert taken == [True] * 12
     rtol = {"float32": {"W": 2e-6, "b": 2e-5}, "float64": {"W": 1e-9, "b": 1e-9}}[dtype]
@@ -202,16 +271,22 @@ def test_too_many_mixed_pairs_fall_back_to_the_dense_passes(
         np.testing.assert_array_equal(b, b_dense)
 
 
-def test_the_share_rule_is_measured_at_each_regroup() -> None:
+@pytest.mark.parametrize("ranged", [True, False])
+def test_the_share_rule_is_measured_at_each_regroup(ranged: bool) -> None:
     X = data.sample(60, 40, 0.8, np.random.default_rng(2), "float64")
     W, b = cell_params(2, 40, "float64", seed=3)
-    share = one_step(W, b, X, TINY).split.shares  # type: ignore[union-attr]
-    mixed = float(share[gpu_cells.MIXED])
-    refused = one_step(W, b, X, Cells(size=8, pairs_at_most=mixed / 2)).split
+    taken = one_step(W, b, X, dataclasses.replace(TINY, ranged=ranged)).split
+    assert taken is not None
+    mixed, bound = float(taken.shares[gpu_cells.MIXED]), taken.bound_mixed
+    # The pair work left: ranged pairs at a third, then the truly mixed ones pair by pair, or
+    # the bounds' mixed pairs alone. Each cell weighs its group's size; with groups of 8 this
+    # is near the cell shares (the last group holds 4).
+    work = bound / 3 + mixed if ranged else bound
+    assert mixed < bound if ranged else mixed == bound
+    assert abs(taken.share - work) < 0.02, (taken.share, work)
+    refused = one_step(W, b, X, Cells(size=8, ranged=ranged, pairs_at_most=work / 2)).split
     assert refused is not None and not refused.split_now and refused.split_steps == 0
-    # The pair share weighs each cell by its group's size; with groups of 8 it is near the
-    # cell share (the last group holds 4).
-    assert abs(refused.share - mixed) < 0.05
+    assert refused.share == taken.share
 
 
 def test_a_diverging_run_is_frozen_and_the_others_follow_reference() -> None:

@@ -36,7 +36,8 @@ import triton.language as tl
 from toyrelu.gpu_dots import NAN
 from toyrelu.gpu_kernels import corrections, hidden
 
-__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "reduce_kernel", "stats_kernel"]
+__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "moments_kernel", "range_kernel",
+           "reduce_kernel", "stats_kernel"]
 
 
 @triton.jit
@@ -108,7 +109,7 @@ def stats_kernel(
 def mixed_kernel(
     W, b, H, slot_row, indptr, indices, data, csr2csc,  # parameters, H (S, M), rows
     g_slot, g_count, g_run, dead,  # (groups,) int32 each; (R,) int32
-    A, u, g_loss, ptr, features,  # float64 (groups, M, M), (groups, M), (groups,); mixed lists
+    A, u, g_loss, ptr, kept, features,  # float64 (groups, M, M), (groups, M), (groups,); lists
     Pc, C, DH, L,  # outputs: (n_mixed, M + 1), (nnz,), (S, M), (groups,) float64
     n,
     M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
@@ -137,7 +138,7 @@ def mixed_kernel(
             dh = dh + (on.to(dtype),)
         sq = tl.zeros([BE], dtype)
         lo = tl.load(ptr + g)
-        hi = tl.load(ptr + g + 1)
+        hi = lo + tl.load(kept + g)
         for j0 in range(lo, hi, BF):
             j = j0 + tl.arange(0, BF)
             jm = j < hi
@@ -165,6 +166,28 @@ def mixed_kernel(
             tl.store(DH + slots * M + k, dh[k], mask=valid)
         row_sq = tl.where(valid, sq, 0.0).to(tl.float64)
         tl.store(L + g, tl.sum(row_sq, axis=0) + tl.load(g_loss + g))
+
+
+@triton.jit
+def _on_moments(w, bv, on, u_acc, A_acc, beta):
+    """Add a tile's ON features (``on``: 1.0 or 0.0 each) to the moments, in float64: w (MP, BF)
+    their W (rows past m zero), bv (BF,) their b. u += sum b_i W_i, A += sum W_i W_i^T (a dot
+    with K = BF), beta += b_i^2 per place."""
+    w_on = w * on[None, :]
+    u_acc += tl.sum(w_on * bv[None, :], axis=1)
+    A_acc = tl.dot(w_on, tl.trans(w), A_acc, input_precision="ieee")
+    return u_acc, A_acc, beta + on * bv * bv
+
+
+@triton.jit
+def _on_loss(row, u_acc, A_acc, beta, kk, km, M: tl.constexpr):
+    """The loss of a group's ON cells from its statistics ``row`` (``gpu_cells.group_stats``)
+    and the moments over them: |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
+    S1 = tl.load(row + 3 * M + kk, mask=km, other=0.0)
+    S2 = tl.load(row + 4 * M + 2 + kk[:, None] * M + kk[None, :],
+                 mask=km[:, None] & km[None, :], other=0.0)
+    return (tl.load(row + 4 * M + 1) * tl.sum(beta, axis=0) + 2.0 * tl.sum(S1 * u_acc, axis=0)
+            + tl.sum(tl.sum(S2 * A_acc, axis=1), axis=0))
 
 
 @triton.jit
@@ -208,19 +231,104 @@ def bounds_kernel(
             c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
             tl.store(cls + g * n + f, c.to(tl.int8), mask=fm)
             on = tl.where(fm & (c == 1), 1.0, 0.0).to(tl.float64)
-            w_on = w * on[None, :]
-            u_acc += tl.sum(w_on * bv[None, :], axis=1)
-            beta += on * bv * bv
-            A_acc = tl.dot(w_on, tl.trans(w), A_acc, input_precision="ieee")
+            u_acc, A_acc, beta = _on_moments(w, bv, on, u_acc, A_acc, beta)
         tl.store(u + g * M + kk, u_acc, mask=km)
         tl.store(A + (g * M + kk[:, None]) * M + kk[None, :], A_acc,
                  mask=km[:, None] & km[None, :])
-        S1 = tl.load(row + 3 * M + kk, mask=km, other=0.0)
-        S2 = tl.load(row + 4 * M + 2 + kk[:, None] * M + kk[None, :],
-                     mask=km[:, None] & km[None, :], other=0.0)
-        loss = (tl.load(row + 4 * M + 1) * tl.sum(beta, axis=0) + 2.0 * tl.sum(S1 * u_acc, axis=0)
-                + tl.sum(tl.sum(S2 * A_acc, axis=1), axis=0))
-        tl.store(g_loss + g, loss)
+        tl.store(g_loss + g, _on_loss(row, u_acc, A_acc, beta, kk, km, M))
+
+
+@triton.jit
+def range_kernel(
+    W, b, H, g_slot, g_count, g_run, dead,  # parameters; H (S, M); as mixed_kernel's
+    ptr, features,  # the bounds' mixed lists (gpu_cells.mixed_lists)
+    cls, position,  # updated in place
+    kept, kept_features, n_on, on_features,  # outputs: (groups,) int32, (n_mixed,) int32 each
+    n,
+    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
+):
+    """Group ``program_id(0)``: the exact range of z = b_i + h_t . W_i (in the working dtype,
+    as the pair pass computes it) over each cell the bounds left MIXED, BF at a time. A cell
+    with every z > 0 becomes ON and is listed at on_features[ptr[g]:ptr[g] + n_on[g]] for
+    ``moments_kernel``; one with no z > 0 becomes OFF; the rest stay MIXED and are listed
+    again at kept_features[ptr[g]:ptr[g] + kept[g]], with ``position`` pointing there. Lists
+    keep the features' order. A NaN z keeps its cell MIXED, so the pair pass meets it."""
+    g = tl.program_id(0)
+    r = tl.load(g_run + g)
+    if tl.load(dead + r) < 0:
+        Wr = W + r * (M * n)
+        e = tl.arange(0, BE)
+        rows = e < tl.load(g_count + g)
+        valid = rows[:, None]
+        slots = tl.load(g_slot + g) + e
+        hs = ()
+        for k in tl.static_range(M):
+            hs = hs + (tl.load(H + slots * M + k, mask=rows, other=0.0),)
+        lo = tl.load(ptr + g)
+        hi = tl.load(ptr + g + 1)
+        listed = 0
+        listed_on = 0
+        for j0 in range(lo, hi, BF):
+            j = j0 + tl.arange(0, BF)
+            jm = j < hi
+            f = tl.load(features + j, mask=jm, other=0)
+            z = tl.load(b + r * n + f, mask=jm, other=0.0)[None, :]
+            for k in tl.static_range(M):
+                z = z + hs[k][:, None] * tl.load(Wr + k * n + f, mask=jm, other=0.0)[None, :]
+            number = z == z
+            low = tl.min(tl.where(valid, tl.where(number, z, -float("inf")), float("inf")), 0)
+            high = tl.max(tl.where(valid, tl.where(number, z, float("inf")), -float("inf")), 0)
+            c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
+            tl.store(cls + g * n + f, c.to(tl.int8), mask=jm)
+            keep = jm & (c == 2)
+            at = lo + listed + tl.cumsum(keep.to(tl.int32), axis=0) - 1
+            tl.store(kept_features + at, f, mask=keep)
+            tl.store(position + g * n + f, tl.where(keep, at, -1).to(tl.int32), mask=jm)
+            listed += tl.sum(keep.to(tl.int32), axis=0)
+            on = jm & (c == 1)
+            tl.store(on_features + lo + listed_on + tl.cumsum(on.to(tl.int32), axis=0) - 1, f,
+                     mask=on)
+            listed_on += tl.sum(on.to(tl.int32), axis=0)
+        tl.store(kept + g, listed)
+        tl.store(n_on + g, listed_on)
+
+
+@triton.jit
+def moments_kernel(
+    W, b, stats, g_run, dead,  # as bounds_kernel's
+    ptr, n_on, on_features,  # range_kernel's lists of the cells it found ON
+    A, u, g_loss,  # added to
+    n, n_stats,
+    M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
+):
+    """Group ``program_id(0)``: what the cells ``range_kernel`` found ON add to its A, u and
+    ON loss, as ``bounds_kernel`` adds its own ON cells (BF >= 16 features per dot)."""
+    g = tl.program_id(0)
+    r = tl.load(g_run + g)
+    if tl.load(dead + r) < 0:
+        kk = tl.arange(0, MP)
+        km = kk < M
+        u_acc = tl.zeros([MP], tl.float64)
+        A_acc = tl.zeros([MP, MP], tl.float64)
+        beta = tl.zeros([BF], tl.float64)
+        lo = tl.load(ptr + g)
+        hi = lo + tl.load(n_on + g)
+        for j0 in range(lo, hi, BF):
+            j = j0 + tl.arange(0, BF)
+            jm = j < hi
+            f = tl.load(on_features + j, mask=jm, other=0)
+            w = tl.load(W + (r * M + kk[:, None]) * n + f[None, :],
+                        mask=km[:, None] & jm[None, :], other=0.0).to(tl.float64)
+            bv = tl.load(b + r * n + f, mask=jm, other=0.0).to(tl.float64)
+            u_acc, A_acc, beta = _on_moments(w, bv, tl.where(jm, 1.0, 0.0).to(tl.float64),
+                                             u_acc, A_acc, beta)
+        at_u = u + g * M + kk
+        tl.store(at_u, tl.load(at_u, mask=km, other=0.0) + u_acc, mask=km)
+        at_A = A + (g * M + kk[:, None]) * M + kk[None, :]
+        both = km[:, None] & km[None, :]
+        tl.store(at_A, tl.load(at_A, mask=both, other=0.0) + A_acc, mask=both)
+        loss = _on_loss(stats + g * n_stats, u_acc, A_acc, beta, kk, km, M)
+        tl.store(g_loss + g, tl.load(g_loss + g) + loss)
 
 
 @triton.jit

@@ -8,15 +8,17 @@ so that each ``Cells.size`` consecutive slots of a run are one group. Every step
 1. computes H = W x_t in that order (``hidden_kernel``);
 2. bounds z over every cell (``stats_kernel``, each group's ``gpu_cells.group_stats``, then
    ``bounds_kernel`` as ``gpu_cells.classify`` does): OFF cells add nothing, ON cells collapse
-   into the group's moments (as ``gpu_cells.on_sums`` gives them), and only the MIXED ones
-   (``gpu_cells.mixed_lists``) are worked pair by pair (``mixed_kernel``);
+   into the group's moments (as ``gpu_cells.on_sums`` gives them); the cells the bounds leave
+   MIXED (``gpu_cells.mixed_lists``) get the exact range of z (``range_kernel``, the dot
+   products alone, as the CPU step ranges them), and only the truly mixed ones are worked pair
+   by pair (``mixed_kernel``);
 3. adds each feature's sums over the run's groups in a fixed order (``reduce_kernel``) and
    hands them, with the nonzeros' corrections, to the dense engine's ``update_kernel``.
 
 The data are uploaded once, in their own order: the step reads each slot's row through
 ``slot_row``, and the update reads each nonzero's slot through a permuted copy of
 ``DeviceData.csc_slot``. Nothing is approximated: the results equal the dense passes' up to
-the order of sums. At each regroup the share of pairs in MIXED cells is measured; above
+the order of sums. At each regroup the share of pair work left is measured; above
 ``Cells.pairs_at_most`` the dense passes take the steps until the next regroup, as the CPU
 engine does with its step (``engine.PAIRS_AT_MOST``).
 """
@@ -44,15 +46,17 @@ class Cells:
     the CPU step's choice, ``cells.GROUP``). ``BF``: mixed features per tile of the mixed pass
     (0: ``mixed_tile``'s choice for the run's m and dtype). ``reduce_BF``: features per program
     of the reduction. ``hidden_BE``: slots per program of the hidden pass. ``regroup``: steps
-    between rebuilds of the grouping. ``pairs_at_most``: the largest share of pairs in MIXED
-    cells for which the split step is taken (1.0: always). ``warps``: warps of the mixed
-    pass."""
+    between rebuilds of the grouping. ``ranged``: range z exactly over the cells the bounds
+    leave MIXED (``range_kernel``), so that only truly mixed ones go pair by pair.
+    ``pairs_at_most``: the largest share of pair work (ranged pairs counted a third) for which
+    the split step is taken (1.0: always). ``warps``: warps of the mixed pass."""
 
     size: int = 128
     BF: int = 0
     reduce_BF: int = 128
     hidden_BE: int = 128
     regroup: int = 100
+    ranged: bool = True
     pairs_at_most: float = 0.5
     warps: int = 8
 
@@ -87,6 +91,7 @@ def mixed_tile(n_hidden: int, dtype: str) -> int:
 
 
 BOUNDS_BF = 64  # features per tile of the bounds pass
+MOMENTS_BF = 16  # features per tile of the ranged ON cells' moments (the smallest dot's K)
 
 
 def dot_pad(n_hidden: int) -> int:
@@ -106,8 +111,9 @@ def _kernels() -> ModuleType:
 class SplitStep:
     """The split-cell step of one ``gpu._Group`` of fixed training sets: the grouped layout of
     its slots (slot s holds the example of the group's slot ``src[s]`` in its own layout) and
-    the buffers of the step. At the last regroup, ``share`` was the share of pairs in MIXED
-    cells and ``shares`` (3,) that of cells in each class (OFF, ON, MIXED); ``split_steps``
+    the buffers of the step. At the last regroup, ``share`` was the share of pair work left
+    (ranged pairs counted a third), ``shares`` (3,) the share of cells in each class (OFF, ON,
+    MIXED) and ``bound_mixed`` that of cells the bounds alone left MIXED; ``split_steps``
     counts the steps the cells took."""
 
     def __init__(self, group: _Group, cells: Cells) -> None:
@@ -154,6 +160,7 @@ class SplitStep:
         self.split_now = True
         self.share = float("nan")
         self.shares = torch.full((3,), float("nan"), dtype=torch.float64)
+        self.bound_mixed = float("nan")
         self.split_steps = 0
 
     def step(self, data: DeviceData, step: int, hyper: torch.Tensor | None) -> bool:
@@ -176,21 +183,37 @@ class SplitStep:
         k.bounds_kernel[(self.n_groups,)](
             group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
             stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
+        ptr, features, position = gpu_cells.mixed_lists(cls)
+        if regroup:  # the pair work the bounds leave, as a share of all pairs
+            bound = (cls == gpu_cells.MIXED).sum(1)
+            work = bound.double() @ self.count.double()
+        kept, listed = ptr.diff().to(torch.int32), features
+        if cells.ranged:
+            kept, listed = torch.empty_like(self.g_count), torch.empty_like(features)
+            n_on, on_features = torch.empty_like(self.g_count), torch.empty_like(features)
+            k.range_kernel[(self.n_groups,)](
+                group.W, group.b, self.H, self.g_slot, self.g_count, self.g_run, group.dead,
+                ptr, features, cls, position, kept, listed, n_on, on_features, n, M=m,
+                BE=cells.size, BF=self.BF, num_warps=cells.warps)
+            k.moments_kernel[(self.n_groups,)](
+                group.W, group.b, stats, self.g_run, group.dead, ptr, n_on, on_features, A, u,
+                g_loss, n, stats.shape[1], M=m, MP=dot_pad(m), BF=MOMENTS_BF)
         if regroup:
-            mixed = (cls == gpu_cells.MIXED).sum(1).double() @ self.count.double()
-            self.share = float(mixed) / max(group.pairs, 1)
+            if cells.ranged:  # ranged pairs at a third of a pair's work, as on the CPU
+                work = work / 3.0 + kept.double() @ self.count.double()
+            self.share = float(work) / max(group.pairs, 1)
             classes = torch.bincount(cls.reshape(-1).long(), minlength=3)
             self.shares = classes.cpu().double() / cls.numel()
+            self.bound_mixed = float(bound.sum()) / cls.numel()
             self.split_now = self.share <= cells.pairs_at_most
             if not self.split_now:
                 return False
-        ptr, features, position = gpu_cells.mixed_lists(cls)
         Pc = torch.empty(max(len(features), 1), m + 1, dtype=group.W.dtype, device=group.device)
         C = group.sparse_buffer(data)
         k.mixed_kernel[(self.n_groups,)](
             group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
             data.csr2csc, self.g_slot, self.g_count, self.g_run,
-            group.dead, A, u, g_loss, ptr, features, Pc, C,
+            group.dead, A, u, g_loss, ptr, kept, listed, Pc, C,
             self.DH, self.L, n, M=m, BE=cells.size, BF=self.BF,
             num_warps=cells.warps)
         k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
