@@ -5,9 +5,11 @@ Trains ``--seeds`` runs per (m, T) (on CUDA with the batched engine when there i
 the CPU engine), then lays them out as one GPU batch and times, on the device: the k-d
 ordering of the hidden vectors (``KdTree.order``), the groups' statistics (``group_stats``)
 and the class of every (group, feature) cell (``classify``). It prints the share of cells
-all-on, all-off and mixed (mixed cells are the pair work a cell step leaves), and, on CUDA,
-one dense engine step of the same batch and one split-cell step (``toyrelu.gpu_split``, taken
-whatever its share) with the largest relative difference of its gradient from the dense one.
+all-on, all-off and mixed by the bounds, and the share still mixed once z is ranged exactly
+(``ranged``: the cells a split step works pair by pair), and, on CUDA, one dense engine step
+of the same batch and one split-cell step (``toyrelu.gpu_split``, taken whatever its share)
+with the bounds alone and with ranging, with the largest relative difference of their
+gradients from the dense one.
 
     PYTHONPATH=src python benchmarks/bench_gpu_cells.py            # reduced scale, ~1 min
     PYTHONPATH=src python benchmarks/bench_gpu_cells.py --n-features 10000 --sparsity 0.999 \\
@@ -55,8 +57,8 @@ def main() -> None:
     device = torch.device("cuda" if on_gpu else "cpu")
     print(f"device {device}, n = {args.n_features}, S = {args.sparsity}, T = {args.n_train}, "
           f"{args.steps} steps, {args.seeds} seeds, groups of {args.size}")
-    print("m | on | off | mixed | order ms | stats ms | classify ms | dense step ms | "
-          "split step ms | split vs dense")
+    print("m | on | off | mixed | mixed once ranged | order ms | stats ms | classify ms | "
+          "dense step ms | split step ms, bounds only | ranged | split vs dense")
     for m in (int(v) for v in args.n_hidden.split(",")):
         measure(m, args, device, on_gpu)
 
@@ -94,10 +96,13 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
                            device)
     cls, t_cls = timed(lambda: gpu_cells.classify(W, b, stats, ranges), device)
     shares = torch.bincount(cls.flatten().long(), minlength=3).double() / cls.numel()
-    steps = "- | - | -"
+    fine = gpu_cells.ranged(W, b, grouped, slot, count, cls, ranges, args.size)
+    left = float((fine == gpu_cells.MIXED).double().mean())
+    steps = "- | - | - | -"
     if on_gpu:
         grads, times = [], []
-        for cells in (None, Cells(size=args.size, pairs_at_most=1.0)):
+        for cells in (None, Cells(size=args.size, ranged=False, pairs_at_most=1.0),
+                      Cells(size=args.size, pairs_at_most=1.0)):
             blocks = gpu.default_blocks(m, cells=cells)
             group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
                                device, blocks)
@@ -107,13 +112,13 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
             grads.append(group.GW.double())
             times.append(t_step)
         scale = grads[0].abs().amax(dim=(1, 2), keepdim=True)
-        worst = float(((grads[1] - grads[0]).abs() / scale).max())
-        steps = f"{times[0]:.2f} | {times[1]:.2f} | {worst:.1e}"
+        worst = max(float(((grad - grads[0]).abs() / scale).max()) for grad in grads[1:])
+        steps = f"{times[0]:.2f} | {times[1]:.2f} | {times[2]:.2f} | {worst:.1e}"
     on, off, mixed = (f"{100 * float(v):.1f}%" for v in (shares[gpu_cells.ON],
                                                         shares[gpu_cells.OFF],
                                                         shares[gpu_cells.MIXED]))
-    print(f"{m} | {on} | {off} | {mixed} | {t_order:.2f} | {t_stats:.2f} | {t_cls:.2f} | "
-          f"{steps}")
+    print(f"{m} | {on} | {off} | {mixed} | {100 * left:.1f}% | {t_order:.2f} | {t_stats:.2f} | "
+          f"{t_cls:.2f} | {steps}")
 
 
 if __name__ == "__main__":

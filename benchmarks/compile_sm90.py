@@ -22,7 +22,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from toyrelu import gpu, gpu_cell_kernels, gpu_kernels
+from toyrelu import gpu, gpu_cell_bounds, gpu_cell_kernels, gpu_kernels
 from toyrelu.gpu_split import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -74,12 +74,12 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
               "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
     units = (
         ("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, {"BE": cells.hidden_BE}, 4),
-        ("cells stats", gpu_cell_kernels.stats_kernel, stats, {"BE": cells.size}, 4),
-        ("cells bounds", gpu_cell_kernels.bounds_kernel, bounds,
+        ("cells stats", gpu_cell_bounds.stats_kernel, stats, {"BE": cells.size}, 4),
+        ("cells bounds", gpu_cell_bounds.bounds_kernel, bounds,
          {"MP": dot_pad(m), "BF": BOUNDS_BF}, 4),
-        ("cells range", gpu_cell_kernels.range_kernel, ranged,
+        ("cells range", gpu_cell_bounds.range_kernel, ranged,
          {"BE": cells.size, "BF": cells.mixed_BF(m, dtype)}, cells.warps),
-        ("cells moments", gpu_cell_kernels.moments_kernel, moments,
+        ("cells moments", gpu_cell_bounds.moments_kernel, moments,
          {"MP": dot_pad(m), "BF": MOMENTS_BF}, 4),
         ("cells mixed", gpu_cell_kernels.mixed_kernel, mixed,
          {"BE": cells.size, "BF": cells.mixed_BF(m, dtype)}, cells.warps),

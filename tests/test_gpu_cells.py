@@ -103,6 +103,33 @@ def test_cell_classes_hold_for_every_pair(m: int) -> None:
     assert (shares > 0.02).all(), shares
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_ranged_classes_are_each_cells_exact_range(m: int) -> None:
+    # Ranging decides each cell the bounds leave MIXED from its pairs' z: ON if all are > 0,
+    # OFF if none is, MIXED only if both signs occur; decided cells keep their class. Groups
+    # are ranged a few at a time, across run boundaries of the chunks.
+    counts = COUNTS
+    rng = np.random.default_rng(10 + m)
+    _, n_slots = layout(counts)
+    H = torch.from_numpy(rng.standard_normal((n_slots, m)))
+    W = torch.from_numpy(0.5 * rng.standard_normal((len(counts), m, 50)))
+    b = torch.from_numpy(rng.uniform(-2.0, 2.0, (len(counts), 50)))
+    slot, count, ranges = groups_of(counts, SIZE)
+    bound = gpu_cells.classify(W, b, gpu_cells.group_stats(H, slot, count, SIZE), ranges)
+    out = gpu_cells.ranged(W, b, H, slot, count, bound, ranges, SIZE, chunk=5).numpy()
+    bound = bound.numpy()
+    for r, (lo, hi) in enumerate(ranges):
+        for g in range(lo, hi):
+            z = (H[slot[g]:slot[g] + count[g]] @ W[r] + b[r]).numpy()
+            exact = np.where((z > 0).all(0), gpu_cells.ON,
+                             np.where((z > 0).any(0), gpu_cells.MIXED, gpu_cells.OFF))
+            np.testing.assert_array_equal(out[g], np.where(bound[g] == gpu_cells.MIXED,
+                                                           exact, bound[g]))
+    mixed = bound == gpu_cells.MIXED
+    assert (out[mixed] == gpu_cells.ON).any() and (out[mixed] == gpu_cells.OFF).any()
+    assert (out[mixed] == gpu_cells.MIXED).any()
+
+
 def test_a_group_of_one_example_is_decided_exactly() -> None:
     # Radius 0 and a box of width 0: the bounds are z itself, so no cell is mixed.
     cls, zs = cell_classes([1, 1, 1], 3, 200, 1, seed=7)

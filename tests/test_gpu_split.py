@@ -96,7 +96,7 @@ def three_runs() -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], tor
 def bounded(m: int, n: int = 40) -> dict:
     """``three_runs`` in float64 after the stats and bounds kernels: their inputs and outputs by
     name."""
-    from toyrelu import gpu_cell_kernels
+    from toyrelu import gpu_cell_bounds
 
     params = [cell_params(m, n, "float64", seed=s) for s in range(3)]
     W = torch.from_numpy(np.stack([p[0] for p in params]))
@@ -110,9 +110,9 @@ def bounded(m: int, n: int = 40) -> dict:
                stats=torch.zeros(G, n_stats, dtype=torch.float64),
                cls=torch.zeros(G, n, dtype=torch.int8), A=torch.zeros(G, m, m, dtype=torch.float64),
                u=torch.zeros(G, m, dtype=torch.float64), loss=torch.zeros(G, dtype=torch.float64))
-    gpu_cell_kernels.stats_kernel[(G,)](H, out["g_slot"], out["g_count"], g_run, out["dead"],
+    gpu_cell_bounds.stats_kernel[(G,)](H, out["g_slot"], out["g_count"], g_run, out["dead"],
                                         out["stats"], n_stats, M=m, BE=8)
-    gpu_cell_kernels.bounds_kernel[(G,)](W, b, out["stats"], g_run, out["dead"], out["cls"],
+    gpu_cell_bounds.bounds_kernel[(G,)](W, b, out["stats"], g_run, out["dead"], out["cls"],
                                          out["A"], out["u"], out["loss"], n, n_stats, M=m,
                                          MP=16, BF=64)
     return out
@@ -143,7 +143,7 @@ def test_range_kernel_decides_each_mixed_cell_by_its_exact_range(m: int) -> None
     # group: those all on are listed for the moments pass, which adds them to A, u and the ON
     # loss; those all off drop out; only those with z of both signs are listed again, in
     # order, with position pointing at them. A group's list may exceed one moments tile.
-    from toyrelu import gpu_cell_kernels
+    from toyrelu import gpu_cell_bounds
 
     got = bounded(m, n=320)
     n, bound_cls = got["W"].shape[2], got["cls"].clone()
@@ -151,20 +151,17 @@ def test_range_kernel_decides_each_mixed_cell_by_its_exact_range(m: int) -> None
     kept, n_on = (torch.full_like(got["g_count"], -7) for _ in range(2))
     listed, on_features = (torch.full_like(features, -7) for _ in range(2))
     G, stats = len(got["slot"]), got["stats"]
-    gpu_cell_kernels.range_kernel[(G,)](
+    gpu_cell_bounds.range_kernel[(G,)](
         got["W"], got["b"], got["H"], got["g_slot"], got["g_count"], got["g_run"], got["dead"],
         ptr, features, got["cls"], position, kept, listed, n_on, on_features, n, M=m, BE=8,
         BF=8)
-    gpu_cell_kernels.moments_kernel[(G,)](
+    gpu_cell_bounds.moments_kernel[(G,)](
         got["W"], got["b"], stats, got["g_run"], got["dead"], ptr, n_on, on_features, got["A"],
         got["u"], got["loss"], n, stats.shape[1], M=m, MP=16, BF=16)
-    expected = bound_cls.clone()
-    for g, (s, c, r) in enumerate(zip(got["slot"], got["count"], got["g_run"], strict=True)):
-        z = got["b"][r] + got["H"][s:s + c] @ got["W"][r]  # (c, n)
+    expected = gpu_cells.ranged(got["W"], got["b"], got["H"], got["slot"], got["count"],
+                                bound_cls, got["ranges"], 8, chunk=3)
+    for g in range(G):
         mixed = bound_cls[g] == gpu_cells.MIXED
-        exact = torch.where(z.amin(0) > 0, gpu_cells.ON,
-                            torch.where(z.amax(0) > 0, gpu_cells.MIXED, gpu_cells.OFF))
-        expected[g, mixed] = exact[mixed].to(torch.int8)
         still = torch.nonzero(expected[g] == gpu_cells.MIXED)[:, 0]
         now_on = torch.nonzero(mixed & (expected[g] == gpu_cells.ON))[:, 0]
         assert (int(kept[g]), int(n_on[g])) == (len(still), len(now_on))
@@ -187,7 +184,7 @@ def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
     # Three runs of 60, 9 and 37 examples in groups of 8: full groups, ragged last ones and a
     # group of one (37 = 4 x 8 + 5, 9 = 8 + 1). The kernel reads H in its own dtype and sums
     # in float64 in another order than the torch form: equal to float64 rounding.
-    from toyrelu import gpu_cell_kernels
+    from toyrelu import gpu_cell_bounds
 
     size = 8
     H = torch.from_numpy((0.5 * np.random.default_rng(m).standard_normal((160, m))).astype(dtype))
@@ -195,7 +192,7 @@ def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
     expected = gpu_cells.group_stats(H, slot, count, size)
     stats = torch.full_like(expected, np.nan)
     dead = torch.tensor([-1, -1, 0], dtype=torch.int32)  # run 2 frozen: its rows untouched
-    gpu_cell_kernels.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
+    gpu_cell_bounds.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
                                                 g_run, dead, stats, stats.shape[1], M=m,
                                                 BE=size)
     assert (count == 1).any() and (count < size).sum() > 1
@@ -207,7 +204,7 @@ def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
     # box, S1, S2's row and column) and its radius, as in the torch form, so that the group's
     # loss is NaN too; the other groups keep theirs.
     H[3, 0] = np.nan
-    gpu_cell_kernels.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
+    gpu_cell_bounds.stats_kernel[(len(slot),)](H, slot.to(torch.int32), count.to(torch.int32),
                                                 g_run, dead, stats, stats.shape[1], M=m,
                                                 BE=size)
     nan = gpu_cells.group_stats(H, slot, count, size)[live].isnan()

@@ -1,22 +1,19 @@
-"""Triton kernels of the GPU split-cell step; ``toyrelu.gpu_split`` is their public face.
+"""Triton kernels of the GPU split-cell step that work its pairs; ``toyrelu.gpu_split``
+launches them, after ``toyrelu.gpu_cell_bounds`` has decided the cells.
 
 The step's examples sit in slots grouped by their hidden vectors (``gpu_cells.KdTree``): group
 g is slots [g_slot[g], g_slot[g] + g_count[g]) of run g_run[g], and slot s holds the example of
-CSR row slot_row[s] (-1: a padding slot). Five launches add what the dense passes of
-``toyrelu.gpu_kernels`` would, cell by cell:
+CSR row slot_row[s] (-1: a padding slot). With the cells' kernels between the first and the
+second, three launches add what the dense passes of ``toyrelu.gpu_kernels`` would, cell by
+cell:
 
 - ``hidden_kernel``, one program per BE slots: H (S, M) = W x_t of each slot's row, before the
   groups are bounded (their statistics need H).
-- ``stats_kernel``, one program per group: its float64 statistics (mean, box, ball radius,
-  S1, S2), as ``gpu_cells.group_stats`` lays them out.
-- ``bounds_kernel``, one program per group: the class of each of its cells, as
-  ``gpu_cells.classify`` gives it, and the moments of its ON cells (A, u and their loss), as
-  ``gpu_cells.on_sums`` gives them.
 - ``mixed_kernel``, one program per group: dL/dh_t starts from the all-on cells' u + A h_t;
-  the group's MIXED features (``gpu_cells.mixed_lists``), BF at a time, are worked pair by pair
-  into dL/dh_t and sum a^2, and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to
-  Pc[its place in the list]; then the nonzeros' corrections, as pass A makes them. Writes DH
-  (S, M), C (CSC order) and L (groups,): the group's loss, its all-on part included.
+  the group's MIXED features, BF at a time, are worked pair by pair into dL/dh_t and sum a^2,
+  and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to Pc[its place in the list];
+  then the nonzeros' corrections, as pass A makes them. Writes DH (S, M), C (CSC order) and L
+  (groups,): the group's loss, its all-on part included.
 - ``reduce_kernel``, one program per (run, BF features): the decoder sums of each feature over
   the run's groups, in group order (an ON cell's from its group's moments, a MIXED cell's from
   Pc), into P (R, M + 1, n) in float64: one pass-B item per run, so ``update_kernel`` adds the
@@ -36,8 +33,7 @@ import triton.language as tl
 from toyrelu.gpu_dots import NAN
 from toyrelu.gpu_kernels import corrections, hidden
 
-__all__ = ["bounds_kernel", "hidden_kernel", "mixed_kernel", "moments_kernel", "range_kernel",
-           "reduce_kernel", "stats_kernel"]
+__all__ = ["hidden_kernel", "mixed_kernel", "reduce_kernel"]
 
 
 @triton.jit
@@ -58,52 +54,6 @@ def hidden_kernel(
     hs = hidden(indices, data, W + r * (M * n), n, start, count, M, BE, W.dtype.element_ty)
     for k in tl.static_range(M):
         tl.store(H + s * M + k, hs[k], mask=on)
-
-
-@triton.jit
-def stats_kernel(
-    H, g_slot, g_count, g_run, dead,  # (S, M); (groups,) int32 each; (R,) int32
-    stats,  # output (groups, n_stats) float64
-    n_stats,
-    M: tl.constexpr, BE: tl.constexpr,
-):
-    """Row ``program_id(0)`` of ``gpu_cells.group_stats``, in float64, over the group's slots:
-    mean, box centre, box half-widths, S1, ball radius (the farthest h from the mean), size,
-    then S2 row-major (each entry once, mirrored). A frozen run's groups are left as they
-    are."""
-    g = tl.program_id(0)
-    if tl.load(dead + tl.load(g_run + g)) < 0:
-        e = tl.arange(0, BE)
-        count = tl.load(g_count + g)
-        valid = e < count
-        slots = tl.load(g_slot + g) + e
-        row = stats + g * n_stats
-        size = tl.maximum(count, 1).to(tl.float64)
-        hs = ()
-        dist = tl.zeros([BE], tl.float64)
-        for k in tl.static_range(M):
-            h = tl.load(H + slots * M + k, mask=valid, other=0.0).to(tl.float64)
-            hs = hs + (h,)
-            s1 = tl.sum(h, axis=0)
-            mean = s1 / size
-            # the box of the finite values, NaN if any is not (as torch.amin gives it)
-            finite = valid & (h == h)
-            low = tl.min(tl.where(finite, h, float("inf")), axis=0) + (mean - mean)
-            high = tl.max(tl.where(finite, h, -float("inf")), axis=0) + (mean - mean)
-            tl.store(row + k, mean)
-            tl.store(row + M + k, 0.5 * (low + high))
-            tl.store(row + 2 * M + k, 0.5 * (high - low))
-            tl.store(row + 3 * M + k, s1)
-            d = tl.where(valid, h - mean, 0.0)
-            dist += d * d
-            for q in tl.static_range(k + 1):
-                s2 = tl.sum(h * hs[q], axis=0)
-                tl.store(row + 4 * M + 2 + k * M + q, s2)
-                tl.store(row + 4 * M + 2 + q * M + k, s2)
-        farthest = tl.max(tl.where(dist == dist, dist, 0.0), axis=0) + 0.0 * tl.sum(dist, axis=0)
-        tl.store(row + 4 * M, tl.sqrt(farthest))
-        tl.store(row + 4 * M + 1, count.to(tl.float64))
-
 
 @triton.jit(do_not_specialize_on_alignment=["indptr"])
 def mixed_kernel(
@@ -166,170 +116,6 @@ def mixed_kernel(
             tl.store(DH + slots * M + k, dh[k], mask=valid)
         row_sq = tl.where(valid, sq, 0.0).to(tl.float64)
         tl.store(L + g, tl.sum(row_sq, axis=0) + tl.load(g_loss + g))
-
-
-@triton.jit
-def _on_moments(w, bv, on, u_acc, A_acc, beta):
-    """Add a tile's ON features (``on``: 1.0 or 0.0 each) to the moments, in float64: w (MP, BF)
-    their W (rows past m zero), bv (BF,) their b. u += sum b_i W_i, A += sum W_i W_i^T (a dot
-    with K = BF), beta += b_i^2 per place."""
-    w_on = w * on[None, :]
-    u_acc += tl.sum(w_on * bv[None, :], axis=1)
-    A_acc = tl.dot(w_on, tl.trans(w), A_acc, input_precision="ieee")
-    return u_acc, A_acc, beta + on * bv * bv
-
-
-@triton.jit
-def _on_loss(row, u_acc, A_acc, beta, kk, km, M: tl.constexpr):
-    """The loss of a group's ON cells from its statistics ``row`` (``gpu_cells.group_stats``)
-    and the moments over them: |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
-    S1 = tl.load(row + 3 * M + kk, mask=km, other=0.0)
-    S2 = tl.load(row + 4 * M + 2 + kk[:, None] * M + kk[None, :],
-                 mask=km[:, None] & km[None, :], other=0.0)
-    return (tl.load(row + 4 * M + 1) * tl.sum(beta, axis=0) + 2.0 * tl.sum(S1 * u_acc, axis=0)
-            + tl.sum(tl.sum(S2 * A_acc, axis=1), axis=0))
-
-
-@triton.jit
-def bounds_kernel(
-    W, b, stats, g_run, dead,  # parameters; (groups, n_stats) float64 (group_stats); int32
-    cls, A, u, g_loss,  # outputs: (groups, n) int8, float64 (groups, M, M), (groups, M), (groups,)
-    n, n_stats,
-    M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
-):
-    """Group ``program_id(0)``: the class of each of its cells, as ``gpu_cells.classify``
-    bounds them (in float64, BF features at a time), and over its ON features the moments of
-    ``gpu_cells.on_sums``: A = sum W_i W_i^T (a float64 dot, MP = M padded to 16 or more),
-    u = sum b_i W_i and the loss |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
-    g = tl.program_id(0)
-    r = tl.load(g_run + g)
-    if tl.load(dead + r) < 0:
-        Wr = W + r * (M * n)
-        br = b + r * n
-        row = stats + g * n_stats
-        kk = tl.arange(0, MP)
-        km = kk < M
-        mean = tl.load(row + kk, mask=km, other=0.0)[:, None]
-        centre = tl.load(row + M + kk, mask=km, other=0.0)[:, None]
-        half = tl.load(row + 2 * M + kk, mask=km, other=0.0)[:, None]
-        radius = tl.load(row + 4 * M)
-        u_acc = tl.zeros([MP], tl.float64)
-        A_acc = tl.zeros([MP, MP], tl.float64)
-        beta = tl.zeros([BF], tl.float64)
-        for f0 in range(0, n, BF):
-            f = f0 + tl.arange(0, BF)
-            fm = f < n
-            w = tl.load(Wr + kk[:, None] * n + f[None, :], mask=km[:, None] & fm[None, :],
-                        other=0.0).to(tl.float64)
-            bv = tl.load(br + f, mask=fm, other=0.0).to(tl.float64)
-            ball = bv + tl.sum(mean * w, axis=0)
-            reach = radius * tl.sqrt(tl.sum(w * w, axis=0))
-            box = bv + tl.sum(centre * w, axis=0)
-            side = tl.sum(half * tl.abs(w), axis=0)
-            low = tl.maximum(ball - reach, box - side)
-            high = tl.minimum(ball + reach, box + side)
-            c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
-            tl.store(cls + g * n + f, c.to(tl.int8), mask=fm)
-            on = tl.where(fm & (c == 1), 1.0, 0.0).to(tl.float64)
-            u_acc, A_acc, beta = _on_moments(w, bv, on, u_acc, A_acc, beta)
-        tl.store(u + g * M + kk, u_acc, mask=km)
-        tl.store(A + (g * M + kk[:, None]) * M + kk[None, :], A_acc,
-                 mask=km[:, None] & km[None, :])
-        tl.store(g_loss + g, _on_loss(row, u_acc, A_acc, beta, kk, km, M))
-
-
-@triton.jit
-def range_kernel(
-    W, b, H, g_slot, g_count, g_run, dead,  # parameters; H (S, M); as mixed_kernel's
-    ptr, features,  # the bounds' mixed lists (gpu_cells.mixed_lists)
-    cls, position,  # updated in place
-    kept, kept_features, n_on, on_features,  # outputs: (groups,) int32, (n_mixed,) int32 each
-    n,
-    M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
-):
-    """Group ``program_id(0)``: the exact range of z = b_i + h_t . W_i (in the working dtype,
-    as the pair pass computes it) over each cell the bounds left MIXED, BF at a time. A cell
-    with every z > 0 becomes ON and is listed at on_features[ptr[g]:ptr[g] + n_on[g]] for
-    ``moments_kernel``; one with no z > 0 becomes OFF; the rest stay MIXED and are listed
-    again at kept_features[ptr[g]:ptr[g] + kept[g]], with ``position`` pointing there. Lists
-    keep the features' order. A NaN z keeps its cell MIXED, so the pair pass meets it."""
-    g = tl.program_id(0)
-    r = tl.load(g_run + g)
-    if tl.load(dead + r) < 0:
-        Wr = W + r * (M * n)
-        e = tl.arange(0, BE)
-        rows = e < tl.load(g_count + g)
-        valid = rows[:, None]
-        slots = tl.load(g_slot + g) + e
-        hs = ()
-        for k in tl.static_range(M):
-            hs = hs + (tl.load(H + slots * M + k, mask=rows, other=0.0),)
-        lo = tl.load(ptr + g)
-        hi = tl.load(ptr + g + 1)
-        listed = 0
-        listed_on = 0
-        for j0 in range(lo, hi, BF):
-            j = j0 + tl.arange(0, BF)
-            jm = j < hi
-            f = tl.load(features + j, mask=jm, other=0)
-            z = tl.load(b + r * n + f, mask=jm, other=0.0)[None, :]
-            for k in tl.static_range(M):
-                z = z + hs[k][:, None] * tl.load(Wr + k * n + f, mask=jm, other=0.0)[None, :]
-            number = z == z
-            low = tl.min(tl.where(valid, tl.where(number, z, -float("inf")), float("inf")), 0)
-            high = tl.max(tl.where(valid, tl.where(number, z, float("inf")), -float("inf")), 0)
-            c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
-            tl.store(cls + g * n + f, c.to(tl.int8), mask=jm)
-            keep = jm & (c == 2)
-            at = lo + listed + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-            tl.store(kept_features + at, f, mask=keep)
-            tl.store(position + g * n + f, tl.where(keep, at, -1).to(tl.int32), mask=jm)
-            listed += tl.sum(keep.to(tl.int32), axis=0)
-            on = jm & (c == 1)
-            tl.store(on_features + lo + listed_on + tl.cumsum(on.to(tl.int32), axis=0) - 1, f,
-                     mask=on)
-            listed_on += tl.sum(on.to(tl.int32), axis=0)
-        tl.store(kept + g, listed)
-        tl.store(n_on + g, listed_on)
-
-
-@triton.jit
-def moments_kernel(
-    W, b, stats, g_run, dead,  # as bounds_kernel's
-    ptr, n_on, on_features,  # range_kernel's lists of the cells it found ON
-    A, u, g_loss,  # added to
-    n, n_stats,
-    M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
-):
-    """Group ``program_id(0)``: what the cells ``range_kernel`` found ON add to its A, u and
-    ON loss, as ``bounds_kernel`` adds its own ON cells (BF >= 16 features per dot)."""
-    g = tl.program_id(0)
-    r = tl.load(g_run + g)
-    if tl.load(dead + r) < 0:
-        kk = tl.arange(0, MP)
-        km = kk < M
-        u_acc = tl.zeros([MP], tl.float64)
-        A_acc = tl.zeros([MP, MP], tl.float64)
-        beta = tl.zeros([BF], tl.float64)
-        lo = tl.load(ptr + g)
-        hi = lo + tl.load(n_on + g)
-        for j0 in range(lo, hi, BF):
-            j = j0 + tl.arange(0, BF)
-            jm = j < hi
-            f = tl.load(on_features + j, mask=jm, other=0)
-            w = tl.load(W + (r * M + kk[:, None]) * n + f[None, :],
-                        mask=km[:, None] & jm[None, :], other=0.0).to(tl.float64)
-            bv = tl.load(b + r * n + f, mask=jm, other=0.0).to(tl.float64)
-            u_acc, A_acc, beta = _on_moments(w, bv, tl.where(jm, 1.0, 0.0).to(tl.float64),
-                                             u_acc, A_acc, beta)
-        at_u = u + g * M + kk
-        tl.store(at_u, tl.load(at_u, mask=km, other=0.0) + u_acc, mask=km)
-        at_A = A + (g * M + kk[:, None]) * M + kk[None, :]
-        both = km[:, None] & km[None, :]
-        tl.store(at_A, tl.load(at_A, mask=both, other=0.0) + A_acc, mask=both)
-        loss = _on_loss(stats + g * n_stats, u_acc, A_acc, beta, kk, km, M)
-        tl.store(g_loss + g, tl.load(g_loss + g) + loss)
-
 
 @triton.jit
 def reduce_kernel(

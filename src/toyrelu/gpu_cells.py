@@ -156,6 +156,29 @@ def classify(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor,
     return out
 
 
+def ranged(W: torch.Tensor, b: torch.Tensor, H: torch.Tensor, slot: torch.Tensor,
+           count: torch.Tensor, cls: torch.Tensor, run_blocks: Sequence[tuple[int, int]],
+           size: int, chunk: int = 64) -> torch.Tensor:
+    """``cls`` with each MIXED cell decided by the exact range of z over its group, in the
+    dtype of W as the pair pass computes z: ON if every z > 0, OFF if none, else MIXED, as is
+    a cell with a NaN z (the GPU step's ``range_kernel``). The arguments are those of
+    ``classify``, with H (n_slots, n_hidden) and the groups (``groups``); ``chunk`` groups are
+    ranged at a time."""
+    out = cls.clone()
+    for r, (lo, hi) in enumerate(run_blocks):
+        for g0 in range(lo, hi, chunk):
+            g1 = min(g0 + chunk, hi)
+            valid, rows = _group_slots(slot[g0:g1], count[g0:g1], size)
+            z = b[r] + H[rows.clamp(max=H.shape[0] - 1)].to(W.dtype) @ W[r]  # (g, size, n)
+            nan, keep = z.isnan(), valid[:, :, None]  # a NaN z leaves its cell MIXED
+            low = torch.where(keep, torch.where(nan, -torch.inf, z), torch.inf).amin(1)
+            high = torch.where(keep, torch.where(nan, torch.inf, z), -torch.inf).amax(1)
+            exact = torch.where(low > 0.0, ON, torch.where(high > 0.0, MIXED, OFF))
+            mixed = cls[g0:g1] == MIXED
+            out[g0:g1][mixed] = exact[mixed].to(torch.int8)
+    return out
+
+
 def on_sums(W: torch.Tensor, b: torch.Tensor, stats: torch.Tensor, cls: torch.Tensor,
             run_blocks: Sequence[tuple[int, int]]) -> dict[str, torch.Tensor]:
     """The all-on cells' part of the dense sums (x taken as 0), in float64, through the groups'

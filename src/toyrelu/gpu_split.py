@@ -101,11 +101,12 @@ def dot_pad(n_hidden: int) -> int:
 
 
 @cache
-def _kernels() -> ModuleType:
-    """The Triton kernels, imported on first use."""
-    from toyrelu import gpu_cell_kernels
+def _kernels() -> tuple[ModuleType, ModuleType]:
+    """The Triton kernels that work the pairs and those that decide the cells, imported on
+    first use."""
+    from toyrelu import gpu_cell_bounds, gpu_cell_kernels
 
-    return gpu_cell_kernels
+    return gpu_cell_kernels, gpu_cell_bounds
 
 
 class SplitStep:
@@ -171,16 +172,16 @@ class SplitStep:
         regroup = step % cells.regroup == 0 or data is not self.data
         if not self.n_groups or not (regroup or self.split_now):
             return False
-        k, m, n = _kernels(), group.m, group.n
+        (k, c), m, n = _kernels(), group.m, group.n
         k.hidden_kernel[(-(-group.n_slots // cells.hidden_BE),)](
             group.W, data.indptr, data.indices, data.values, self.slot_row, self.slot_run,
             self.H, n, group.n_slots, M=m, BE=cells.hidden_BE)
         if regroup:
             self._regroup(data)
         stats, cls, A, u, g_loss = self.stats, self.cls, self.A, self.u, self.g_loss
-        k.stats_kernel[(self.n_groups,)](self.H, self.g_slot, self.g_count, self.g_run,
+        c.stats_kernel[(self.n_groups,)](self.H, self.g_slot, self.g_count, self.g_run,
                                          group.dead, stats, stats.shape[1], M=m, BE=cells.size)
-        k.bounds_kernel[(self.n_groups,)](
+        c.bounds_kernel[(self.n_groups,)](
             group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
             stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
         ptr, features, position = gpu_cells.mixed_lists(cls)
@@ -191,11 +192,11 @@ class SplitStep:
         if cells.ranged:
             kept, listed = torch.empty_like(self.g_count), torch.empty_like(features)
             n_on, on_features = torch.empty_like(self.g_count), torch.empty_like(features)
-            k.range_kernel[(self.n_groups,)](
+            c.range_kernel[(self.n_groups,)](
                 group.W, group.b, self.H, self.g_slot, self.g_count, self.g_run, group.dead,
                 ptr, features, cls, position, kept, listed, n_on, on_features, n, M=m,
                 BE=cells.size, BF=self.BF, num_warps=cells.warps)
-            k.moments_kernel[(self.n_groups,)](
+            c.moments_kernel[(self.n_groups,)](
                 group.W, group.b, stats, self.g_run, group.dead, ptr, n_on, on_features, A, u,
                 g_loss, n, stats.shape[1], M=m, MP=dot_pad(m), BF=MOMENTS_BF)
         if regroup:
