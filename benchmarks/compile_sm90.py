@@ -50,7 +50,8 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
-    """The split-cell step's seven kernels (``toyrelu.gpu_cell_kernels``) as compile units,
+    """The split-cell step's seven kernels (``toyrelu.gpu_cell_bounds`` and
+    ``toyrelu.gpu_cell_kernels``) as compile units,
     with the constants ``gpu_split.SplitStep`` gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
@@ -58,20 +59,23 @@ def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource
     stats = {"H": f, "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32", "dead": "*i32",
              "stats": "*fp64", "n_stats": "i32"}
     bounds = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32", "cls": "*i8",
-              "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
+              "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "n_mixed": "*i32",
+              "features": "*i32", "position": "*i32", "n": "i32", "n_stats": "i32"}
     ranged = {"W": f, "b": f, "H": f, "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
-              "dead": "*i32", "ptr": "*i64", "features": "*i32", "cls": "*i8",
+              "dead": "*i32", "n_mixed": "*i32", "features": "*i32", "cls": "*i8",
               "position": "*i32", "kept": "*i32", "kept_features": "*i32", "n_on": "*i32",
               "on_features": "*i32", "n": "i32"}
     moments = {"W": f, "b": f, "stats": "*fp64", "g_run": "*i32", "dead": "*i32",
-               "ptr": "*i64", "n_on": "*i32", "on_features": "*i32", "A": "*fp64",
-               "u": "*fp64", "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
+               "n_on": "*i32", "on_features": "*i32", "A": "*fp64", "u": "*fp64",
+               "g_loss": "*fp64", "n": "i32", "n_stats": "i32"}
     mixed = {"W": f, "b": f, "H": f, "slot_row": "*i32", "indptr": "*i64", "indices": "*i32",
              "data": f, "csr2csc": "*i32", "g_slot": "*i32", "g_count": "*i32", "g_run": "*i32",
-             "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "ptr": "*i64",
-             "kept": "*i32", "features": "*i32", "Pc": f, "C": f, "DH": f, "L": "*fp64", "n": "i32"}
+             "dead": "*i32", "A": "*fp64", "u": "*fp64", "g_loss": "*fp64", "kept": "*i32",
+             "features": "*i32", "pc0": "*i64", "Pc": f, "C": f, "DH": f, "L": "*fp64",
+             "n": "i32"}
     reduce = {"W": f, "b": f, "stats": "*fp64", "cls": "*i8", "position": "*i32", "Pc": f,
-              "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32", "n_stats": "i32"}
+              "pc0": "*i64", "run_groups": "*i32", "dead": "*i32", "P": "*fp64", "n": "i32",
+              "n_stats": "i32"}
     units = (
         ("cells hidden", gpu_cell_kernels.hidden_kernel, hidden, {"BE": cells.hidden_BE}, 4),
         ("cells stats", gpu_cell_bounds.stats_kernel, stats, {"BE": cells.size}, 4),

@@ -198,20 +198,23 @@ def test_cells_split_the_dense_sums_exactly(m: int) -> None:
 
 def test_mixed_lists_index_every_mixed_cell_once() -> None:
     cls, _ = cell_classes(COUNTS, 2, 50, SIZE, seed=3)
-    ptr, features, position = gpu_cells.mixed_lists(torch.from_numpy(cls))
-    assert ptr.dtype == torch.int64 and features.dtype == position.dtype == torch.int32
-    ptr, features, position = ptr.numpy(), features.numpy(), position.numpy()
-    assert ptr[0] == 0 and ptr[-1] == len(features) == (cls == gpu_cells.MIXED).sum() > 0
+    count, features, position = gpu_cells.mixed_lists(torch.from_numpy(cls))
+    assert count.dtype == features.dtype == position.dtype == torch.int32
+    count, features, position = count.numpy(), features.numpy(), position.numpy()
+    assert features.shape == position.shape == cls.shape
+    assert count.sum() == (cls == gpu_cells.MIXED).sum() > 0
     for g in range(cls.shape[0]):
         mixed = np.flatnonzero(cls[g] == gpu_cells.MIXED)
-        np.testing.assert_array_equal(features[ptr[g]:ptr[g + 1]], mixed)
-        np.testing.assert_array_equal(position[g, mixed], np.arange(ptr[g], ptr[g + 1]))
+        assert count[g] == len(mixed)
+        np.testing.assert_array_equal(features[g, :len(mixed)], mixed)
+        assert (features[g, len(mixed):] == -1).all()
+        np.testing.assert_array_equal(position[g, mixed], np.arange(len(mixed)))
         assert (position[g, cls[g] != gpu_cells.MIXED] == -1).all()
 
 
 def test_mixed_lists_of_no_mixed_cell_are_empty() -> None:
     cls = torch.tensor([[gpu_cells.ON, gpu_cells.OFF], [gpu_cells.OFF, gpu_cells.OFF]],
                        dtype=torch.int8)
-    ptr, features, position = gpu_cells.mixed_lists(cls)
-    assert ptr.tolist() == [0, 0, 0] and features.numel() == 0
-    assert (position == -1).all()
+    count, features, position = gpu_cells.mixed_lists(cls)
+    assert count.tolist() == [0, 0]
+    assert (features == -1).all() and (position == -1).all()

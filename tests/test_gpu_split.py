@@ -109,12 +109,16 @@ def bounded(m: int, n: int = 40) -> dict:
                dead=torch.full((3,), -1, dtype=torch.int32),
                stats=torch.zeros(G, n_stats, dtype=torch.float64),
                cls=torch.zeros(G, n, dtype=torch.int8), A=torch.zeros(G, m, m, dtype=torch.float64),
-               u=torch.zeros(G, m, dtype=torch.float64), loss=torch.zeros(G, dtype=torch.float64))
+               u=torch.zeros(G, m, dtype=torch.float64), loss=torch.zeros(G, dtype=torch.float64),
+               n_mixed=torch.full((G,), -7, dtype=torch.int32),
+               features=torch.full((G, n), -7, dtype=torch.int32),
+               position=torch.full((G, n), -7, dtype=torch.int32))
     gpu_cell_bounds.stats_kernel[(G,)](H, out["g_slot"], out["g_count"], g_run, out["dead"],
                                         out["stats"], n_stats, M=m, BE=8)
     gpu_cell_bounds.bounds_kernel[(G,)](W, b, out["stats"], g_run, out["dead"], out["cls"],
-                                         out["A"], out["u"], out["loss"], n, n_stats, M=m,
-                                         MP=16, BF=64)
+                                         out["A"], out["u"], out["loss"], out["n_mixed"],
+                                         out["features"], out["position"], n, n_stats, M=m,
+                                         MP=16, BF=16)
     return out
 
 
@@ -126,14 +130,27 @@ def assert_on_moments(got: dict, cls: torch.Tensor) -> None:
     assert_close(got["loss"].numpy(), sums["group_loss"].numpy(), rtol=1e-13, what="ON loss")
 
 
+def assert_lists(count: torch.Tensor, features: torch.Tensor, position: torch.Tensor,
+                 cls: torch.Tensor) -> None:
+    """A kernel's lists of MIXED cells are gpu_cells.mixed_lists' for the classes ``cls``
+    (the places past each list's end are not its)."""
+    count_ref, features_ref, position_ref = gpu_cells.mixed_lists(cls)
+    np.testing.assert_array_equal(count.numpy(), count_ref.numpy())
+    np.testing.assert_array_equal(position.numpy(), position_ref.numpy())
+    listed = features_ref >= 0
+    np.testing.assert_array_equal(features[listed].numpy(), features_ref[listed].numpy())
+
+
 def test_bounds_kernel_is_classify_and_on_sums_for_every_run() -> None:
-    # m = 3 (padded to 16 for the float64 dot), 40 features in tiles of 64: the kernel's
-    # classes equal gpu_cells.classify's (float64 bounds, sums in another order: no cell lies
-    # within 1e-16 of a bound here) and its moments gpu_cells.on_sums' to float64 rounding.
+    # m = 3 (padded to 16 for the float64 dot), 40 features in tiles of 16 (the last of 8):
+    # the kernel's classes equal gpu_cells.classify's (float64 bounds, sums in another order:
+    # no cell lies within 1e-16 of a bound here), its lists of MIXED cells mixed_lists' and
+    # its moments gpu_cells.on_sums' to float64 rounding.
     got = bounded(3)
     expected = gpu_cells.classify(got["W"], got["b"], got["stats"], got["ranges"])
     np.testing.assert_array_equal(got["cls"].numpy(), expected.numpy())
     assert len(np.unique(expected.numpy())) == 3
+    assert_lists(got["n_mixed"], got["features"], got["position"], expected)
     assert_on_moments(got, expected)
 
 
@@ -146,32 +163,26 @@ def test_range_kernel_decides_each_mixed_cell_by_its_exact_range(m: int) -> None
     from toyrelu import gpu_cell_bounds
 
     got = bounded(m, n=320)
-    n, bound_cls = got["W"].shape[2], got["cls"].clone()
-    ptr, features, position = gpu_cells.mixed_lists(got["cls"])
+    n, bound_cls, position = got["W"].shape[2], got["cls"].clone(), got["position"]
     kept, n_on = (torch.full_like(got["g_count"], -7) for _ in range(2))
-    listed, on_features = (torch.full_like(features, -7) for _ in range(2))
+    listed, on_features = (torch.full_like(got["features"], -7) for _ in range(2))
     G, stats = len(got["slot"]), got["stats"]
     gpu_cell_bounds.range_kernel[(G,)](
         got["W"], got["b"], got["H"], got["g_slot"], got["g_count"], got["g_run"], got["dead"],
-        ptr, features, got["cls"], position, kept, listed, n_on, on_features, n, M=m, BE=8,
-        BF=8)
+        got["n_mixed"], got["features"], got["cls"], position, kept, listed, n_on, on_features,
+        n, M=m, BE=8, BF=8)
     gpu_cell_bounds.moments_kernel[(G,)](
-        got["W"], got["b"], stats, got["g_run"], got["dead"], ptr, n_on, on_features, got["A"],
+        got["W"], got["b"], stats, got["g_run"], got["dead"], n_on, on_features, got["A"],
         got["u"], got["loss"], n, stats.shape[1], M=m, MP=16, BF=16)
     expected = gpu_cells.ranged(got["W"], got["b"], got["H"], got["slot"], got["count"],
                                 bound_cls, got["ranges"], 8, chunk=3)
-    for g in range(G):
-        mixed = bound_cls[g] == gpu_cells.MIXED
-        still = torch.nonzero(expected[g] == gpu_cells.MIXED)[:, 0]
-        now_on = torch.nonzero(mixed & (expected[g] == gpu_cells.ON))[:, 0]
-        assert (int(kept[g]), int(n_on[g])) == (len(still), len(now_on))
-        lo = int(ptr[g])
-        np.testing.assert_array_equal(listed[lo:lo + len(still)].numpy(), still.numpy())
-        np.testing.assert_array_equal(on_features[lo:lo + len(now_on)].numpy(), now_on.numpy())
-        places = torch.full((n,), -1, dtype=torch.int32)
-        places[still] = lo + torch.arange(len(still), dtype=torch.int32)
-        np.testing.assert_array_equal(position[g].numpy(), places.numpy())
     np.testing.assert_array_equal(got["cls"].numpy(), expected.numpy())
+    assert_lists(kept, listed, position, expected)
+    for g in range(G):
+        now_on = torch.nonzero((bound_cls[g] == gpu_cells.MIXED)
+                               & (expected[g] == gpu_cells.ON))[:, 0]
+        assert int(n_on[g]) == len(now_on)
+        np.testing.assert_array_equal(on_features[g, :len(now_on)].numpy(), now_on.numpy())
     changed = expected[bound_cls == gpu_cells.MIXED]
     assert (changed == gpu_cells.ON).any() and (changed == gpu_cells.OFF).any()
     assert (changed == gpu_cells.MIXED).any()

@@ -6,14 +6,17 @@ g_count[g]) of run g_run[g]. One program per group each:
 
 - ``stats_kernel``: its float64 statistics (mean, box, ball radius, S1, S2), as
   ``gpu_cells.group_stats`` lays them out.
-- ``bounds_kernel``: the class of each of its cells, as ``gpu_cells.classify`` gives it, and
-  the moments of its ON cells (A, u and their loss), as ``gpu_cells.on_sums`` gives them.
+- ``bounds_kernel``: the class of each of its cells, as ``gpu_cells.classify`` gives it, the
+  list of its MIXED ones, as ``gpu_cells.mixed_lists`` gives it, and the moments of its ON
+  cells (A, u and their loss), as ``gpu_cells.on_sums`` gives them.
 - ``range_kernel`` (with ``gpu_split.Cells.ranged``): each cell the bounds left MIXED
-  (``gpu_cells.mixed_lists``) decided by the exact range of its z, as ``gpu_cells.ranged``
-  gives it; the truly mixed ones are listed again for the pair pass, and the ON ones for
+  decided by the exact range of its z, as ``gpu_cells.ranged`` gives it; the truly mixed ones
+  are listed again for the pair pass, and the ON ones for
 - ``moments_kernel``, which adds them to A, u and the ON loss.
 
-Frozen runs' groups are left as they are. Every sum runs in a fixed order.
+Each group's lists of features are a row of n places of their own (group g's start at g n),
+so no group waits for another's count. Frozen runs' groups are left as they are. Every sum
+runs in a fixed order.
 """
 
 # Tuples of tensors grow one element at a time (unrolled over m), which mypy cannot type.
@@ -73,6 +76,15 @@ def stats_kernel(
 
 
 @triton.jit
+def _append(out, count, f, keep):
+    """Write the features ``f`` where ``keep`` to out[count:], in order; return the place of
+    each one there (count + its rank) and the new count."""
+    at = count + tl.cumsum(keep.to(tl.int32), axis=0) - 1
+    tl.store(out + at, f, mask=keep)
+    return at, count + tl.sum(keep.to(tl.int32), axis=0)
+
+
+@triton.jit
 def _on_moments(w, bv, on, u_acc, A_acc, beta):
     """Add a tile's ON features (``on``: 1.0 or 0.0 each) to the moments, in float64: w (MP, BF)
     their W (rows past m zero), bv (BF,) their b. u += sum b_i W_i, A += sum W_i W_i^T (a dot
@@ -98,13 +110,16 @@ def _on_loss(row, u_acc, A_acc, beta, kk, km, M: tl.constexpr):
 def bounds_kernel(
     W, b, stats, g_run, dead,  # parameters; (groups, n_stats) float64 (group_stats); int32
     cls, A, u, g_loss,  # outputs: (groups, n) int8, float64 (groups, M, M), (groups, M), (groups,)
+    n_mixed, features, position,  # outputs: (groups,), (groups, n), (groups, n) int32
     n, n_stats,
     M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
 ):
     """Group ``program_id(0)``: the class of each of its cells, as ``gpu_cells.classify``
-    bounds them (in float64, BF features at a time), and over its ON features the moments of
-    ``gpu_cells.on_sums``: A = sum W_i W_i^T (a float64 dot, MP = M padded to 16 or more),
-    u = sum b_i W_i and the loss |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
+    bounds them (in float64, BF features at a time), its MIXED cells listed as
+    ``gpu_cells.mixed_lists`` lists them (row g of ``features``, ``n_mixed[g]`` long, and
+    ``position``), and over its ON features the moments of ``gpu_cells.on_sums``: A = sum
+    W_i W_i^T (a float64 dot, MP = M padded to 16 or more), u = sum b_i W_i and the loss
+    |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
     g = tl.program_id(0)
     r = tl.load(g_run + g)
     if tl.load(dead + r) < 0:
@@ -120,6 +135,7 @@ def bounds_kernel(
         u_acc = tl.zeros([MP], tl.float64)
         A_acc = tl.zeros([MP, MP], tl.float64)
         beta = tl.zeros([BF], tl.float64)
+        listed = 0
         for f0 in range(0, n, BF):
             f = f0 + tl.arange(0, BF)
             fm = f < n
@@ -134,8 +150,12 @@ def bounds_kernel(
             high = tl.minimum(ball + reach, box + side)
             c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
             tl.store(cls + g * n + f, c.to(tl.int8), mask=fm)
+            mixed = fm & (c == 2)
+            at, listed = _append(features + g * n, listed, f, mixed)
+            tl.store(position + g * n + f, tl.where(mixed, at, -1), mask=fm)
             on = tl.where(fm & (c == 1), 1.0, 0.0).to(tl.float64)
             u_acc, A_acc, beta = _on_moments(w, bv, on, u_acc, A_acc, beta)
+        tl.store(n_mixed + g, listed)
         tl.store(u + g * M + kk, u_acc, mask=km)
         tl.store(A + (g * M + kk[:, None]) * M + kk[None, :], A_acc,
                  mask=km[:, None] & km[None, :])
@@ -145,18 +165,19 @@ def bounds_kernel(
 @triton.jit
 def range_kernel(
     W, b, H, g_slot, g_count, g_run, dead,  # parameters; H (S, M); as mixed_kernel's
-    ptr, features,  # the bounds' mixed lists (gpu_cells.mixed_lists)
+    n_mixed, features,  # the bounds' lists of MIXED cells (bounds_kernel)
     cls, position,  # updated in place
-    kept, kept_features, n_on, on_features,  # outputs: (groups,) int32, (n_mixed,) int32 each
+    kept, kept_features, n_on, on_features,  # outputs: (groups,), (groups, n) int32 each
     n,
     M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
 ):
     """Group ``program_id(0)``: the exact range of z = b_i + h_t . W_i (in the working dtype,
     as the pair pass computes it) over each cell the bounds left MIXED, BF at a time. A cell
-    with every z > 0 becomes ON and is listed at on_features[ptr[g]:ptr[g] + n_on[g]] for
-    ``moments_kernel``; one with no z > 0 becomes OFF; the rest stay MIXED and are listed
-    again at kept_features[ptr[g]:ptr[g] + kept[g]], with ``position`` pointing there. Lists
-    keep the features' order. A NaN z keeps its cell MIXED, so the pair pass meets it."""
+    with every z > 0 becomes ON and is listed in row g of ``on_features`` (``n_on[g]`` long)
+    for ``moments_kernel``; one with no z > 0 becomes OFF; the rest stay MIXED and are listed
+    again in row g of ``kept_features`` (``kept[g]`` long), with ``position`` pointing there.
+    Lists keep the features' order. A NaN z keeps its cell MIXED, so the pair pass meets
+    it."""
     g = tl.program_id(0)
     r = tl.load(g_run + g)
     if tl.load(dead + r) < 0:
@@ -168,14 +189,13 @@ def range_kernel(
         hs = ()
         for k in tl.static_range(M):
             hs = hs + (tl.load(H + slots * M + k, mask=rows, other=0.0),)
-        lo = tl.load(ptr + g)
-        hi = tl.load(ptr + g + 1)
+        count = tl.load(n_mixed + g)
         listed = 0
         listed_on = 0
-        for j0 in range(lo, hi, BF):
+        for j0 in range(0, count, BF):
             j = j0 + tl.arange(0, BF)
-            jm = j < hi
-            f = tl.load(features + j, mask=jm, other=0)
+            jm = j < count
+            f = tl.load(features + g * n + j, mask=jm, other=0)
             z = tl.load(b + r * n + f, mask=jm, other=0.0)[None, :]
             for k in tl.static_range(M):
                 z = z + hs[k][:, None] * tl.load(Wr + k * n + f, mask=jm, other=0.0)[None, :]
@@ -185,14 +205,9 @@ def range_kernel(
             c = tl.where(low > 0.0, 1, tl.where(high > 0.0, 2, 0))  # ON, MIXED, OFF
             tl.store(cls + g * n + f, c.to(tl.int8), mask=jm)
             keep = jm & (c == 2)
-            at = lo + listed + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-            tl.store(kept_features + at, f, mask=keep)
-            tl.store(position + g * n + f, tl.where(keep, at, -1).to(tl.int32), mask=jm)
-            listed += tl.sum(keep.to(tl.int32), axis=0)
-            on = jm & (c == 1)
-            tl.store(on_features + lo + listed_on + tl.cumsum(on.to(tl.int32), axis=0) - 1, f,
-                     mask=on)
-            listed_on += tl.sum(on.to(tl.int32), axis=0)
+            at, listed = _append(kept_features + g * n, listed, f, keep)
+            tl.store(position + g * n + f, tl.where(keep, at, -1), mask=jm)
+            _, listed_on = _append(on_features + g * n, listed_on, f, jm & (c == 1))
         tl.store(kept + g, listed)
         tl.store(n_on + g, listed_on)
 
@@ -200,7 +215,7 @@ def range_kernel(
 @triton.jit
 def moments_kernel(
     W, b, stats, g_run, dead,  # as bounds_kernel's
-    ptr, n_on, on_features,  # range_kernel's lists of the cells it found ON
+    n_on, on_features,  # range_kernel's lists of the cells it found ON
     A, u, g_loss,  # added to
     n, n_stats,
     M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
@@ -215,12 +230,11 @@ def moments_kernel(
         u_acc = tl.zeros([MP], tl.float64)
         A_acc = tl.zeros([MP, MP], tl.float64)
         beta = tl.zeros([BF], tl.float64)
-        lo = tl.load(ptr + g)
-        hi = lo + tl.load(n_on + g)
-        for j0 in range(lo, hi, BF):
+        count = tl.load(n_on + g)
+        for j0 in range(0, count, BF):
             j = j0 + tl.arange(0, BF)
-            jm = j < hi
-            f = tl.load(on_features + j, mask=jm, other=0)
+            jm = j < count
+            f = tl.load(on_features + g * n + j, mask=jm, other=0)
             w = tl.load(W + (r * M + kk[:, None]) * n + f[None, :],
                         mask=km[:, None] & jm[None, :], other=0.0).to(tl.float64)
             bv = tl.load(b + r * n + f, mask=jm, other=0.0).to(tl.float64)

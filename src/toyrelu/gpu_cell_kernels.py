@@ -11,7 +11,8 @@ cell:
   groups are bounded (their statistics need H).
 - ``mixed_kernel``, one program per group: dL/dh_t starts from the all-on cells' u + A h_t;
   the group's MIXED features, BF at a time, are worked pair by pair into dL/dh_t and sum a^2,
-  and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to Pc[its place in the list];
+  and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to Pc[pc0[g] + its place in
+  the group's list];
   then the nonzeros' corrections, as pass A makes them. Writes DH (S, M), C (CSC order) and L
   (groups,): the group's loss, its all-on part included.
 - ``reduce_kernel``, one program per (run, BF features): the decoder sums of each feature over
@@ -59,8 +60,9 @@ def hidden_kernel(
 def mixed_kernel(
     W, b, H, slot_row, indptr, indices, data, csr2csc,  # parameters, H (S, M), rows
     g_slot, g_count, g_run, dead,  # (groups,) int32 each; (R,) int32
-    A, u, g_loss, ptr, kept, features,  # float64 (groups, M, M), (groups, M), (groups,); lists
-    Pc, C, DH, L,  # outputs: (n_mixed, M + 1), (nnz,), (S, M), (groups,) float64
+    A, u, g_loss,  # float64 (groups, M, M), (groups, M), (groups,)
+    kept, features, pc0,  # (groups,) int32, (groups, n) int32: the lists; (groups,) int64
+    Pc, C, DH, L,  # outputs: (sum of kept, M + 1), (nnz,), (S, M), (groups,) float64
     n,
     M: tl.constexpr, BE: tl.constexpr, BF: tl.constexpr,
 ):
@@ -87,12 +89,12 @@ def mixed_kernel(
                 on += tl.load(A + (g * M + k) * M + q) * hs[q].to(tl.float64)
             dh = dh + (on.to(dtype),)
         sq = tl.zeros([BE], dtype)
-        lo = tl.load(ptr + g)
-        hi = lo + tl.load(kept + g)
-        for j0 in range(lo, hi, BF):
+        listed = tl.load(kept + g)
+        Pg = Pc + tl.load(pc0 + g) * (M + 1)
+        for j0 in range(0, listed, BF):
             j = j0 + tl.arange(0, BF)
-            jm = j < hi
-            f = tl.load(features + j, mask=jm, other=0)
+            jm = j < listed
+            f = tl.load(features + g * n + j, mask=jm, other=0)
             z = tl.load(br + f, mask=jm, other=0.0)[None, :]
             ws = ()
             for k in tl.static_range(M):
@@ -103,11 +105,11 @@ def mixed_kernel(
             new = ()
             for k in tl.static_range(M):
                 new = new + (dh[k] + tl.sum(a * ws[k][None, :], axis=1),)
-                tl.store(Pc + j.to(tl.int64) * (M + 1) + k, tl.sum(a * hs[k][:, None], axis=0),
+                tl.store(Pg + j * (M + 1) + k, tl.sum(a * hs[k][:, None], axis=0),
                          mask=jm)
             dh = new
             sq += tl.sum(a * a, axis=1)
-            tl.store(Pc + j.to(tl.int64) * (M + 1) + M, tl.sum(a, axis=0), mask=jm)
+            tl.store(Pg + j * (M + 1) + M, tl.sum(a, axis=0), mask=jm)
         rows = tl.load(slot_row + slots, mask=valid, other=0)
         start = tl.load(indptr + rows, mask=valid, other=0)
         count = tl.load(indptr + rows + 1, mask=valid, other=0) - start
@@ -117,17 +119,18 @@ def mixed_kernel(
         row_sq = tl.where(valid, sq, 0.0).to(tl.float64)
         tl.store(L + g, tl.sum(row_sq, axis=0) + tl.load(g_loss + g))
 
+
 @triton.jit
 def reduce_kernel(
     W, b, stats, cls, position, Pc,  # parameters; group_stats; (groups, n) int8, int32; Pc
-    run_groups, dead, P,  # (R, 2) int32; (R,) int32; output (R, M + 1, n) float64
+    pc0, run_groups, dead, P,  # (groups,) int64; (R, 2), (R,) int32; output (R, M + 1, n) f64
     n, n_stats,
     M: tl.constexpr, BF: tl.constexpr,
 ):
     """P[r, k, i] = sum_t a_ti h_tk (k < M) and P[r, M, i] = sum_t a_ti over run r's examples,
     for features i of block ``program_id(1)``, group by group: an ON cell (``cls``) adds
     b_i S1 + S2 W_i and |g| b_i + S1 . W_i from its group's moments (float64), a MIXED one its
-    Pc row (``position[g, i]`` >= 0)."""
+    Pc row pc0[g] + position[g, i] (``position[g, i]`` >= 0)."""
     r = tl.program_id(0)
     f = tl.program_id(1) * BF + tl.arange(0, BF)
     if tl.load(dead + r) < 0:
@@ -143,7 +146,7 @@ def reduce_kernel(
             on = tl.load(cls + g * n + f, mask=fm, other=0) == 1
             at = tl.load(position + g * n + f, mask=fm, other=-1)
             mixed = at >= 0
-            Pg = Pc + at.to(tl.int64) * (M + 1)
+            Pg = Pc + (tl.load(pc0 + g) + at) * (M + 1)
             row = stats + g * n_stats
             s1w = tl.zeros([BF], tl.float64)
             new = ()

@@ -237,21 +237,19 @@ def dh_on(sums: dict[str, torch.Tensor], H: torch.Tensor, slot: torch.Tensor,
 
 
 def mixed_lists(cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The MIXED cells of ``cls`` (groups, n_features), listed group by group for a pass over
-    each group's mixed features, and indexed for the sums over each feature's cells:
+    """The MIXED cells of ``cls`` (groups, n_features), listed per group as the GPU step's
+    ``bounds_kernel`` lists them, each group in a row of its own:
 
-    - ``ptr`` (groups + 1,) int64: group g's mixed features are ``features[ptr[g]:ptr[g + 1]]``;
-    - ``features`` (n_mixed,) int32: in increasing order within each group;
-    - ``position`` (groups, n_features) int32: the index into ``features`` of cell (g, i) if it
-      is MIXED, else -1.
-
-    ``nonzero`` waits for the device once, for the count.
+    - ``count`` (groups,) int32: how many of group g's cells are MIXED;
+    - ``features`` (groups, n_features) int32: row g starts with those features, in
+      increasing order (-1 after them);
+    - ``position`` (groups, n_features) int32: the place of cell (g, i) in row g if it is
+      MIXED, else -1.
     """
     mixed = cls == MIXED
-    rank = torch.cumsum(mixed, dim=1, dtype=torch.int32)  # mixed cells up to i, in group g
-    ptr = torch.zeros(cls.shape[0] + 1, dtype=torch.int64, device=cls.device)
-    if cls.shape[1]:
-        ptr[1:] = torch.cumsum(rank[:, -1].long(), 0)
-    features = torch.nonzero(mixed)[:, 1].to(torch.int32)
-    position = torch.where(mixed, ptr[:-1, None].to(torch.int32) + rank - 1, -1)
-    return ptr, features, position
+    count = mixed.sum(1, dtype=torch.int32)
+    place = torch.arange(cls.shape[1], device=cls.device)
+    first = torch.argsort((~mixed).to(torch.int8), dim=1, stable=True)  # MIXED ones first
+    features = torch.where(place[None, :] < count[:, None], first, -1).to(torch.int32)
+    position = torch.where(mixed, torch.cumsum(mixed, dim=1, dtype=torch.int32) - 1, -1)
+    return count, features, position

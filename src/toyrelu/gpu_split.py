@@ -9,9 +9,9 @@ so that each ``Cells.size`` consecutive slots of a run are one group. Every step
 2. bounds z over every cell (``stats_kernel``, each group's ``gpu_cells.group_stats``, then
    ``bounds_kernel`` as ``gpu_cells.classify`` does): OFF cells add nothing, ON cells collapse
    into the group's moments (as ``gpu_cells.on_sums`` gives them); the cells the bounds leave
-   MIXED (``gpu_cells.mixed_lists``) get the exact range of z (``range_kernel``, the dot
-   products alone, as the CPU step ranges them), and only the truly mixed ones are worked pair
-   by pair (``mixed_kernel``);
+   MIXED (listed per group, as ``gpu_cells.mixed_lists`` lists them) get the exact range of z
+   (``range_kernel``, the dot products alone, as the CPU step ranges them), and only the truly
+   mixed ones are worked pair by pair (``mixed_kernel``);
 3. adds each feature's sums over the run's groups in a fixed order (``reduce_kernel``) and
    hands them, with the nonzeros' corrections, to the dense engine's ``update_kernel``.
 
@@ -153,6 +153,13 @@ class SplitStep:
         self.u = torch.zeros(G, m, dtype=torch.float64, device=device)
         self.g_loss = torch.zeros(G, dtype=torch.float64, device=device)
         self.stats = torch.zeros(G, 4 * m + 2 + m * m, dtype=torch.float64, device=device)
+        # Each group's lists of MIXED cells (the bounds', then the truly mixed and the ranged
+        # ON ones) in a row of n places of its own, their lengths, and each cell's place.
+        lists = 3 if cells.ranged else 1
+        self.lists = torch.zeros(lists, G, n, dtype=torch.int32, device=device)
+        self.counts = torch.zeros(lists, G, dtype=torch.int32, device=device)
+        self.position = torch.zeros(G, n, dtype=torch.int32, device=device)
+        self.Pc = torch.zeros(1, m + 1, dtype=dt, device=device)  # grown as needed
         items = np.stack([np.arange(R), np.arange(1, R + 1)], 1).ravel()
         self.ranges = [torch.tensor(items, dtype=torch.int32, device=device),
                        torch.tensor(np.array(self.run_groups, dtype=np.int64).reshape(-1),
@@ -179,27 +186,25 @@ class SplitStep:
         if regroup:
             self._regroup(data)
         stats, cls, A, u, g_loss = self.stats, self.cls, self.A, self.u, self.g_loss
+        lists, counts, position = self.lists, self.counts, self.position
         c.stats_kernel[(self.n_groups,)](self.H, self.g_slot, self.g_count, self.g_run,
                                          group.dead, stats, stats.shape[1], M=m, BE=cells.size)
         c.bounds_kernel[(self.n_groups,)](
-            group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, n,
-            stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
-        ptr, features, position = gpu_cells.mixed_lists(cls)
+            group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, counts[0],
+            lists[0], position, n, stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
         if regroup:  # the pair work the bounds leave, as a share of all pairs
-            bound = (cls == gpu_cells.MIXED).sum(1)
-            work = bound.double() @ self.count.double()
-        kept, listed = ptr.diff().to(torch.int32), features
+            bound = counts[0].clone()
         if cells.ranged:
-            kept, listed = torch.empty_like(self.g_count), torch.empty_like(features)
-            n_on, on_features = torch.empty_like(self.g_count), torch.empty_like(features)
             c.range_kernel[(self.n_groups,)](
                 group.W, group.b, self.H, self.g_slot, self.g_count, self.g_run, group.dead,
-                ptr, features, cls, position, kept, listed, n_on, on_features, n, M=m,
-                BE=cells.size, BF=self.BF, num_warps=cells.warps)
+                counts[0], lists[0], cls, position, counts[1], lists[1], counts[2], lists[2], n,
+                M=m, BE=cells.size, BF=self.BF, num_warps=cells.warps)
             c.moments_kernel[(self.n_groups,)](
-                group.W, group.b, stats, self.g_run, group.dead, ptr, n_on, on_features, A, u,
+                group.W, group.b, stats, self.g_run, group.dead, counts[2], lists[2], A, u,
                 g_loss, n, stats.shape[1], M=m, MP=dot_pad(m), BF=MOMENTS_BF)
+        kept, listed = (counts[1], lists[1]) if cells.ranged else (counts[0], lists[0])
         if regroup:
+            work = bound.double() @ self.count.double()
             if cells.ranged:  # ranged pairs at a third of a pair's work, as on the CPU
                 work = work / 3.0 + kept.double() @ self.count.double()
             self.share = float(work) / max(group.pairs, 1)
@@ -209,17 +214,22 @@ class SplitStep:
             self.split_now = self.share <= cells.pairs_at_most
             if not self.split_now:
                 return False
-        Pc = torch.empty(max(len(features), 1), m + 1, dtype=group.W.dtype, device=group.device)
+        end = torch.cumsum(kept, 0, dtype=torch.int64)  # each group's cells in Pc: a prefix sum
+        pc0 = end - kept
+        total = int(end[-1])  # waits for the device: Pc must hold every truly mixed cell
+        if total > len(self.Pc):
+            self.Pc = torch.empty(total + total // 4, m + 1, dtype=self.Pc.dtype,
+                                  device=group.device)
         C = group.sparse_buffer(data)
         k.mixed_kernel[(self.n_groups,)](
             group.W, group.b, self.H, self.slot_row, data.indptr, data.indices, data.values,
             data.csr2csc, self.g_slot, self.g_count, self.g_run,
-            group.dead, A, u, g_loss, ptr, kept, listed, Pc, C,
+            group.dead, A, u, g_loss, kept, listed, pc0, self.Pc, C,
             self.DH, self.L, n, M=m, BE=cells.size, BF=self.BF,
             num_warps=cells.warps)
         k.reduce_kernel[(group.W.shape[0], -(-n // cells.reduce_BF))](
-            group.W, group.b, stats, cls, position, Pc, self.ranges[1], group.dead, self.P, n,
-            stats.shape[1], M=m, BF=cells.reduce_BF)
+            group.W, group.b, stats, cls, position, self.Pc, pc0, self.ranges[1], group.dead,
+            self.P, n, stats.shape[1], M=m, BF=cells.reduce_BF)
         group.update(data, step, hyper, self.P, self.L, self.H, self.DH, self.csc_slot,
                      self.ranges, self.n_groups, 1)
         self.split_steps += 1
