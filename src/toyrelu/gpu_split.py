@@ -192,8 +192,6 @@ class SplitStep:
         c.bounds_kernel[(self.n_groups,)](
             group.W, group.b, stats, self.g_run, group.dead, cls, A, u, g_loss, counts[0],
             lists[0], position, n, stats.shape[1], M=m, MP=dot_pad(m), BF=BOUNDS_BF)
-        if regroup:  # the pair work the bounds leave, as a share of all pairs
-            bound = counts[0].clone()
         if cells.ranged:
             c.range_kernel[(self.n_groups,)](
                 group.W, group.b, self.H, self.g_slot, self.g_count, self.g_run, group.dead,
@@ -203,14 +201,14 @@ class SplitStep:
                 group.W, group.b, stats, self.g_run, group.dead, counts[2], lists[2], A, u,
                 g_loss, n, stats.shape[1], M=m, MP=dot_pad(m), BF=MOMENTS_BF)
         kept, listed = (counts[1], lists[1]) if cells.ranged else (counts[0], lists[0])
-        if regroup:
-            work = bound.double() @ self.count.double()
+        if regroup:  # the pair work left, as a share of all pairs
+            work = counts[0].double() @ self.count.double()
             if cells.ranged:  # ranged pairs at a third of a pair's work, as on the CPU
                 work = work / 3.0 + kept.double() @ self.count.double()
             self.share = float(work) / max(group.pairs, 1)
             classes = torch.bincount(cls.reshape(-1).long(), minlength=3)
             self.shares = classes.cpu().double() / cls.numel()
-            self.bound_mixed = float(bound.sum()) / cls.numel()
+            self.bound_mixed = float(counts[0].sum()) / cls.numel()
             self.split_now = self.share <= cells.pairs_at_most
             if not self.split_now:
                 return False
