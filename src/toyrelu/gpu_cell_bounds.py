@@ -11,8 +11,8 @@ g_count[g]) of run g_run[g]. One program per group each:
   cells (A, u and their loss), as ``gpu_cells.on_sums`` gives them.
 - ``range_kernel`` (with ``gpu_split.Cells.ranged``): each cell the bounds left MIXED
   decided by the exact range of its z, as ``gpu_cells.ranged`` gives it; the truly mixed ones
-  are listed again for the pair pass, and the ON ones for
-- ``moments_kernel``, which adds them to A, u and the ON loss.
+  are listed again for the pair pass, the ON ones for the moments pass.
+- ``moments_kernel``: what the cells found ON by their range add to A, u and the ON loss.
 
 Each group's lists of features are a row of n places of their own (group g's start at g n),
 so no group waits for another's count. Frozen runs' groups are left as they are. Every sum
