@@ -1,20 +1,14 @@
 #!/usr/bin/env bash
 # The GPU split-cell step's checks, about 5 minutes, for a device call after gpu_check.sh (or
-# instead of it, when the split step's speed is the question): its tests on the device, what
-# its kernels compile to, one split step against one dense step on trained paper-scale runs
-# (bench_gpu_cells.py: time and gradient agreement), and a heatmap slice (m = 4, T = 100,000,
+# instead of it, when the split step's speed is the question): its tests on the device, one
+# split step against one dense step on trained paper-scale runs (bench_gpu_cells.py: time,
+# with and without ranging, and gradient agreement), and a heatmap slice (m = 4, T = 100,000,
 # 4 seeds, 2,000 steps) end to end with and without --gpu-cells. Logs go to $OUT.
 set -u
-OUT=${OUT:-gpu-check}
-mkdir -p "$OUT"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
-echo "== tests/test_gpu_split.py on the device"
-timeout 60 python3 -m pytest tests/test_gpu_split.py -q -x -p no:cacheprovider \
-  -W ignore::DeprecationWarning 2>&1 | tail -5
-echo "== split step vs dense step, trained runs at n = 10,000, S = 0.999, T = 100,000"
-timeout 150 python3 benchmarks/bench_gpu_cells.py --n-features 10000 --sparsity 0.999 \
-  --n-hidden 2,4,8 --n-train 100000 --steps 2000 2>&1 | tee "$OUT/cells.log" | tail -6
+. "$(dirname "$0")/gpu_parts.sh"
+gpu_setup
+device_tests tests/test_gpu_split.py 60 5
+split_vs_dense 6
 for flag in "" "--gpu-cells"; do
   echo "== heatmap slice ${flag:-dense}"
   /usr/bin/time -f "heatmap slice ${flag:-dense}: %e s wall" timeout 90 python3 -m toyrelu \

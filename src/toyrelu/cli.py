@@ -378,7 +378,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
               f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
         study = sensitivity.run(study, store, executor(workers, device, args.gpu_cells),
-                                   progress=sys.stderr)
+                                progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "

@@ -12,9 +12,8 @@ cell:
 - ``mixed_kernel``, one program per group: dL/dh_t starts from the all-on cells' u + A h_t;
   the group's MIXED features, BF at a time, are worked pair by pair into dL/dh_t and sum a^2,
   and each MIXED cell's decoder sums (sum_t a h_t, sum_t a) go to Pc[pc0[g] + its place in
-  the group's list];
-  then the nonzeros' corrections, as pass A makes them. Writes DH (S, M), C (CSC order) and L
-  (groups,): the group's loss, its all-on part included.
+  the group's list]; then the nonzeros' corrections, as pass A makes them. Writes DH (S, M),
+  C (CSC order) and L (groups,): the group's loss, its all-on part included.
 - ``reduce_kernel``, one program per (run, BF features): the decoder sums of each feature over
   the run's groups, in group order (an ON cell's from its group's moments, a MIXED cell's from
   Pc), into P (R, M + 1, n) in float64: one pass-B item per run, so ``update_kernel`` adds the
@@ -55,6 +54,7 @@ def hidden_kernel(
     hs = hidden(indices, data, W + r * (M * n), n, start, count, M, BE, W.dtype.element_ty)
     for k in tl.static_range(M):
         tl.store(H + s * M + k, hs[k], mask=on)
+
 
 @triton.jit(do_not_specialize_on_alignment=["indptr"])
 def mixed_kernel(
