@@ -1,4 +1,7 @@
-"""Command line: ``toyrelu reproduce | sweep | figures | export | animate | presets``.
+"""Train the ReLU-output toy model on finite datasets, sweep it, and draw what the paper drew.
+
+Commands: ``reproduce``, ``sweep``, ``figures``, ``report``, ``export``, ``animate``,
+``presets`` and ``sensitivity``.
 
 Every config field is an option (``--n-features 10000``); a comma list makes it a sweep axis
 (``--n-train 3,5,10``). Bad input ends with one line on stderr and exit code 2.
