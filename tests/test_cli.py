@@ -1,5 +1,5 @@
-"""Tests for the command line, called in process through ``toyrelu.cli.main`` (one subprocess test
-covers ``python -m toyrelu``).
+"""Tests for the command line, called in process through ``toyrelu.cli.main`` (two subprocess tests
+cover ``python -m toyrelu`` and an export into a closed pipe).
 
 The smoke preset (8 runs, n = 50, 300 steps) trains in well under a second once the numba kernels
 are cached; sweeps here pass ``--workers 1`` so that no worker processes are started
@@ -35,6 +35,12 @@ REQUIRED_COLUMNS = [
 ]
 SMOKE = PRESETS["smoke"]
 FIGURES = ("summary", "geometry", "loss", "norms", "dimensionality")
+
+
+def python_path_env() -> dict[str, str]:
+    """The environment with this checkout's sources first on PYTHONPATH."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +101,21 @@ def test_export_csv_to_a_file(smoke_store: Path, tmp_path: Path,
     code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", target)
     assert (code, out, err) == (0, "", "")
     assert len(pd.read_csv(target)) == 8
+
+
+def test_export_to_a_closed_pipe_stops_quietly(smoke_store: Path) -> None:
+    # ``toyrelu export --out - | head -1``: the reader is gone before the rows are written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "toyrelu", "export", "--store", str(smoke_store), "--out", "-"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env=python_path_env(),
+            timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
 
 
 def test_export_json(smoke_store: Path, capsys: pytest.CaptureFixture) -> None:
@@ -459,10 +480,8 @@ def test_interrupted_sweep_exits_130(store_copy: Path, monkeypatch: pytest.Monke
 
 
 def test_python_m_toyrelu_presets() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
     done = subprocess.run([sys.executable, "-m", "toyrelu", "presets"], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+                          text=True, env=python_path_env(), timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -403,10 +404,16 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 bad input, 130 interrupted, 141 when the
+    reader of stdout went away, as ``toyrelu export --out - | head`` does)."""
     try:
         args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # Nothing is wrong with the input: the reader has what it wanted. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as if killed by SIGPIPE
     except (UsageError, ConfigError, StoreError) as exc:
         print(f"toyrelu: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
