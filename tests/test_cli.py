@@ -26,6 +26,7 @@ from toyrelu import cli
 from toyrelu.config import RunConfig
 from toyrelu.presets import PRESETS
 from toyrelu.store import Store
+from toyrelu.sweep import InProcess
 
 SRC = Path(__file__).parents[1] / "src"
 REQUIRED_COLUMNS = [
@@ -509,6 +510,31 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
         assert group["train_loss"].nunique() == 3
 
 
+@pytest.mark.parametrize(("command", "flags"), [
+    ("sweep", []), ("sweep", ["--gpu-cells"]), ("sweep", ["--gpu-dots"]),
+    ("sweep", ["--gpu-cells", "--gpu-dots"]), ("reproduce", ["--gpu-cells"]),
+    ("reproduce", ["--gpu-dots"]), ("sensitivity", ["--gpu-cells"]),
+    ("sensitivity", ["--gpu-dots"]),
+])
+def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if a GPU were here: the executor is asked for the split-cell step and the tensor-core
+    # passes exactly when their flags are given (the runs themselves train on the CPU).
+    asked: list[tuple] = []
+    monkeypatch.setattr(cli, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(cli, "executor", lambda *args: asked.append(args) or InProcess())
+    where = (["--base", "smoke", "--knobs", "decay_bias", "--seeds", "0", "--out", tmp_path]
+             if command == "sensitivity" else
+             ["--preset", "smoke", "--n-train", "5", "--seeds", "0",
+              *(["--out", tmp_path] if command == "reproduce" else
+                ["--store", tmp_path / "runs.sqlite"])])
+    code, _, err = run_cli(capsys, command, *where, *flags)
+    assert code == 0, err
+    assert [args[1:] for args in asked] == [("cuda", "--gpu-cells" in flags,
+                                             "--gpu-dots" in flags)]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -516,6 +542,7 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
         (["--restarts", "2", "--restart", "1"], "restarts: give either"),
         (["--device", "tpu"], "device: 'tpu' must be one of auto, cpu, cuda"),
         (["--device", "cpu", "--gpu-cells"], "gpu-cells: needs a CUDA GPU"),
+        (["--device", "cpu", "--gpu-dots"], "gpu-dots: needs a CUDA GPU"),
         (["--n-train", "1e400x"], "n_train: '1e400x' is not a valid value (expected an integer "
                                   "or inf)"),
         (["--n-train", "inf", "--n-repeated", "1", "--repeats", "5"],

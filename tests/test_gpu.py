@@ -374,9 +374,10 @@ def test_importing_gpu_does_not_import_triton() -> None:
     assert out.stdout.strip() == str(torch.cuda.is_available())
 
 
-@pytest.mark.parametrize("cells", [False, True], ids=["dense", "split-cells"])
+@pytest.mark.parametrize(("cells", "dots"), [(False, False), (True, False), (True, True)],
+                         ids=["dense", "split-cells", "split-cells-dots"])
 def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
-        tmp_path, cells: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path, cells: bool, dots: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from toyrelu import gpu_split
     from toyrelu.store import Store
     from toyrelu.sweep import GpuBatches, InProcess, run_sweep
@@ -386,6 +387,10 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
     monkeypatch.setattr(gpu_split.SplitStep, "step",
                         lambda self, data, step, hyper: tried.append(step)
                         or original(self, data, step, hyper))
+    passes: list[bool] = []  # each batch's dense passes: tensor-core dots (--gpu-dots) or FMA
+    train_many = gpu.train_many
+    monkeypatch.setattr(gpu, "train_many", lambda *args, blocks, **kw: passes.append(blocks.dots)
+                        or train_many(*args, blocks=blocks, **kw))
 
     base = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=20, n_test=50,
                      batch_size=6, lr=1e-2)
@@ -393,9 +398,10 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
     configs.append(base.replace(n_train=5, engine="reference"))
     with Store(tmp_path / "gpu.sqlite") as on_gpu, Store(tmp_path / "cpu.sqlite") as on_cpu:
         report = run_sweep(configs, on_gpu, GpuBatches(device=DEVICE, max_rows=20,
-                                                       cells=cells))
+                                                       cells=cells, dots=dots))
         assert (report.ok, report.failed) == (7, 0)
         assert bool(tried) == cells  # fixed sets only; T = infinity streams its batches
+        assert len(passes) > 1 and set(passes) == {dots}
         run_sweep(configs, on_cpu, InProcess())
         gpu_runs = on_gpu.runs().set_index("run_id").sort_index()
         cpu_runs = on_cpu.runs().set_index("run_id").sort_index()

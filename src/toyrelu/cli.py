@@ -122,6 +122,9 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-cells", action="store_true",
                         help="on a GPU, take the split-cell step on fixed training sets while it "
                              "pays (same results up to rounding; the CPU engine does so anyway)")
+    parser.add_argument("--gpu-dots", action="store_true",
+                        help="on a GPU, run the dense passes as tensor-core dots (tf32x3 in "
+                             "float32; the same cost per pair for every m up to 16)")
 
 
 def _preset(args: argparse.Namespace) -> Preset:
@@ -146,6 +149,8 @@ def _device(args: argparse.Namespace) -> str:
     if args.gpu_cells and device != "cuda":
         raise UsageError("gpu-cells: needs a CUDA GPU (the CPU engine takes its split-cell step "
                          "by itself)")
+    if args.gpu_dots and device != "cuda":
+        raise UsageError("gpu-dots: needs a CUDA GPU")
     return device
 
 
@@ -211,12 +216,12 @@ def _workers(args: argparse.Namespace) -> int:
 
 
 def _sweep(preset: Preset, store: Store, workers: int, device: str = "cpu",
-           gpu_cells: bool = False) -> None:
+           gpu_cells: bool = False, gpu_dots: bool = False) -> None:
     configs = preset.configs()
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
-    report = run_sweep(configs, store, executor(workers, device, gpu_cells),
+    report = run_sweep(configs, store, executor(workers, device, gpu_cells, gpu_dots),
                        progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
@@ -284,7 +289,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     device = _device(args)
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
-        _sweep(preset, store, workers, device, args.gpu_cells)
+        _sweep(preset, store, workers, device, args.gpu_cells, args.gpu_dots)
         # The folder may hold runs of another preset too: report on this preset's runs only.
         run_ids = {c.run_id for c in preset.configs()}
         if preset.experiment != "double-descent":
@@ -305,7 +310,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     workers = _workers(args)
     device = _device(args)
     with Store(args.store) as store:
-        _sweep(preset, store, workers, device, args.gpu_cells)
+        _sweep(preset, store, workers, device, args.gpu_cells, args.gpu_dots)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -381,7 +386,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     with Store(out / "runs.sqlite") as store:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
               f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
-        study = sensitivity.run(study, store, executor(workers, device, args.gpu_cells),
+        study = sensitivity.run(study, store, executor(workers, device, args.gpu_cells,
+                                                               args.gpu_dots),
                                 progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
     for row in tables.ranking.itertuples(index=False):

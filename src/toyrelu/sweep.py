@@ -181,15 +181,17 @@ class GpuBatches:
     ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
     Runs that keep snapshots (``snapshot_every``) keep them here too. Runs for the reference
     engine are trained one by one in this process on the CPU. With ``cells``, fixed training
-    sets take the split-cell step (``toyrelu.gpu_split``) while it pays.
+    sets take the split-cell step (``toyrelu.gpu_split``) while it pays; with ``dots``, the
+    dense passes are the tensor-core ones (``toyrelu.gpu_dots``).
     """
 
     def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256,
-                 cells: bool = False):
+                 cells: bool = False, dots: bool = False):
         self.device = device
         self.max_rows = max_rows
         self.max_runs = max_runs
         self.cells = cells
+        self.dots = dots
 
     def batches(self, configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
         """Groups of configs trained together: equal batch keys, at most ``max_rows`` rows
@@ -231,7 +233,7 @@ class GpuBatches:
                 on_steps(config.run_id, k)
 
         snapshots: list[list[training.Snapshot]] = [[] for _ in batch]
-        blocks = gpu.default_blocks(batch[0].n_hidden, batch[0].dtype,
+        blocks = gpu.default_blocks(batch[0].n_hidden, batch[0].dtype, dots=self.dots,
                                     cells=gpu.Cells() if self.cells else None)
         trained = gpu.train_many(batch, sources, [W for W, _ in params], [b for _, b in params],
                                  device=self.device, on_steps=steps_done, blocks=blocks,
@@ -265,11 +267,13 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def executor(workers: int, device: str = "cpu", gpu_cells: bool = False) -> Executor:
-    """On "cuda", batched GPU training (with the split-cell step if ``gpu_cells``); on the
-    CPU, in-process for one worker and local processes otherwise."""
+def executor(workers: int, device: str = "cpu", gpu_cells: bool = False,
+             gpu_dots: bool = False) -> Executor:
+    """On "cuda", batched GPU training (with the split-cell step if ``gpu_cells``, the
+    tensor-core passes if ``gpu_dots``); on the CPU, in-process for one worker and local
+    processes otherwise."""
     if device == "cuda":
-        return GpuBatches(cells=gpu_cells)
+        return GpuBatches(cells=gpu_cells, dots=gpu_dots)
     return InProcess() if workers <= 1 else LocalProcesses(workers)
 
 
