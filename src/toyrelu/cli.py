@@ -34,7 +34,14 @@ from toyrelu.config import (
 )
 from toyrelu.presets import PRESETS, Preset
 from toyrelu.store import Store, StoreError
-from toyrelu.sweep import DEVICES, default_workers, executor, resolve_device, run_sweep
+from toyrelu.sweep import (
+    DEVICES,
+    Executor,
+    default_workers,
+    executor,
+    resolve_device,
+    run_sweep,
+)
 
 EXPORT_COLUMNS = [
     "run_id", "status", "kept", "n_features", "n_hidden", "sparsity", "n_train", "seed",
@@ -154,6 +161,11 @@ def _device(args: argparse.Namespace) -> str:
     return device
 
 
+def _executor(args: argparse.Namespace, workers: int, device: str) -> Executor:
+    """Where the runs train, with the GPU options of ``_add_device_options``."""
+    return executor(workers, device, args.gpu_cells, args.gpu_dots)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toyrelu", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -215,14 +227,13 @@ def _workers(args: argparse.Namespace) -> int:
     return args.workers
 
 
-def _sweep(preset: Preset, store: Store, workers: int, device: str = "cpu",
-           gpu_cells: bool = False, gpu_dots: bool = False) -> None:
+def _sweep(preset: Preset, store: Store, args: argparse.Namespace, workers: int,
+           device: str) -> None:
     configs = preset.configs()
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
-    report = run_sweep(configs, store, executor(workers, device, gpu_cells, gpu_dots),
-                       progress=sys.stderr)
+    report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
 
@@ -289,7 +300,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     device = _device(args)
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
-        _sweep(preset, store, workers, device, args.gpu_cells, args.gpu_dots)
+        _sweep(preset, store, args, workers, device)
         # The folder may hold runs of another preset too: report on this preset's runs only.
         run_ids = {c.run_id for c in preset.configs()}
         if preset.experiment != "double-descent":
@@ -310,7 +321,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     workers = _workers(args)
     device = _device(args)
     with Store(args.store) as store:
-        _sweep(preset, store, workers, device, args.gpu_cells, args.gpu_dots)
+        _sweep(preset, store, args, workers, device)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -386,8 +397,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     with Store(out / "runs.sqlite") as store:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
               f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
-        study = sensitivity.run(study, store, executor(workers, device, args.gpu_cells,
-                                                               args.gpu_dots),
+        study = sensitivity.run(study, store, _executor(args, workers, device),
                                 progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
     for row in tables.ranking.itertuples(index=False):
