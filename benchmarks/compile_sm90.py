@@ -51,8 +51,8 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
     """The split-cell step's seven kernels (``toyrelu.gpu_cell_bounds`` and
-    ``toyrelu.gpu_cell_kernels``) as compile units,
-    with the constants ``gpu_split.SplitStep`` gives them."""
+    ``toyrelu.gpu_cell_kernels``) as compile units, with the constants ``gpu_split.SplitStep``
+    gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
               "slot_run": "*i32", "H": f, "n": "i32", "n_slots": "i32"}
