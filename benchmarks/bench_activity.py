@@ -34,8 +34,9 @@ import argparse
 import numpy as np
 from grid import add_grid_arguments, values
 
-from toyrelu import data, engine, model
-from toyrelu.config import RunConfig
+from toyrelu.core import data, evaluation, model
+from toyrelu.core.config import RunConfig
+from toyrelu.engines.cpu import engine
 
 
 def ball_mixed(W: np.ndarray, b: np.ndarray, H: np.ndarray, tile: int) -> float:
@@ -129,7 +130,7 @@ def split_sums(W: np.ndarray, b: np.ndarray, H: np.ndarray, tile: int) -> tuple[
 
 
 def snapshots(config: RunConfig, X: data.SparseData) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(step, W, b) at every step of ``engine.snapshot_steps(config)``, step 0 first."""
+    """(step, W, b) at every step of ``trainer.snapshot_steps(config)``, step 0 first."""
     out: list[tuple[int, np.ndarray, np.ndarray]] = []
     engine.train(config, X, *model.init_params(config),
                  on_snapshot=lambda step, W, b: out.append((step, W, b)))
@@ -150,7 +151,7 @@ def main() -> None:
                                n_train=T, steps=args.steps, snapshot_every=args.steps // 4)
             X = data.train_set(config)
             for step, W, b in snapshots(config, X)[1:]:
-                H = engine.hidden(W, X).astype(np.float64)
+                H = evaluation.hidden(W, X).astype(np.float64)
                 W64, b64 = W.astype(np.float64), b.astype(np.float64)
                 s = shares(W64, b64, H, args.tile)
                 s["split_err"] = max(

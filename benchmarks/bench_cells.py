@@ -22,8 +22,9 @@ import time
 import numba
 from grid import add_grid_arguments, values
 
-from toyrelu import data, engine, model
-from toyrelu.config import RunConfig
+from toyrelu.core import data, model
+from toyrelu.core.config import RunConfig
+from toyrelu.engines.cpu import engine
 
 
 def timed_run(config: RunConfig, X: data.SparseData, split: bool | None) -> tuple[float, ...]:

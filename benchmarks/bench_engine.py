@@ -47,8 +47,10 @@ try:
 except ImportError:  # run without PYTHONPATH=src
     sys.path.insert(0, str(SRC))
 
-from toyrelu import data, engine, model, reference  # noqa: E402
-from toyrelu.config import RunConfig  # noqa: E402
+from toyrelu.core import data, model  # noqa: E402
+from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.engines import reference  # noqa: E402
+from toyrelu.engines.cpu import engine  # noqa: E402
 
 TARGET_S = 1.0  # seconds of work per timed call
 THREADS = numba.config.NUMBA_NUM_THREADS  # the engine's "all threads" column
@@ -59,8 +61,10 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 torch.set_flush_denormal(True)
-from toyrelu import data, engine, model
-from toyrelu.config import RunConfig
+from toyrelu.core import data
+from toyrelu.engines.cpu import engine
+from toyrelu.core import model
+from toyrelu.core.config import RunConfig
 
 def status_kb(key):
     for line in open("/proc/self/status"):

@@ -41,9 +41,10 @@ TINY = "--tiny" in sys.argv
 if TINY and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
 
-from toyrelu import data, gpu, model  # noqa: E402
-from toyrelu.config import RunConfig  # noqa: E402
-from toyrelu.schedule import learning_rates  # noqa: E402
+from toyrelu.core import data, model  # noqa: E402
+from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.core.schedule import learning_rates  # noqa: E402
+from toyrelu.engines.gpu import engine as gpu  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N = 64 if TINY else 10_000

@@ -24,9 +24,12 @@ import time
 import numpy as np
 import torch
 
-from toyrelu import data, engine, gpu, gpu_cells, model
-from toyrelu.config import RunConfig
-from toyrelu.gpu_split import Cells
+from toyrelu.core import data, evaluation, model, trainer
+from toyrelu.core.config import RunConfig
+from toyrelu.engines.cpu import engine
+from toyrelu.engines.gpu import cells as gpu_cells
+from toyrelu.engines.gpu import engine as gpu
+from toyrelu.engines.gpu.split import Cells
 
 
 def timed(call, device: torch.device, repeats: int = 5) -> tuple[object, float]:
@@ -76,7 +79,7 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
     else:
         trained = [engine.train(c, X, W, b) for c, X, (W, b) in zip(configs, Xs, inits,
                                                                      strict=True)]
-    failed = [str(p) for p in trained if isinstance(p, engine.Diverged)]
+    failed = [str(p) for p in trained if isinstance(p, trainer.Diverged)]
     if failed:
         raise SystemExit(f"m = {m}: a run diverged ({failed[0]})")
     params = [(np.asarray(W), np.asarray(b)) for W, b in trained]  # type: ignore[misc]
@@ -84,7 +87,7 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
     n_slots = starts[-1] + -(-args.n_train // 32) * 32
     H = torch.zeros(n_slots, m, dtype=torch.float32, device=device)
     for s, (Wr, _), X in zip(starts, params, Xs, strict=True):
-        H[s:s + args.n_train] = torch.from_numpy(engine.hidden(Wr, X)).float().to(device)
+        H[s:s + args.n_train] = torch.from_numpy(evaluation.hidden(Wr, X)).float().to(device)
     W = torch.tensor(np.stack([W for W, _ in params]), device=device)
     b = torch.tensor(np.stack([b for _, b in params]), device=device)
     counts = [args.n_train] * len(params)

@@ -29,8 +29,11 @@ from types import ModuleType
 import numba
 import numpy as np
 
-from toyrelu import data, engine, kernels, presets, reference, training
-from toyrelu.data import SparseData
+from toyrelu.core import data, trainer
+from toyrelu.core.data import SparseData
+from toyrelu.engines import reference
+from toyrelu.engines.cpu import kernels
+from toyrelu.runs import presets, training
 
 
 def dense_module(m: int) -> ModuleType:
@@ -48,7 +51,7 @@ def dense_module(m: int) -> ModuleType:
 def gradient_call(module: ModuleType, W: np.ndarray, b: np.ndarray,
                   X: SparseData) -> Callable[[], tuple[float, np.ndarray]]:
     """One fused loss and gradient through ``module``, with its buffers made once."""
-    scale = engine.loss_scale("sum", X.n_examples, X.n_features)  # reference's default
+    scale = trainer.loss_scale("sum", X.n_examples, X.n_features)  # reference's default
     gW, gb = np.zeros_like(W), np.zeros_like(b)
     tiles = (np.zeros((1, *W.shape), W.dtype), np.zeros((1, W.shape[1]), W.dtype),
              np.zeros((1, W.size), W.dtype))
@@ -99,7 +102,7 @@ def main() -> None:
     config = preset.base.replace(n_hidden=args.n_hidden, n_train=args.n_train, steps=args.steps,
                                  snapshot_every=args.snapshot_every)
     numba.set_num_threads(1)
-    engine.flush_denormals()
+    trainer.flush_denormals()
     start = time.perf_counter()
     result = training.run(config)
     print(f"trained m = {config.n_hidden}, T = {config.n_train}, n = {config.n_features}, "

@@ -22,8 +22,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from toyrelu import gpu, gpu_cell_bounds, gpu_cell_kernels, gpu_kernels
-from toyrelu.gpu_split import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
+from toyrelu.engines.gpu import engine as gpu
+from toyrelu.engines.gpu.kernels import cell_bounds as gpu_cell_bounds
+from toyrelu.engines.gpu.kernels import cell_pairs as gpu_cell_kernels
+from toyrelu.engines.gpu.kernels import dense as gpu_kernels
+from toyrelu.engines.gpu.split import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}

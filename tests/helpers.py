@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toyrelu.data import SparseData
+from toyrelu.core.data import SparseData
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str = "") -> None:

@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 
 from helpers import assert_close
-from toyrelu import analysis, metrics, summary
-from toyrelu.analysis import LEARNED_D, Finding
-from toyrelu.config import RunConfig
-from toyrelu.store import Store
+from toyrelu import analysis
+from toyrelu.analysis.tables import LEARNED_D, Finding
+from toyrelu.core import metrics
+from toyrelu.core.config import RunConfig
+from toyrelu.report import summary
+from toyrelu.runs.store import Store
 
 N_FEATURES = 12
 TINY = 1e-3

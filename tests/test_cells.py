@@ -16,8 +16,10 @@ from test_engine import (
     awkward_batch,
     trajectory_config,
 )
-from toyrelu import cells, data, engine, model, reference
-from toyrelu.config import RunConfig
+from toyrelu.core import data, model
+from toyrelu.core.config import RunConfig
+from toyrelu.engines import reference
+from toyrelu.engines.cpu import cells, engine
 
 # 1 and 3: the fused dense pass; 5 and 9: the split one, with a short last chunk of rows.
 HIDDEN = [1, 3, 5, 9]

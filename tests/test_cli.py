@@ -23,10 +23,11 @@ import pytest
 
 from helpers import assert_close, run_cli
 from toyrelu import cli
-from toyrelu.config import RunConfig
-from toyrelu.presets import PRESETS
-from toyrelu.store import Store
-from toyrelu.sweep import InProcess
+from toyrelu.core.config import RunConfig
+from toyrelu.runs import executors, sweep
+from toyrelu.runs.executors import InProcess
+from toyrelu.runs.presets import PRESETS
+from toyrelu.runs.store import Store
 
 SRC = Path(__file__).parents[1] / "src"
 REQUIRED_COLUMNS = [
@@ -469,7 +470,7 @@ def test_interrupted_sweep_exits_130(store_copy: Path, monkeypatch: pytest.Monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_sweep", interrupted)
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
     code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", store_copy,
                              "--workers", "1")
     assert code == 130 and out == ""
@@ -523,7 +524,7 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
     # passes exactly when their flags are given (the runs themselves train on the CPU).
     asked: list[tuple] = []
     monkeypatch.setattr(cli, "resolve_device", lambda device: "cuda")
-    monkeypatch.setattr(cli, "executor", lambda *args: asked.append(args) or InProcess())
+    monkeypatch.setattr(executors, "executor", lambda *args: asked.append(args) or InProcess())
     where = (["--base", "smoke", "--knobs", "decay_bias", "--seeds", "0", "--out", tmp_path]
              if command == "sensitivity" else
              ["--preset", "smoke", "--n-train", "5", "--seeds", "0",
@@ -562,7 +563,7 @@ def test_bad_run_options_are_one_line_errors(argv: list[str], message: str, tmp_
 def test_a_gpu_requested_where_there_is_none_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from toyrelu import gpu
+    from toyrelu.engines import gpu
 
     monkeypatch.setattr(gpu, "available", lambda: False)
     code, _, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store",

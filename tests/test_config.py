@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_close
-from toyrelu.config import ConfigError, RunConfig, field_names
+from toyrelu.core.config import ConfigError, RunConfig, field_names
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -193,7 +193,7 @@ def test_run_id_is_stable_and_short_hex() -> None:
     assert RunConfig.from_dict(config.to_dict()).run_id == run_id
     # The same in a fresh interpreter with another hash seed: the id never depends on hash().
     code = (
-        "from toyrelu.config import RunConfig; import json, sys; "
+        "from toyrelu.core.config import RunConfig; import json, sys; "
         "print(RunConfig.from_dict(json.loads(sys.argv[1])).run_id)"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONHASHSEED": "12345"}

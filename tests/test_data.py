@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from toyrelu import data, model
-from toyrelu.config import RunConfig
-from toyrelu.data import SparseData, Stream
+from toyrelu.core import data, model
+from toyrelu.core.config import RunConfig
+from toyrelu.core.data import SparseData, Stream
 
 # Per-row L2 norms of stored values: each value is rounded once to the storage dtype after the
 # float64 division, so a row's norm is 1 to within a few units of that dtype's rounding

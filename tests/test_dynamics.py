@@ -18,11 +18,17 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from helpers import assert_close, run_cli
-from toyrelu import animation, cli, data, dynamics, engine, model, reference, training
-from toyrelu.config import MAX_SNAPSHOTS, ConfigError, RunConfig
-from toyrelu.data import SparseData
-from toyrelu.store import Store, StoreError
-from toyrelu.sweep import run_sweep
+from toyrelu import cli
+from toyrelu.analysis import dynamics
+from toyrelu.core import data, model, trainer
+from toyrelu.core.config import MAX_SNAPSHOTS, ConfigError, RunConfig
+from toyrelu.core.data import SparseData
+from toyrelu.engines import reference
+from toyrelu.engines.cpu import engine
+from toyrelu.figures import animation
+from toyrelu.runs import training
+from toyrelu.runs.store import Store, StoreError
+from toyrelu.runs.sweep import run_sweep
 
 BASE = RunConfig(n_features=50, sparsity=0.9, n_train=5, steps=120, n_test=200)
 SNAP = BASE.replace(snapshot_every=25)
@@ -49,15 +55,15 @@ def collect(trainer, config: RunConfig, X, **kwargs) -> tuple[list, tuple]:
 )
 def test_snapshot_steps_are_zero_every_K_and_the_last(steps: int, K: int, expected) -> None:
     config = RunConfig(steps=steps, snapshot_every=K)
-    assert engine.snapshot_steps(config).tolist() == expected
+    assert trainer.snapshot_steps(config).tolist() == expected
     # ceil(steps / K) + 1 snapshots, the count the config caps.
     assert len(expected) == math.ceil(steps / K) + 1
-    assert engine.snapshot_steps(RunConfig(steps=steps)).tolist() == []
+    assert trainer.snapshot_steps(RunConfig(steps=steps)).tolist() == []
 
 
 def test_snapshot_count_is_capped_with_a_one_line_error_naming_the_smallest_K() -> None:
     # 10,000 steps: K = 11 keeps ceil(10000 / 11) + 1 = 911 snapshots, K = 10 keeps 1,001.
-    assert len(engine.snapshot_steps(RunConfig(steps=10_000, snapshot_every=11))) == 911
+    assert len(trainer.snapshot_steps(RunConfig(steps=10_000, snapshot_every=11))) == 911
     with pytest.raises(ConfigError) as excinfo:
         RunConfig(steps=10_000, snapshot_every=10)
     message = str(excinfo.value)
@@ -121,7 +127,7 @@ def test_snapshots_leave_the_trained_numbers_bit_identical(config: RunConfig) ->
     with_snapshots = training.run(config)
     without = training.run(config.replace(snapshot_every=0))
     assert without.snapshots == []
-    assert [s for s, _, _ in with_snapshots.snapshots] == engine.snapshot_steps(config).tolist()
+    assert [s for s, _, _ in with_snapshots.snapshots] == trainer.snapshot_steps(config).tolist()
     assert np.array_equal(with_snapshots.W, without.W)
     assert np.array_equal(with_snapshots.b, without.b)
     for name in ("train_loss", "test_loss", "W_norm", "b_norm"):

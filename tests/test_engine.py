@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from helpers import assert_close, assert_loss_and_grad_match, to_csr
-from toyrelu import data, engine, kernels, model, reference
-from toyrelu.config import RunConfig
-from toyrelu.data import SparseData
-from toyrelu.schedule import learning_rates
+from toyrelu.core import data, evaluation, model, trainer
+from toyrelu.core.config import RunConfig
+from toyrelu.core.data import SparseData
+from toyrelu.core.schedule import learning_rates
+from toyrelu.engines import reference
+from toyrelu.engines.cpu import engine, kernels
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
@@ -339,23 +341,23 @@ def test_huge_learning_rate_raises_diverged(dtype: str) -> None:
     config = diverging_config(dtype)
     X = data.train_set(config)
     W0, b0 = model.init_params(config)
-    with pytest.raises(engine.Diverged) as excinfo:
+    with pytest.raises(trainer.Diverged) as excinfo:
         engine.train(config, X, W0, b0)
     message = str(excinfo.value)
     assert "\n" not in message and "step" in message
     assert isinstance(excinfo.value, RuntimeError)
 
 
-@pytest.mark.parametrize("trainer", [engine.train, reference.train], ids=["fused", "reference"])
+@pytest.mark.parametrize("train", [engine.train, reference.train], ids=["fused", "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nan_in_initial_weights_raises_diverged_at_step_0(trainer, dtype: str) -> None:
+def test_nan_in_initial_weights_raises_diverged_at_step_0(train, dtype: str) -> None:
     config = RunConfig(n_features=40, n_hidden=2, sparsity=0.8, n_train=30, steps=20,
                        dtype=dtype, n_test=10)
     X = data.train_set(config)
     W0, b0 = model.init_params(config)
     W0[1, np.unique(X.indices)[0]] = np.nan  # a column that some example reads
-    with pytest.raises(engine.Diverged, match=r"^loss is nan at step 0$"):
-        trainer(config, X, W0, b0)
+    with pytest.raises(trainer.Diverged, match=r"^loss is nan at step 0$"):
+        train(config, X, W0, b0)
 
 
 @pytest.mark.parametrize("warmup", [10, 1, 0])
@@ -397,8 +399,8 @@ def test_example_losses_are_each_rows_summed_squared_error() -> None:
     dense = X.to_dense()
     expected = ((np.maximum((dense @ W.T) @ W + b, 0.0) - dense) ** 2).sum(axis=1)
     # float64 sums of 60 terms in another order: rounding at 1e-15 relative.
-    assert_close(engine.example_losses(W, b, X), expected, rtol=1e-13, what="per example")
-    assert_close(engine.example_losses(W, b, X).mean(), engine.loss(W, b, X), rtol=1e-13,
+    assert_close(evaluation.example_losses(W, b, X), expected, rtol=1e-13, what="per example")
+    assert_close(evaluation.example_losses(W, b, X).mean(), engine.loss(W, b, X), rtol=1e-13,
                  what="mean")
 
 

@@ -23,11 +23,15 @@ from matplotlib.collections import PathCollection
 from matplotlib.image import AxesImage
 
 from helpers import assert_close
-from toyrelu import analysis, data, experiment_findings, experiment_sections, experiments, metrics
-from toyrelu import figures_experiments as fx
-from toyrelu.config import RunConfig
-from toyrelu.presets import PAPER_T, PRESETS, Preset, cpu_seconds
-from toyrelu.store import Store
+from toyrelu import analysis
+from toyrelu.analysis import claims as experiment_findings
+from toyrelu.analysis import experiments
+from toyrelu.core import data, metrics
+from toyrelu.core.config import RunConfig
+from toyrelu.figures import experiments as fx
+from toyrelu.report import experiments as experiment_sections
+from toyrelu.runs.presets import PAPER_T, PRESETS, Preset, cpu_seconds
+from toyrelu.runs.store import Store
 
 BUDGET_S = 15 * 60  # every reduced twin within 15 minutes on 2 cores
 
@@ -576,13 +580,13 @@ def test_reproduce_a_twin_draws_its_experiment_not_the_m2_figures(tmp_path: Path
 
 
 def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_path: Path):
-    from toyrelu import report
+    from toyrelu.report import build as report
 
-    assert ("toyrelu.experiment_sections.section", experiment_sections.section) in [
+    assert ("toyrelu.report.experiments.section", experiment_sections.section) in [
         (name, fn) for name, fn in report.providers()]
     with Store(heatmap_store, create=False) as store:
         expected = [s.title for s in experiment_sections.sections(store, tmp_path / "a")]
         report.write(store, tmp_path / "b")
     page = (tmp_path / "b" / "report.md").read_text()
     assert expected and all(f"## {title}" in page for title in expected)
-    assert "toyrelu.experiments is not available" not in page
+    assert "toyrelu.analysis.experiments is not available" not in page

@@ -24,10 +24,13 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from helpers import assert_close, assert_loss_and_grad_match, to_csr  # noqa: E402
-from toyrelu import data, engine, gpu, model, reference  # noqa: E402
-from toyrelu.config import RunConfig  # noqa: E402
-from toyrelu.data import SparseData  # noqa: E402
-from toyrelu.schedule import learning_rates  # noqa: E402
+from toyrelu.core import data, model, trainer
+from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.core.data import SparseData  # noqa: E402
+from toyrelu.core.schedule import learning_rates  # noqa: E402
+from toyrelu.engines import reference  # noqa: E402
+from toyrelu.engines.cpu import engine
+from toyrelu.engines.gpu import engine as gpu
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = ["float32", "float64"]
@@ -234,7 +237,7 @@ def test_a_diverging_run_is_frozen_and_the_others_finish() -> None:
     W0[1, Xs[1].indices[0]] = np.nan  # a column that some example reads
     inits = [inits[0], (W0, b0), inits[2]]
     results = train_gpu(configs, Xs, inits, blocks=WHOLE)
-    assert isinstance(results[1], engine.Diverged)
+    assert isinstance(results[1], trainer.Diverged)
     assert str(results[1]) == "loss is nan at step 0"  # engine.train's message
     for i in (0, 2):
         [(W, b)] = train_gpu([configs[i]], [Xs[i]], [inits[i]], blocks=WHOLE)
@@ -251,7 +254,7 @@ def test_huge_learning_rate_diverges_mid_run() -> None:
     with np.errstate(over="ignore", invalid="ignore"):  # the interpreter computes in NumPy
         [result] = train_gpu([config], [data.train_set(config)], [model.init_params(config)],
                              chunk=5, on_steps=calls.append)
-    assert isinstance(result, engine.Diverged)
+    assert isinstance(result, trainer.Diverged)
     message = str(result)
     assert message.startswith("loss is ") and " at step " in message and "\n" not in message
     assert 0 < int(message.rsplit(" ", 1)[1]) < 60
@@ -366,7 +369,8 @@ def test_both_passes_compile_for_sm90_and_dots_use_tensor_cores() -> None:
 
 def test_importing_gpu_does_not_import_triton() -> None:
     # The CPU-only install must be able to import the module (and ask whether it can run).
-    code = "import sys, toyrelu.gpu as g; assert 'triton' not in sys.modules; print(g.available())"
+    code = ("import sys, toyrelu.engines.gpu as g; assert 'triton' not in sys.modules; "
+            "print(g.available())")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("TRITON_INTERPRET", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -378,9 +382,10 @@ def test_importing_gpu_does_not_import_triton() -> None:
                          ids=["dense", "split-cells", "split-cells-dots"])
 def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
         tmp_path, cells: bool, dots: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from toyrelu import gpu_split
-    from toyrelu.store import Store
-    from toyrelu.sweep import GpuBatches, InProcess, run_sweep
+    from toyrelu.engines.gpu import split as gpu_split
+    from toyrelu.runs.executors import GpuBatches, InProcess
+    from toyrelu.runs.store import Store
+    from toyrelu.runs.sweep import run_sweep
 
     tried: list[int] = []  # steps offered to the split-cell step (--gpu-cells)
     original = gpu_split.SplitStep.step
@@ -388,8 +393,11 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
                         lambda self, data, step, hyper: tried.append(step)
                         or original(self, data, step, hyper))
     passes: list[bool] = []  # each batch's dense passes: tensor-core dots (--gpu-dots) or FMA
-    train_many = gpu.train_many
-    monkeypatch.setattr(gpu, "train_many", lambda *args, blocks, **kw: passes.append(blocks.dots)
+    from toyrelu.engines import gpu as gpu_api
+
+    train_many = gpu_api.train_many
+    monkeypatch.setattr(gpu_api, "train_many",
+                        lambda *args, blocks, **kw: passes.append(blocks.dots)
                         or train_many(*args, blocks=blocks, **kw))
 
     base = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=20, n_test=50,
@@ -418,7 +426,7 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
 
 def test_snapshots_at_each_runs_steps_match_the_cpu_engine_and_change_nothing() -> None:
     # One batch of 14 steps (fixed sets and a stream) whose runs keep snapshots every 5, 4
-    # and 0 steps: each run gets its own engine.snapshot_steps, as host copies.
+    # and 0 steps: each run gets its own trainer.snapshot_steps, as host copies.
     configs = [trajectory_config("float64", True, snapshot_every=K, n_train=T, seed=s, steps=14)
                for K, T, s in ((5, 15, 0), (4, 9, 1), (0, 11, 2))]
     Xs: list = [data.train_set(c) for c in configs]
@@ -428,7 +436,7 @@ def test_snapshots_at_each_runs_steps_match_the_cpu_engine_and_change_nothing() 
     calls: list[int] = []
     with_snapshots = train_gpu(configs, Xs, inits, chunk=6, on_steps=calls.append,
                                on_snapshot=lambda i, s, W, b: seen[i].append((s, W, b)))
-    assert [s for s, _, _ in seen[0]] == engine.snapshot_steps(configs[0]).tolist()
+    assert [s for s, _, _ in seen[0]] == trainer.snapshot_steps(configs[0]).tolist()
     assert [s for s, _, _ in seen[0]] == [0, 5, 10, 14]
     assert [s for s, _, _ in seen[1]] == [0, 4, 8, 12, 14]
     assert seen[2] == []
@@ -476,14 +484,15 @@ def test_a_diverging_run_keeps_no_snapshots_after_it_diverged() -> None:
     seen: list[tuple[int, int]] = []
     results = train_gpu(configs, Xs, [inits[0], (W0, inits[1][1]), inits[2]], blocks=WHOLE,
                         on_snapshot=lambda i, s, W, b: seen.append((i, s)))
-    assert isinstance(results[1], engine.Diverged)
+    assert isinstance(results[1], trainer.Diverged)
     assert [s for i, s in seen if i == 1] == [0]
     assert [s for i, s in seen if i == 0] == [s for i, s in seen if i == 2] == [0, 3, 6, 8]
 
 
 def test_a_gpu_sweep_stores_snapshots_as_the_cpu_engine_does(tmp_path) -> None:
-    from toyrelu.store import Store
-    from toyrelu.sweep import GpuBatches, InProcess, run_sweep
+    from toyrelu.runs.executors import GpuBatches, InProcess
+    from toyrelu.runs.store import Store
+    from toyrelu.runs.sweep import run_sweep
 
     base = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=20, n_test=50,
                      batch_size=6, lr=1e-2)
@@ -498,7 +507,7 @@ def test_a_gpu_sweep_stores_snapshots_as_the_cpu_engine_does(tmp_path) -> None:
         for config in (configs[0], configs[2]):
             got, expected = on_gpu.arrays(config.run_id), on_cpu.arrays(config.run_id)
             np.testing.assert_array_equal(got["snapshot_steps"],
-                                          engine.snapshot_steps(config))
+                                          trainer.snapshot_steps(config))
             assert got["snapshot_W"].shape == (len(got["snapshot_steps"]), 2, 24)
             np.testing.assert_array_equal(got["snapshot_W"][-1], got["W"])
             assert_close(got["snapshot_W"], expected["snapshot_W"],

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from helpers import assert_close
-from toyrelu import cells, gpu_cells
+from toyrelu.engines.cpu import cells
+from toyrelu.engines.gpu import cells as gpu_cells
 
 # Runs laid out as a GPU batch lays them: each starts at a multiple of 32 slots, with gaps; a
 # run of one example, one of exactly a group, one just over, and larger ones with ragged ends.
@@ -146,7 +147,7 @@ def cell_loss_and_grad(W: np.ndarray, b: np.ndarray, X, size: int):
     """Loss and gradients of one run with the dense part split by cells: ON cells through
     ``on_sums`` / ``dh_on`` alone, MIXED cells pair by pair, OFF cells not at all, and the
     nonzeros of x as the engines' exact corrections. T x n arrays are fine at this size."""
-    from toyrelu.engine import loss_scale
+    from toyrelu.engines.cpu.engine import loss_scale
 
     T, n = X.n_examples, W.shape[1]
     dense = X.to_dense().astype(np.float64)
@@ -181,7 +182,8 @@ def cell_loss_and_grad(W: np.ndarray, b: np.ndarray, X, size: int):
 
 @pytest.mark.parametrize("m", [1, 2, 3])
 def test_cells_split_the_dense_sums_exactly(m: int) -> None:
-    from toyrelu import data, reference
+    from toyrelu.core import data
+    from toyrelu.engines import reference
 
     rng = np.random.default_rng(m)
     X = data.sample(200, 60, 0.8, rng, "float64")

@@ -17,11 +17,14 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from helpers import assert_close  # noqa: E402
-from toyrelu import data, engine, gpu, gpu_cells, model, reference  # noqa: E402
-from toyrelu.config import RunConfig  # noqa: E402
-from toyrelu.data import SparseData  # noqa: E402
-from toyrelu.gpu_feed import upload  # noqa: E402
-from toyrelu.gpu_split import Cells, SplitStep  # noqa: E402
+from toyrelu.core import data, model, trainer
+from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.core.data import SparseData  # noqa: E402
+from toyrelu.engines import reference  # noqa: E402
+from toyrelu.engines.gpu import cells as gpu_cells
+from toyrelu.engines.gpu import engine as gpu
+from toyrelu.engines.gpu.feed import upload  # noqa: E402
+from toyrelu.engines.gpu.split import Cells, SplitStep  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Groups of 8 (60 examples: the last of 4), mixed features 4 per tile, 40 features in blocks of
@@ -96,7 +99,7 @@ def three_runs() -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], tor
 def bounded(m: int, n: int = 40) -> dict:
     """``three_runs`` in float64 after the stats and bounds kernels: their inputs and outputs by
     name."""
-    from toyrelu import gpu_cell_bounds
+    from toyrelu.engines.gpu.kernels import cell_bounds as gpu_cell_bounds
 
     params = [cell_params(m, n, "float64", seed=s) for s in range(3)]
     W = torch.from_numpy(np.stack([p[0] for p in params]))
@@ -160,7 +163,7 @@ def test_range_kernel_decides_each_mixed_cell_by_its_exact_range(m: int) -> None
     # group: those all on are listed for the moments pass, which adds them to A, u and the ON
     # loss; those all off drop out; only those with z of both signs are listed again, in
     # order, with position pointing at them. A group's list may exceed one moments tile.
-    from toyrelu import gpu_cell_bounds
+    from toyrelu.engines.gpu.kernels import cell_bounds as gpu_cell_bounds
 
     got = bounded(m, n=320)
     n, bound_cls, position = got["W"].shape[2], got["cls"].clone(), got["position"]
@@ -195,7 +198,7 @@ def test_stats_kernel_is_group_stats(m: int, dtype: str) -> None:
     # Three runs of 60, 9 and 37 examples in groups of 8: full groups, ragged last ones and a
     # group of one (37 = 4 x 8 + 5, 9 = 8 + 1). The kernel reads H in its own dtype and sums
     # in float64 in another order than the torch form: equal to float64 rounding.
-    from toyrelu import gpu_cell_bounds
+    from toyrelu.engines.gpu.kernels import cell_bounds as gpu_cell_bounds
 
     size = 8
     H = torch.from_numpy((0.5 * np.random.default_rng(m).standard_normal((160, m))).astype(dtype))
@@ -303,7 +306,7 @@ def test_a_diverging_run_is_frozen_and_the_others_follow_reference() -> None:
     W0[0, Xs[1].indices[0]] = np.nan
     inits = [inits[0], (W0, inits[1][1]), inits[2]]
     results = train(configs, Xs, inits, Cells(size=4, regroup=4, pairs_at_most=1.0))
-    assert isinstance(results[1], engine.Diverged)
+    assert isinstance(results[1], trainer.Diverged)
     assert str(results[1]) == "loss is nan at step 0"
     for i in (0, 2):
         ref_W, _ = reference.train(configs[i], Xs[i], *inits[i])
@@ -332,7 +335,7 @@ def test_cells_settings_are_checked(changes: dict, message: str) -> None:
 
 def test_mixed_tiles_shrink_as_m_grows_and_in_float64() -> None:
     # gpu_split.MIXED_TILES: the sm_90 compile's no-spill tiles (tests/test_gpu checks them).
-    from toyrelu.gpu_split import mixed_tile
+    from toyrelu.engines.gpu.split import mixed_tile
 
     assert [mixed_tile(m, "float32") for m in (1, 2, 3, 4, 8, 10, 16, 32)] == [
         32, 32, 16, 16, 8, 8, 4, 2]

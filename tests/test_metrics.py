@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from toyrelu import metrics
+from toyrelu.core import metrics
 
 # Golden values are exact rationals; the computation is a handful of float64 sums and one
 # division per vector, so errors are a few ulps (about 1e-15). 1e-12 leaves a wide margin while

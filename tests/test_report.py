@@ -25,11 +25,13 @@ import pytest
 
 import browser
 from helpers import run_cli
-from toyrelu import analysis, cli, report, report_m2
-from toyrelu.analysis import Finding
-from toyrelu.report_layout import display_width, markdown_html, md, verdict
-from toyrelu.sections import Figure, Section
-from toyrelu.store import Store
+from toyrelu import analysis, cli
+from toyrelu.analysis.tables import Finding
+from toyrelu.report import build as report
+from toyrelu.report import m2 as report_m2
+from toyrelu.report.layout import display_width, markdown_html, md, verdict
+from toyrelu.report.sections import Figure, Section
+from toyrelu.runs.store import Store
 
 PNG_1x1 = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -387,7 +389,7 @@ def test_optional_modules_are_used_when_present_and_listed_as_not_measured_when_
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "extra_ok.py").write_text(
-        "from toyrelu.sections import Section\n"
+        "from toyrelu.report.sections import Section\n"
         "def section(store, out):\n    return [Section('Extra one'), Section('Extra two')]\n")
     (package / "extra_none.py").write_text("def section(store, out):\n    return None\n")
     (package / "extra_broken.py").write_text("raise RuntimeError('cannot import this')\n")
@@ -431,7 +433,7 @@ def test_without_m2_runs_the_m2_claims_are_listed_as_not_measured(tmp_path: Path
 
 def test_default_providers_start_with_the_m2_section() -> None:
     sources = report.providers()
-    assert sources[0] == ("toyrelu.report_m2.section", report_m2.section)
+    assert sources[0] == ("toyrelu.report.m2.section", report_m2.section)
     names = [name.removesuffix(".section") for name, _ in sources[1:]]
     assert names == list(report.OPTIONAL_MODULES)
 

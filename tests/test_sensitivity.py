@@ -13,14 +13,18 @@ import pytest
 from matplotlib.figure import Figure
 
 from helpers import assert_close, run_cli
-from toyrelu import cli, model, training
-from toyrelu import figures_sensitivity as fs
-from toyrelu import knobs as K
-from toyrelu import sensitivity as S
-from toyrelu import sensitivity_report as R
-from toyrelu.config import ConfigError, RunConfig
-from toyrelu.store import Store
-from toyrelu.sweep import InProcess, cost, run_sweep
+from toyrelu import cli
+from toyrelu.analysis import sensitivity as S
+from toyrelu.core import model
+from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.figures import sensitivity as fs
+from toyrelu.report import sensitivity as R
+from toyrelu.runs import knobs as K
+from toyrelu.runs import training
+from toyrelu.runs.executors import InProcess
+from toyrelu.runs.grid import cost
+from toyrelu.runs.store import Store
+from toyrelu.runs.sweep import run_sweep
 
 ISSUE_KNOBS = {"steps", "decay_bias", "bias_init", "loss", "betas", "eps", "lr", "schedule",
                "dtype", "restarts", "n_test"}
@@ -476,9 +480,9 @@ def test_section_is_none_without_a_study(tmp_path: Path) -> None:
 
 
 def test_the_report_finds_the_section_in_the_report_module() -> None:
-    from toyrelu import report
+    from toyrelu.report import build as report
 
-    assert ("toyrelu.sensitivity_report.section", R.section) in report.providers()
+    assert ("toyrelu.report.sensitivity.section", R.section) in report.providers()
     assert not hasattr(S, "section")  # one provider, not two
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyrelu.store import Store, StoreError
+from toyrelu.runs.store import Store, StoreError
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -229,7 +229,7 @@ WRITER = textwrap.dedent(
     import sys
     sys.path.insert(0, sys.argv[1])
     import numpy as np
-    from toyrelu.store import Store
+    from toyrelu.runs.store import Store
 
     with Store(sys.argv[2]) as store:
         i = 0

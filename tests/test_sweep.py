@@ -20,20 +20,16 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from toyrelu import data, engine, metrics, sweep, training
-from toyrelu.config import ConfigError, RunConfig
-from toyrelu.store import Store
-from toyrelu.sweep import (
-    InProcess,
-    LocalProcesses,
-    Outcome,
-    Progress,
-    cost,
-    executor,
-    grid,
-    run_one,
-    run_sweep,
-)
+from toyrelu.core import data, metrics
+from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.engines.cpu import engine
+from toyrelu.runs import executors, progress, sweep, training
+from toyrelu.runs.executors import InProcess, LocalProcesses, executor
+from toyrelu.runs.grid import cost, grid
+from toyrelu.runs.progress import Progress
+from toyrelu.runs.store import Store
+from toyrelu.runs.sweep import run_sweep
+from toyrelu.runs.training import Outcome, run_one
 
 BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
 REQUIRED_METRICS = ("train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds")
@@ -368,9 +364,9 @@ def test_workers_compile_each_kind_of_kernels_once_before_any_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     compiled = []
-    monkeypatch.setattr(sweep, "ProcessPoolExecutor", InlinePool)
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", InlinePool)
     monkeypatch.setattr(training, "compile_kernels", lambda *kind: compiled.append(kind))
-    monkeypatch.setattr(sweep, "_run_in_worker", lambda config: config.run_id)
+    monkeypatch.setattr(executors, "_run_in_worker", lambda config: config.run_id)
     big = engine.CELLS_FROM
     configs = [BASE.replace(n_train=T, n_hidden=m, seed=seed)
                for T in (5, big) for m in (2, 4) for seed in (0, 1)]
@@ -392,9 +388,9 @@ def test_a_kind_that_fails_to_compile_leaves_the_runs_to_report_it(
     def broken(*kind) -> None:
         raise RuntimeError("no compiler")
 
-    monkeypatch.setattr(sweep, "ProcessPoolExecutor", InlinePool)
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", InlinePool)
     monkeypatch.setattr(training, "compile_kernels", broken)
-    monkeypatch.setattr(sweep, "_run_in_worker", lambda config: config.run_id)
+    monkeypatch.setattr(executors, "_run_in_worker", lambda config: config.run_id)
     assert list(LocalProcesses(2).map([BASE], lambda run_id, k: None)) == [BASE.run_id]
 
 
@@ -427,7 +423,7 @@ def progress_pair(monkeypatch: pytest.MonkeyPatch, stream) -> tuple[Progress, Fa
     # Per-step costs n * (T + 40): 20 * 42 = 840 for T = 2 and 20 * 168 = 3,360 for T = 128, so
     # 100 steps of each weigh 84,000 and 336,000 (1/5 and 4/5 of the work).
     clock = FakeClock(1000.0)
-    monkeypatch.setattr(sweep, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     configs = [BASE.replace(n_train=2, steps=100), BASE.replace(n_train=128, steps=100)]
     return Progress(configs, stream), clock, configs
 

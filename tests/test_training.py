@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from helpers import assert_close
-from toyrelu import cells, data, engine, kernels, metrics, model, reference, training
-from toyrelu.config import RunConfig
-from toyrelu.training import RunResult, run
+from toyrelu.core import data, evaluation, metrics, model
+from toyrelu.core.config import RunConfig
+from toyrelu.engines import reference
+from toyrelu.engines.cpu import cells, engine, kernels
+from toyrelu.runs import training
+from toyrelu.runs.training import RunResult, run
 
 
 def memorisation_config(seed: int = 0, **changes) -> RunConfig:
@@ -48,12 +51,12 @@ def test_result_values_are_finite_and_recomputable() -> None:
     # losses: the same deterministic computation repeated here gives the same bits.
     train_set = data.train_set(config).astype("float64")
     test_set = data.test_set(config).astype("float64")
-    assert values["train_loss"] == engine.example_losses(W64, b64, train_set).mean()
+    assert values["train_loss"] == evaluation.example_losses(W64, b64, train_set).mean()
     # engine.loss sums over row tiles, another summation order: float64 rounding over 20 and
     # 200 examples, far under 1e-13.
     for name, X in (("train_loss", train_set), ("test_loss", test_set)):
         assert_close(values[name], engine.loss(W64, b64, X), rtol=1e-13, what=name)
-    losses = engine.example_losses(W64, b64, test_set)
+    losses = evaluation.example_losses(W64, b64, test_set)
     assert values["test_loss"] == losses.mean()
     assert values["test_loss_median"] == np.median(losses)
     assert values["test_loss_p90"] == np.quantile(losses, 0.9)

@@ -8,31 +8,58 @@ The notebook-facing API::
     with toyrelu.Store("runs.sqlite") as store:   # a sweep, resumable
         toyrelu.run_sweep(toyrelu.PRESETS["quick"].configs(), store, toyrelu.LocalProcesses())
         runs = store.runs()                       # pandas DataFrame, one row per run
+
+The names are loaded on first use, so that ``import toyrelu`` (and the command line's commands
+that train nothing) do not load torch, numba or pandas. The layers are packages: ``core``,
+``engines``, ``runs``, ``analysis``, ``figures``, ``report`` and the ``cli`` (docs/architecture.md).
 """
 
-from toyrelu.config import ConfigError, RunConfig
-from toyrelu.metrics import dimensionality, feature_dimensionality, max_dimensionality
-from toyrelu.presets import PRESETS, Preset
-from toyrelu.store import Store, StoreError
-from toyrelu.sweep import InProcess, LocalProcesses, grid, run_sweep
-from toyrelu.training import RunResult
-from toyrelu.training import run as train
+from __future__ import annotations
 
-__all__ = [
-    "PRESETS",
-    "ConfigError",
-    "InProcess",
-    "LocalProcesses",
-    "Preset",
-    "RunConfig",
-    "RunResult",
-    "Store",
-    "StoreError",
-    "dimensionality",
-    "feature_dimensionality",
-    "grid",
-    "max_dimensionality",
-    "run_sweep",
-    "train",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toyrelu.core.config import ConfigError, RunConfig  # noqa: F401
+    from toyrelu.core.metrics import dimensionality, feature_dimensionality, max_dimensionality  # noqa: F401
+    from toyrelu.runs.executors import InProcess, LocalProcesses  # noqa: F401
+    from toyrelu.runs.grid import grid  # noqa: F401
+    from toyrelu.runs.presets import PRESETS, Preset  # noqa: F401
+    from toyrelu.runs.store import Store, StoreError  # noqa: F401
+    from toyrelu.runs.sweep import run_sweep  # noqa: F401
+    from toyrelu.runs.training import RunResult  # noqa: F401
+    from toyrelu.runs.training import run as train  # noqa: F401
+
+# public name -> (module, name there)
+_API = {
+    "ConfigError": ("toyrelu.core.config", "ConfigError"),
+    "RunConfig": ("toyrelu.core.config", "RunConfig"),
+    "dimensionality": ("toyrelu.core.metrics", "dimensionality"),
+    "feature_dimensionality": ("toyrelu.core.metrics", "feature_dimensionality"),
+    "max_dimensionality": ("toyrelu.core.metrics", "max_dimensionality"),
+    "InProcess": ("toyrelu.runs.executors", "InProcess"),
+    "LocalProcesses": ("toyrelu.runs.executors", "LocalProcesses"),
+    "grid": ("toyrelu.runs.grid", "grid"),
+    "PRESETS": ("toyrelu.runs.presets", "PRESETS"),
+    "Preset": ("toyrelu.runs.presets", "Preset"),
+    "Store": ("toyrelu.runs.store", "Store"),
+    "StoreError": ("toyrelu.runs.store", "StoreError"),
+    "run_sweep": ("toyrelu.runs.sweep", "run_sweep"),
+    "RunResult": ("toyrelu.runs.training", "RunResult"),
+    "train": ("toyrelu.runs.training", "run"),
+}
+__all__ = sorted(_API)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'toyrelu' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -16,13 +16,9 @@ import os
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-import pandas as pd
-
-from toyrelu import analysis, report_m2, summary
-from toyrelu.config import (
+from toyrelu.core.config import (
     BIAS_INITS,
     DTYPES,
     ENGINES,
@@ -32,16 +28,13 @@ from toyrelu.config import (
     RunConfig,
     field_names,
 )
-from toyrelu.presets import PRESETS, Preset
-from toyrelu.store import Store, StoreError
-from toyrelu.sweep import (
-    DEVICES,
-    Executor,
-    default_workers,
-    executor,
-    resolve_device,
-    run_sweep,
-)
+from toyrelu.runs.presets import PRESETS, Preset
+from toyrelu.runs.resources import DEVICES, default_workers, resolve_device
+from toyrelu.runs.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from toyrelu.analysis import Finding
+    from toyrelu.runs.executors import Executor
 
 EXPORT_COLUMNS = [
     "run_id", "status", "kept", "n_features", "n_hidden", "sparsity", "n_train", "seed",
@@ -163,6 +156,8 @@ def _device(args: argparse.Namespace) -> str:
 
 def _executor(args: argparse.Namespace, workers: int, device: str) -> Executor:
     """Where the runs train, with the GPU options of ``_add_device_options``."""
+    from toyrelu.runs.executors import executor
+
     return executor(workers, device, args.gpu_cells, args.gpu_dots)
 
 
@@ -233,30 +228,11 @@ def _sweep(preset: Preset, store: Store, args: argparse.Namespace, workers: int,
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
+    from toyrelu.runs.sweep import run_sweep
+
     report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
-
-
-def write_figures(
-    store: Store,
-    out: Path,
-    geometry_T: Sequence[int],
-    run_ids: Collection[str] | None = None,
-) -> tuple[list[str], Any]:
-    """Draw every figure the store supports into ``out`` (PNG + SVG), from all its finished runs
-    or those in ``run_ids``; returns the PNG names and the (per-T table, findings)."""
-    runs = analysis.ok_runs(store, run_ids)
-    if runs.empty:
-        raise StoreError(f"store: {store.path} holds no finished runs to draw")
-    drawn, dims = report_m2.draw(store, out, runs, geometry_T)
-    # The figures leave T = infinity out (no place on a log axis); the table keeps it.
-    infinite = runs[runs["n_train"] == math.inf]
-    if not infinite.empty:
-        dims = pd.concat([dims, analysis.dimensionality_table(store, infinite)],
-                         ignore_index=True)
-    table = analysis.per_T(runs, dims)
-    return [f.name for f in drawn], (table, analysis.findings(table, dims))
 
 
 def _out_dir(path: str) -> Path:
@@ -269,7 +245,7 @@ def _out_dir(path: str) -> Path:
 def _reproduce_experiment(preset: Preset, store: Store, out: Path, run_ids: set[str]) -> None:
     """``reproduce`` for the presets of the other experiments (heatmap, weight decay, ...):
     that experiment's figures and summary.md, from this preset's runs only."""
-    from toyrelu import experiment_sections
+    from toyrelu.report import experiments as experiment_sections
 
     found = experiment_sections.sections(store, out, run_ids, only=[preset.experiment])
     if not found:
@@ -286,7 +262,7 @@ def _status_counts(store: Store, run_ids: Collection[str]) -> dict[str, int]:
     return stored[stored["run_id"].isin(list(run_ids))]["status"].value_counts().to_dict()
 
 
-def _write_summary(out: Path, text: str, found: Sequence[analysis.Finding]) -> None:
+def _write_summary(out: Path, text: str, found: Sequence[Finding]) -> None:
     """summary.md in ``out``, and each checked claim on stdout."""
     (out / "summary.md").write_text(text)
     for f in found:
@@ -295,6 +271,8 @@ def _write_summary(out: Path, text: str, found: Sequence[analysis.Finding]) -> N
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    from toyrelu.report import m2, summary
+
     preset = _preset(args)
     workers = _workers(args)
     device = _device(args)
@@ -306,7 +284,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         if preset.experiment != "double-descent":
             _reproduce_experiment(preset, store, out, run_ids)
             return
-        names, (table, found) = write_figures(store, out, preset.geometry_T, run_ids)
+        names, (table, found) = m2.write_figures(store, out, preset.geometry_T, run_ids)
         counts = _status_counts(store, run_ids)
     settings = {"preset": preset.name, "description": preset.description}
     settings.update({k: v for k, v in preset.base.to_dict().items() if k not in preset.axes})
@@ -325,8 +303,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    from toyrelu import analysis
+    from toyrelu.report import m2
+
     with Store(args.store, create=False) as store:
-        names, _ = write_figures(store, _out_dir(args.out), PRESETS["quick"].geometry_T)
+        names, _ = m2.write_figures(store, _out_dir(args.out), PRESETS["quick"].geometry_T)
         runs = analysis.ok_runs(store)
     # Figures put T on x, average over seeds and split by m; any other setting that varies is
     # pooled, which the user should know about.
@@ -340,7 +321,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from toyrelu import report
+    from toyrelu.report import build as report
 
     out = _out_dir(args.out)
     with Store(args.store, create=False) as store:
@@ -349,6 +330,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from toyrelu import analysis
+
     with Store(args.store, create=False) as store:
         if args.run or args.arrays:
             if not (args.run and args.arrays):
@@ -368,7 +353,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
-    from toyrelu import animation, dynamics
+    from toyrelu.analysis import dynamics
+    from toyrelu.figures import animation
 
     try:
         animation.movie_writer(args.out, args.fps)  # bad names fail before any work
@@ -386,8 +372,9 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> None:
-    from toyrelu import sensitivity, sensitivity_report
-    from toyrelu.knobs import study as make_study
+    from toyrelu.analysis import sensitivity
+    from toyrelu.report import sensitivity as sensitivity_report
+    from toyrelu.runs.knobs import study as make_study
 
     knobs = None if args.knobs is None else [k.strip() for k in args.knobs.split(",")]
     seeds = None if args.seeds is None else [

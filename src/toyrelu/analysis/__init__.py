@@ -1,0 +1,26 @@
+"""Tables and checked claims computed from stored runs; nothing here draws.
+
+``tables`` (the m = 2 sweep's tables and findings, re-exported here), ``experiments`` (the
+other experiments' tables), ``claims`` (their checked claims), ``sensitivity`` (the sensitivity
+study) and ``dynamics`` (one run's snapshots).
+"""
+
+from toyrelu.analysis.tables import (
+    LEARNED_D,
+    PAPER_DENSITY,
+    POSITION_FACTOR,
+    SWEPT,
+    Finding,
+    dimensionality_table,
+    findings,
+    geometry,
+    label_T,
+    mark_kept,
+    ok_runs,
+    per_T,
+    scale,
+)
+
+__all__ = ["LEARNED_D", "PAPER_DENSITY", "POSITION_FACTOR", "SWEPT", "Finding",
+           "dimensionality_table", "findings", "geometry", "label_T", "mark_kept", "ok_runs",
+           "per_T", "scale"]

@@ -1,0 +1,162 @@
+"""The report: one self-contained HTML page (and its markdown twin) on every run of a store.
+
+The page holds a table of contents, the "paper vs toyrelu" table (every claim of PAPER.md
+section 5 that a section checked: the paper's value, toyrelu's and the verdict), one part per
+section (text, figures, tables, the section's settings) and the settings of every run. Images
+are embedded as base64 ``data:`` URIs and the CSS is inline, so the page needs no script and no
+other file; ``report.md`` beside it refers to the PNG files in the same folder.
+
+Sections come from providers, callables ``section(store, out) -> Section | None`` (a list of
+Sections is accepted too) that draw their figures into ``out``. ``PROVIDERS`` lists the built-in
+ones; the ``section`` function of each module in ``OPTIONAL_MODULES`` is added when that module
+exists. To add a section, append its function to ``PROVIDERS`` (or its module's name to
+``OPTIONAL_MODULES``), or pass ``providers=`` to ``write``. A provider that raises is shown as
+an error box in its place and the report goes on.
+
+Verdicts: a Finding is "ok" when it holds, "not ok" when it does not, and "not measured" when
+the runs cannot check it: its ``measured`` text is empty or starts with "not measured" (or its
+``holds`` is None). Claims of a provider that gives no section are listed as not measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from toyrelu import __version__, analysis
+from toyrelu.analysis.tables import Finding
+from toyrelu.core.config import field_names
+from toyrelu.report import m2 as report_m2
+from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
+from toyrelu.report.sections import Section
+from toyrelu.runs.store import Store, StoreError
+
+SectionFn = Callable[[Store, Path], Any]
+
+PROVIDERS: tuple[SectionFn, ...] = (report_m2.section,)
+OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.report.experiments", "toyrelu.report.sensitivity")
+# The claims each provider's module checks (PAPER.md section 5), listed as not measured when
+# it gives no section: (claim, the paper's value).
+EXPECTED: dict[str, tuple[tuple[str, str], ...]] = {
+    "toyrelu.report.m2": report_m2.CLAIMS,
+    "toyrelu.report.experiments": (
+        ("heatmap: the ridge of raised test loss moves to larger T as m grows",
+         "about T = 2k at m = 2, 5k at m = 4, 20k at m = 8"),
+        ("weight decay (m = 4): lower weight decay, bigger bump", "bigger bump at lower decay"),
+        ("weight decay 1.0 removes the bump", "no bump at weight decay 1.0"),
+        ("training length (m = 4): more epochs, bigger bump", "bigger bump with more steps"),
+        ("repeated data (m = 2, T = 30,000): a point repeated about 5 times is memorized and "
+         "displaces a pentagon feature", "boundary near R = 0.4 T / n"),
+        ("generalization starts once each feature appears about 10 times, across sparsities",
+         "T (1 - S) near 10"),
+    ),
+}
+__all__ = ["Failure", "Report", "collect", "providers", "verdict", "write"]
+
+
+def providers() -> list[tuple[str, SectionFn | Exception | None]]:
+    """(name, provider) for PROVIDERS and each OPTIONAL_MODULES entry: the callable, None when
+    the module or its ``section`` is absent, or the exception its import raised."""
+    found: list[tuple[str, SectionFn | Exception | None]] = [(_name(p), p) for p in PROVIDERS]
+    for module_name in OPTIONAL_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # the module exists but an import inside it failed
+                found.append((module_name, exc))
+            else:
+                found.append((module_name, None))
+            continue
+        except Exception as exc:
+            found.append((module_name, exc))
+            continue
+        fn = getattr(module, "section", None)
+        found.append((f"{module_name}.section", fn) if callable(fn) else (module_name, None))
+    return found
+
+
+def collect(
+    store: Store, out: Path, sources: Sequence[tuple[str, SectionFn | Exception | None]],
+    warn: Callable[[str], None],
+) -> Report:
+    """Call every provider and gather the parts, their claims and the run table."""
+    parts: list[Section | Failure] = []
+    claims: list[tuple[int | None, Finding]] = []
+    for name, source in sources:
+        module = getattr(source, "__module__", None) if callable(source) else name
+        expected = EXPECTED.get(module or name, ())
+        try:
+            if isinstance(source, Exception):
+                raise source
+            result = None if source is None else source(store, out)
+            sections = [] if result is None else (
+                [result] if isinstance(result, Section) else list(result))
+            if not all(isinstance(part, Section) for part in sections):
+                raise TypeError(f"{name} returned {result!r:.80}, not a Section or a list of them")
+        except Exception as exc:
+            message = _describe(exc)
+            warn(f"toyrelu: warning: section {name} failed: {message.splitlines()[0]}")
+            parts.append(Failure(f"{name} failed", message))
+            why = f"not measured: {name} failed"
+        else:
+            for part in sections:
+                parts.append(part)
+                claims += [(len(parts) - 1, f) for f in part.findings]
+            if sections:
+                continue
+            why = ("not measured: the store holds no runs for it" if source is not None
+                   else f"not measured: {name} is not available")
+        claims += [(None, Finding(claim, why, False, paper)) for claim, paper in expected]
+    runs = analysis.mark_kept(store.runs())
+    fields = [f for f in field_names() if f in runs]
+    varying = [f for f in fields if runs[f].astype(str).nunique() > 1]
+    shared = {f: runs[f].iloc[0] for f in fields if f not in varying}
+    counts = runs["status"].value_counts()
+    intro = (
+        f"The {len(runs)} runs of {store.path.name} ({counts.get('ok', 0)} finished, "
+        f"{counts.get('failed', 0)} failed) reproduce the ReLU-output toy model of "
+        "*Superposition, Memorization, and Double Descent* (Henighan et al., 2023). Each row of "
+        "the first table is a claim of the paper with the paper's value, toyrelu's value "
+        "measured from the stored runs and the verdict; every number on this page is computed "
+        f"from the store. Written by toyrelu {__version__}."
+    )
+    return Report(f"toyrelu report: {store.path.name}", intro, parts, claims, runs, varying,
+                  shared)
+
+
+def write(
+    store: Store, out: Path, sources: Sequence[tuple[str, SectionFn | Exception | None]] | None
+    = None, *, warn: Callable[[str], None] | None = None,
+) -> tuple[Path, Path]:
+    """Draw every section into ``out`` and write ``report.html`` and ``report.md`` there.
+
+    Raises StoreError when the store holds no finished run. Returns both paths.
+    """
+    runs = store.runs()
+    if runs.empty or not (runs["status"] == "ok").any():
+        raise StoreError(f"store: {store.path} holds no finished runs to report on")
+    out.mkdir(parents=True, exist_ok=True)
+    report = collect(store, out, providers() if sources is None else sources,
+                     warn or (lambda line: print(line, file=sys.stderr)))
+    paths = out / "report.html", out / "report.md"
+    paths[0].write_text(to_html(report, out), encoding="utf-8")
+    paths[1].write_text(to_markdown(report, out), encoding="utf-8")
+    return paths
+
+
+def _name(fn: SectionFn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _describe(exc: Exception) -> str:
+    """``Type: message``, then where it was raised (the innermost frame)."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f"\n(raised in {Path(last.filename).name}, line {last.lineno}, in {last.name})"
+    return text

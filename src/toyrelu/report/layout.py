@@ -1,0 +1,315 @@
+"""Layout of the report: one ``Report`` as a self-contained HTML page and as markdown.
+
+The HTML embeds every figure as a base64 ``data:`` URI and carries its CSS inline: no script,
+no other file, no network. Every piece of text is escaped (run settings and error messages are
+user data); a section's own ``text`` is markdown of which paragraphs, "- " lists, inline code,
+bold and italics are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import mimetypes
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from toyrelu.analysis.tables import Finding
+from toyrelu.report.sections import Section
+
+VERDICT_CLASS = {"ok": "ok", "not ok": "not-ok", "not measured": "not-measured"}
+VERDICT_MARK = {"ok": "✓ ok", "not ok": "✗ not ok", "not measured": "– not measured"}
+RUN_METRICS = {"train_loss": "train loss", "test_loss": "test loss"}
+CSS = """
+body { font: 15px/1.5 system-ui, sans-serif; color: #1b1b1b; margin: 0; background: #fafafa; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5em 2em 4em; background: #fff; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.8em 0 1.2em; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+.runs { display: block; overflow-x: auto; }
+td.verdict { font-weight: 600; white-space: nowrap; }
+td.ok { background: #e3f4e1; color: #1d6b1a; } td.not-ok { background: #fbe3e1; color: #a3211a; }
+td.not-measured { background: #eeeeee; color: #666; }
+figure { margin: 1em 0 1.5em; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: 13px; color: #444; }
+.failed { border: 2px solid #c0392b; background: #fdf0ef; padding: 0.5em 1em; }
+pre.error { white-space: pre-wrap; color: #a3211a; }
+.missing { color: #a3211a; font-style: italic; }
+a.from { font-size: 12px; color: #666; }
+"""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A provider that raised: shown in its section's place."""
+
+    title: str
+    message: str
+
+
+@dataclass
+class Report:
+    """Everything the page shows, before layout.
+
+    Attributes:
+        parts: the sections, or the failures of providers that raised, in order.
+        claims: (index in ``parts`` it came from or None, finding) for the paper vs toyrelu table.
+        runs: every stored run (``Store.runs``) with ``kept`` (``analysis.mark_kept``).
+        varying: config fields that differ between runs; ``shared`` holds the others' values.
+    """
+
+    title: str
+    intro: str
+    parts: list[Section | Failure]
+    claims: list[tuple[int | None, Finding]]
+    runs: pd.DataFrame
+    varying: list[str]
+    shared: dict[str, object]
+
+
+def verdict(finding: Finding) -> str:
+    """"ok", "not ok", or "not measured" when the runs cannot check the claim: its ``measured``
+    text is empty or starts with "not measured", or its ``holds`` is None."""
+    measured = (finding.measured or "").strip()
+    if finding.holds is None or not measured or measured.startswith("not measured"):
+        return "not measured"
+    return "ok" if finding.holds else "not ok"
+
+
+def to_html(report: Report, out: Path) -> str:
+    """The page; figures are read from ``out`` and embedded."""
+    e = html.escape
+    parts = [f'<li><a href="#part-{i + 1}">{e(p.title)}</a></li>'
+             for i, p in enumerate(report.parts)]
+    toc = ['<li><a href="#paper-vs-toyrelu">Paper vs toyrelu</a></li>', *parts,
+           '<li><a href="#settings">Settings of every run</a></li>']
+    body = [f"<h1>{e(report.title)}</h1>", f'<p class="intro">{inline_html(report.intro)}</p>',
+            f'<nav id="contents"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>',
+            _claims_html(report)]
+    for i, part in enumerate(report.parts):
+        body.append(_part_html(part, f"part-{i + 1}", out))
+    body.append(_settings_html(report))
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>{e(report.title)}</title>\n<link rel="icon" href="data:,">\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n" + "\n".join(body)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+def to_markdown(report: Report, out: Path) -> str:
+    """The markdown twin; figures are referenced by their file names in ``out``."""
+    lines = [f"# {md(report.title)}", "", md_text(report.intro), "",
+             "## Paper vs toyrelu", ""]
+    rows = [[f.claim, f.paper or "–", f.measured or "–", verdict(f)] for _, f in report.claims]
+    lines += [md_table(["claim", "paper", "toyrelu", "verdict"], rows), ""]
+    for part in report.parts:
+        lines += [f"## {md(part.title)}", ""]
+        if isinstance(part, Failure):
+            lines += ["This section could not be built:", "", "```", part.message, "```", ""]
+            continue
+        if part.text:
+            lines += [md_text(part.text), ""]
+        for figure in part.figures:
+            if (out / figure.name).is_file():
+                lines += [f"![{md(figure.caption)}]({figure.name})", "", md(figure.caption), ""]
+            else:
+                lines += [f"*Figure {md(figure.name)} was not written.*", ""]
+        for caption, table in part.tables:
+            lines += [f"**{md(caption)}**", "", md_table(list(map(str, table.columns)),
+                      [[number(v) for v in row] for row in table.itertuples(index=False)]), ""]
+        if part.settings:
+            lines += ["Settings:", "", md_table(["setting", "value"], [
+                [k, setting(v)] for k, v in part.settings.items()]), ""]
+    columns, rows = _run_rows(report)
+    lines += ["## Settings of every run", "", "Shared by every run:", "",
+              md_table(["setting", "value"], [[k, setting(v)] for k, v in report.shared.items()]),
+              "", "Each run:", "", md_table(columns, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def _claims_html(report: Report) -> str:
+    e = html.escape
+    counts = {v: 0 for v in VERDICT_CLASS}
+    rows = []
+    for where, finding in report.claims:
+        v = verdict(finding)
+        counts[v] += 1
+        source = "" if where is None else (
+            f' <a class="from" href="#part-{where + 1}">({e(report.parts[where].title)})</a>')
+        rows.append(f"<tr><td>{e(finding.claim)}{source}</td><td>{e(finding.paper or '–')}</td>"
+                    f"<td>{e(finding.measured or '–')}</td>"
+                    f'<td class="verdict {VERDICT_CLASS[v]}">{e(VERDICT_MARK[v])}</td></tr>')
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    head = "<tr><th>claim</th><th>paper</th><th>toyrelu</th><th>verdict</th></tr>"
+    return (f'<section id="paper-vs-toyrelu"><h2>Paper vs toyrelu</h2><p>{e(tally)}.</p>'
+            f'<table class="claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+            "</section>")
+
+
+def _part_html(part: Section | Failure, anchor: str, out: Path) -> str:
+    e = html.escape
+    if isinstance(part, Failure):
+        return (f'<section id="{anchor}" class="part failed"><h2>{e(part.title)}</h2>'
+                f'<p>This section could not be built:</p><pre class="error">{e(part.message)}'
+                "</pre></section>")
+    body = [f"<h2>{e(part.title)}</h2>", markdown_html(part.text)]
+    for figure in part.figures:
+        path = out / figure.name
+        if path.is_file():
+            width = display_width(path.read_bytes())
+            size = f' width="{width}"' if width else ""
+            body.append(f'<figure><img src="{data_uri(path)}"{size} alt="{e(figure.caption)}">'
+                        f"<figcaption>{e(figure.caption)}</figcaption></figure>")
+        else:
+            body.append(f'<p class="missing">Figure {e(figure.name)} was not written.</p>')
+    for caption, table in part.tables:
+        body.append(html_table(list(map(str, table.columns)),
+                               [[number(v) for v in row] for row in table.itertuples(index=False)],
+                               caption))
+    if part.settings:
+        body.append(html_table(["setting", "value"],
+                               [[k, setting(v)] for k, v in part.settings.items()], "Settings"))
+    return f'<section id="{anchor}" class="part">' + "\n".join(body) + "</section>"
+
+
+def _settings_html(report: Report) -> str:
+    columns, rows = _run_rows(report)
+    shared = [[k, setting(v)] for k, v in report.shared.items()]
+    return ('<section id="settings"><h2>Settings of every run</h2>'
+            + html_table(["setting", "value"], shared, "Shared by every run")
+            + html_table(columns, rows, f"Each run ({len(rows)})", css="runs")
+            + "</section>")
+
+
+def _run_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    runs = report.runs
+    if report.varying:
+        runs = runs.sort_values(report.varying, kind="stable", na_position="last")
+    columns = ["run_id", *report.varying, "status", "kept"]
+    metrics = [m for m in RUN_METRICS if m in runs]
+    has_error = "error" in runs and runs["error"].notna().any()
+    rows = []
+    for _, run in runs.iterrows():
+        row = [setting(run[c]) for c in columns[:-1]] + ["yes" if run["kept"] else "no"]
+        row += [number(run[m]) for m in metrics]
+        rows.append(row + ([setting(run["error"]) if isinstance(run["error"], str) else ""]
+                           if has_error else []))
+    return columns + [RUN_METRICS[m] for m in metrics] + (["error"] if has_error else []), rows
+
+
+def html_table(columns: list[str], rows: list[list[str]], caption: str = "",
+               css: str = "") -> str:
+    """An escaped HTML table; cells that read as numbers are right-aligned."""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{e(v)}</td>' if _numeric(v) else f"<td>{e(v)}</td>"
+                         for v in row) + "</tr>"
+        for row in rows)
+    cap = f"<caption>{e(caption)}</caption>" if caption else ""
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def md_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A markdown pipe table with every cell escaped."""
+    lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def md(text: str) -> str:
+    """Text safe in markdown (and in a table cell): no raw HTML, no cell break, one line."""
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def md_text(text: str) -> str:
+    """Markdown text with no raw HTML: ``<`` outside code spans becomes ``&lt;``."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+
+
+def data_uri(path: Path) -> str:
+    """The file as a base64 ``data:`` URI (PNG unless its suffix says otherwise)."""
+    kind = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def display_width(png: bytes) -> int | None:
+    """CSS width of a PNG at its nominal size: pixels x 96 / its dpi (its pHYs chunk), so a
+    150-dpi figure shows as large as matplotlib drew it in inches; None if unknown."""
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    width, pos = int.from_bytes(png[16:20], "big"), 8
+    while pos + 8 <= len(png):
+        length, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
+        if kind == b"pHYs" and png[pos + 16] == 1:  # unit 1: pixels per metre
+            dpi = int.from_bytes(png[pos + 8:pos + 12], "big") * 0.0254
+            return round(width * 96 / dpi) if dpi > 0 else None
+        if kind == b"IDAT":  # pHYs must come before the image data
+            return None
+        pos += 12 + length
+    return None
+
+
+def setting(value: object) -> str:
+    """A config value as text: exact floats, ``inf``, ``none`` for a missing value."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value):
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def number(value: object) -> str:
+    """A measured value as text: 4 significant digits, – for a missing one."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.4g}"
+    return str(value)
+
+
+def inline_html(text: str) -> str:
+    """Escaped text with markdown's inline code, bold and italics turned into HTML."""
+    text = html.escape(text)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"(?<![*\w])\*([^*\s][^*]*)\*(?![*\w])", r"<em>\1</em>", text)
+
+
+def markdown_html(text: str) -> str:
+    """Markdown text as HTML: paragraphs, "- " lists, inline code, bold and italics."""
+    blocks = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        if lines and all(line.startswith(("- ", "* ")) for line in lines):
+            blocks.append("<ul>" + "".join(f"<li>{inline_html(x[2:])}</li>" for x in lines)
+                          + "</ul>")
+        elif lines:
+            blocks.append(f"<p>{inline_html(' '.join(lines))}</p>")
+    return "\n".join(blocks)
+
+
+def _numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?|inf|–", text))

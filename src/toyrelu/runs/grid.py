@@ -1,0 +1,47 @@
+"""Sweep grids: every combination of some config fields around a base, and what each run costs.
+
+``cost`` weighs runs so that sweeps start with the largest (most of a sweep's work sits in its
+few largest runs) and progress bars and estimates weigh each step by its work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toyrelu.core.config import RunConfig
+
+
+def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
+    """Every combination of the axis values applied to ``base`` (validated, duplicates dropped)."""
+    names = list(axes)
+    configs: dict[str, RunConfig] = {}
+    for values in itertools.product(*(axes[name] for name in names)):
+        config = base.replace(**dict(zip(names, values, strict=True)))
+        configs.setdefault(config.run_id, config)
+    return list(configs.values())
+
+
+# Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
+# n_hidden = 2: measured at n = 1,000, T = 3,000 (best of three 400-step runs, one process).
+# m = 16 was 0.15 before its kernels skipped the features a group leaves inactive and read
+# the nonzeros transposed; heatmap-quick's m = 16 column took 329 core-seconds instead of 795
+# since (2.4x), hence 0.36.
+SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
+                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
+
+
+SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
+
+
+def cost(config: RunConfig) -> float:
+    """Relative cost of a run, in (example, feature) pairs at n_hidden = 2: pairs visited,
+    plus the per-step overhead (AdamW and the gradient flush, measured at about 40 pairs' worth
+    per feature), over the engine's relative speed at the run's n_hidden
+    (``SPEED_BY_HIDDEN``). A fresh batch per step (T = infinity) costs about as much again to
+    sample."""
+    rows = config.examples_per_step * (2 if config.infinite else 1)
+    speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
+    return config.steps * (rows + 40) * config.n_features / speed
+

@@ -1,0 +1,219 @@
+"""Named sweeps: a base config plus the axes swept around it, one per experiment of the paper.
+
+Presets are plain Python objects, type-checked like everything else; the CLI's overrides turn
+into ``Preset.override`` calls, never into branches in shared code. Every experiment of PAPER.md
+section 5 has a preset at paper scale (n = 10,000, S = 0.999, 50,000 steps) and a reduced twin
+named ``NAME-quick`` (n = 1,000, S = 0.99, where the transitions sit at about 10x smaller T) that
+fits in 15 minutes on 2 CPU cores (``cpu_seconds``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from toyrelu.core.config import RunConfig
+from toyrelu.runs.grid import cost, grid
+
+PAPER_T = (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000,
+           50_000, 100_000, 200_000, 500_000, math.inf)
+GEOMETRY_T = (3, 5, 6, 8, 10, 15, 30)
+QUICK_T = (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 300, 500, 1_000, 2_000, 5_000)
+HEATMAP_M = (2, 3, 4, 5, 6, 7, 8, 9, 10, 16)
+HEATMAP_T = (200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000)
+WEIGHT_DECAYS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
+REPEATS = (1, 2, 3, 5, 10, 20, 50)
+# Appearances per feature, T (1 - S), of the sparsity experiment's training sets.
+FEATURE_COUNTS = (1, 2, 5, 10, 20, 50)
+SEEDS = (0, 1, 2, 3)
+
+# The experiment a preset belongs to (``Preset.experiment``): which figures and summary
+# ``toyrelu reproduce`` draws for it. "double-descent" is the m = 2 T sweep of figures 1-4.
+EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "repeated",
+               "sparsity")
+
+# Fused CPU engine, one single-threaded process per core, n = 1,000: (example, feature) pairs
+# per second per core at n_hidden = 2 (PERFORMANCE.md gives 2-3e9 on a loaded 2-core machine);
+# ``sweep.cost`` scales other hidden sizes by their measured speed.
+CPU_PAIRS_PER_SECOND = 2.5e9
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A sweep: ``base`` with every combination of ``axes`` (field name -> values).
+
+    ``blocks``, if given, splits the sweep into parts: each block's axes replace the shared
+    ``axes`` of the same names, and the sweep is the union of the parts (the sparsity experiment
+    uses one block per S, each with its own T list). ``experiment`` names the experiment the
+    preset belongs to (one of ``EXPERIMENTS``). ``geometry_T`` lists the T values of the m = 2
+    geometry figure (one column each), plus the largest T of the sweep.
+    """
+
+    name: str
+    description: str
+    base: RunConfig
+    axes: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    geometry_T: tuple[int, ...] = GEOMETRY_T
+    experiment: str = "double-descent"
+    blocks: tuple[Mapping[str, tuple[Any, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment: {self.experiment!r} must be one of "
+                             f"{', '.join(EXPERIMENTS)}")
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of the sweep, each once."""
+        out: dict[str, RunConfig] = {}
+        for block in self.blocks or ({},):
+            for config in grid(self.base, {**self.axes, **block}):
+                out.setdefault(config.run_id, config)
+        return list(out.values())
+
+    def override(self, values: Mapping[str, Sequence[Any]]) -> Preset:
+        """Set fields: one value changes the base, several make (or replace) a sweep axis; a
+        field set here is dropped from every block.
+
+        Unknown field names raise ConfigError when the base is rebuilt."""
+        scalars = {k: v[0] for k, v in values.items() if len(v) == 1}
+        axes = {k: v for k, v in self.axes.items() if k not in values}
+        axes.update({k: tuple(v) for k, v in values.items() if len(v) > 1})
+        blocks = tuple({k: v for k, v in b.items() if k not in values} for b in self.blocks)
+        return Preset(self.name, self.description, self.base.replace(**scalars), axes,
+                      self.geometry_T, self.experiment, blocks)
+
+
+def cpu_seconds(configs: Sequence[RunConfig], cores: int = 2) -> float:
+    """Estimated wall time of a sweep on ``cores`` CPU cores with the fused engine: the runs'
+    ``sweep.cost`` (pairs at n_hidden = 2) over the measured throughput
+    ``CPU_PAIRS_PER_SECOND``, spread evenly over the cores."""
+    return sum(cost(config) for config in configs) / CPU_PAIRS_PER_SECOND / cores
+
+
+def per_sparsity(
+    sparsities: Sequence[float], counts: Sequence[int]
+) -> tuple[dict[str, tuple[Any, ...]], ...]:
+    """One block per sparsity S whose T list gives each feature ``counts`` appearances on
+    average: T = round(count / (1 - S))."""
+    return tuple(
+        {"sparsity": (S,), "n_train": tuple(round(c / (1.0 - S)) for c in counts)}
+        for S in sparsities
+    )
+
+
+PAPER_BASE = RunConfig(n_features=10_000, n_hidden=2, sparsity=0.999, steps=50_000)
+QUICK_BASE = RunConfig(n_features=1_000, n_hidden=2, sparsity=0.99, steps=10_000)
+
+_PRESETS = [
+    Preset(
+        "smoke",
+        "seconds-long sanity check: n = 50, S = 0.9, m = 2, four T, 300 steps",
+        RunConfig(n_features=50, n_hidden=2, sparsity=0.9, n_train=3, steps=300, n_test=500),
+        {"n_train": (3, 5, 30, 300), "seed": (0, 1)},
+        geometry_T=(3, 5),
+    ),
+    Preset(
+        "quick",
+        "the reduced setting (n = 1,000, S = 0.99, m = 2), memorization to generalization, "
+        "4 seeds, 10,000 steps",
+        QUICK_BASE,
+        {"n_train": QUICK_T, "seed": SEEDS},
+    ),
+    Preset(
+        "paper",
+        "PAPER.md's m = 2 setting: n = 10,000, S = 0.999, 50,000 steps, 4 seeds, T from 3 to "
+        "500k and infinity (a fresh batch of 1,000 per step)",
+        PAPER_BASE,
+        {"n_train": PAPER_T, "seed": SEEDS},
+    ),
+    Preset(
+        "quick-full",
+        "quick with the large T of the paper's list scaled to the reduced setting: T up to "
+        "20,000 and infinity (a fresh batch of 1,000 per step), 4 seeds, 10,000 steps",
+        QUICK_BASE,
+        {"n_train": (*QUICK_T, 10_000, 20_000, math.inf), "seed": SEEDS},
+    ),
+    Preset(
+        "heatmap",
+        "figure 5: mean test loss over m = 2..10, 16 and T = 200..500k, paper scale, 4 seeds",
+        PAPER_BASE,
+        {"n_hidden": HEATMAP_M, "n_train": HEATMAP_T, "seed": SEEDS},
+        experiment="heatmap",
+    ),
+    Preset(
+        "heatmap-quick",
+        "figure 5, reduced: m = 2, 3, 4, 6, 8, 16 and T = 100..10,000, 3 seeds, 5,000 steps",
+        QUICK_BASE.replace(steps=5_000),
+        {"n_hidden": (2, 3, 4, 6, 8, 16), "n_train": (100, 300, 1_000, 3_000, 10_000),
+         "seed": (0, 1, 2)},
+        experiment="heatmap",
+    ),
+    Preset(
+        "weight-decay",
+        "appendix: weight decay 0..1 at m = 4, T = 200..100k, paper scale, 4 seeds",
+        PAPER_BASE.replace(n_hidden=4),
+        {"weight_decay": WEIGHT_DECAYS, "n_train": HEATMAP_T[:9], "seed": SEEDS},
+        experiment="weight-decay",
+    ),
+    Preset(
+        "weight-decay-quick",
+        "appendix, reduced: weight decay 0..1 at m = 4, T = 50..5,000, 3 seeds, 10,000 steps",
+        QUICK_BASE.replace(n_hidden=4),
+        {"weight_decay": WEIGHT_DECAYS,
+         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
+        experiment="weight-decay",
+    ),
+    Preset(
+        "training-length",
+        "appendix: 12.5k to 100k steps at m = 4 (warmup 5%), T = 200..100k, paper scale, 4 seeds",
+        PAPER_BASE.replace(n_hidden=4),
+        {"steps": (12_500, 25_000, 50_000, 100_000), "n_train": HEATMAP_T[:9], "seed": SEEDS},
+        experiment="training-length",
+    ),
+    Preset(
+        "training-length-quick",
+        "appendix, reduced: 2,500 to 20,000 steps at m = 4 (warmup 5%), T = 50..5,000, 3 seeds",
+        QUICK_BASE.replace(n_hidden=4),
+        {"steps": (2_500, 5_000, 10_000, 20_000),
+         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
+        experiment="training-length",
+    ),
+    Preset(
+        "repeated",
+        "repeated data: one training point repeated R = 1..50 times, m = 2, T = 10k, 30k, "
+        "100k (T/n = 1, 3, 10), paper scale, 4 seeds",
+        PAPER_BASE.replace(n_repeated=1),
+        {"repeats": REPEATS, "n_train": (10_000, 30_000, 100_000), "seed": SEEDS},
+        experiment="repeated",
+    ),
+    Preset(
+        "repeated-quick",
+        "repeated data, reduced: one point repeated R = 1..50 times, m = 2, T = 1k, 3k, 10k "
+        "(T/n = 1, 3, 10), 2 seeds, 10,000 steps",
+        QUICK_BASE.replace(n_repeated=1),
+        {"repeats": REPEATS, "n_train": (1_000, 3_000, 10_000), "seed": (0, 1)},
+        experiment="repeated",
+    ),
+    Preset(
+        "sparsity",
+        "generalization onset vs T(1 - S) = 1..50 for S = 0.997, 0.999, 0.9997, m = 2, paper "
+        "scale, 4 seeds",
+        PAPER_BASE,
+        {"seed": SEEDS},
+        experiment="sparsity",
+        blocks=per_sparsity((0.997, 0.999, 0.9997), FEATURE_COUNTS),
+    ),
+    Preset(
+        "sparsity-quick",
+        "generalization onset vs T(1 - S) = 1..50 for S = 0.97, 0.98, 0.99, 0.995, m = 2, "
+        "n = 1,000, 3 seeds, 10,000 steps",
+        QUICK_BASE,
+        {"seed": (0, 1, 2)},
+        experiment="sparsity",
+        blocks=per_sparsity((0.97, 0.98, 0.99, 0.995), FEATURE_COUNTS),
+    ),
+]
+
+PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}

@@ -1,0 +1,32 @@
+"""What a sweep may run on: the device (CPU or a CUDA GPU) and the number of CPU workers.
+
+Light on purpose: the command line reads these before it knows whether it will train at all.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for a requested device; "auto" takes a usable CUDA GPU when there is
+    one. Raises ValueError (one line) for an unknown name or a GPU that is not there."""
+    if device not in DEVICES:
+        raise ValueError(f"device: {device!r} must be one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    from toyrelu.engines import gpu
+
+    if gpu.available():
+        return "cuda"
+    if device == "cuda":
+        raise ValueError("device: cuda was requested but no usable CUDA GPU (with triton) is here")
+    return "cpu"
