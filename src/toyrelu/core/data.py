@@ -1,4 +1,5 @@
-"""Sparse synthetic data (PAPER.md section 2) and the seed streams every sampler draws from.
+"""Sparse synthetic data (docs/experiment.md, section 2) and the seed streams every sampler
+draws from.
 
 Each feature is 0 with probability S and otherwise Uniform[0, 1]; each example is rescaled to
 unit L2 norm, and an all-zero example stays all-zero. Data are kept in CSR form: at paper
@@ -129,7 +130,7 @@ def _distinct_indices(
     indices = generator.integers(0, n_features, size=len(rows))
     dense_rows = np.diff(indptr) > n_features // 2
     # ``rows`` is sorted, so sorting the single key row * n + column keeps every entry in its
-    # row and sorts columns within rows: one integer sort, ~10x faster than a two-key lexsort.
+    # row and sorts columns within rows: one integer sort instead of a two-key lexsort.
     base = rows * n_features
     while True:
         keys = np.sort(base + indices)

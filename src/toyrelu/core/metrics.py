@@ -1,4 +1,4 @@
-"""Metrics of a trained model (PAPER.md section 4): fractional dimensionality and norms.
+"""Metrics of a trained model (docs/experiment.md, section 4): fractional dimensionality and norms.
 
 Every dimensionality here is computed through the m x m Gram matrix G = sum_j v_j v_j^T, so it
 costs O(count * m^2) and never O(count^2).

@@ -1,4 +1,4 @@
-"""The ReLU-output toy model (PAPER.md section 1): h = W x, x' = ReLU(W^T h + b), tied W.
+"""The ReLU-output toy model (docs/experiment.md, section 1): h = W x, x' = ReLU(W^T h + b), tied W.
 
 Plain, dense PyTorch: this is the definition that every faster engine is checked against.
 """
@@ -51,7 +51,8 @@ def loss(
 ) -> torch.Tensor:
     """Squared error summed (or averaged) over features and averaged over examples.
 
-    With ``reduction="sum"`` and unit-norm inputs, predicting zero gives exactly 1.0 (PAPER.md 1).
+    With ``reduction="sum"`` and unit-norm inputs, predicting zero gives exactly 1.0
+    (docs/experiment.md, section 1).
     """
     per_example = ((forward(W, b, X) - X) ** 2).sum(dim=1)
     if reduction == "mean":

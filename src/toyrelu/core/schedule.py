@@ -1,4 +1,5 @@
-"""Learning-rate schedules (PAPER.md section 3), one value per step, shared by every engine."""
+"""Learning-rate schedules (docs/experiment.md, section 3): one value per step, shared by every
+engine."""
 
 from __future__ import annotations
 

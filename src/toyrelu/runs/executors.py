@@ -69,11 +69,12 @@ def _compile_in_worker(kind: training.KernelKind) -> None:
 class LocalProcesses:
     """Runs configs in ``workers`` single-threaded local processes (default: one per core).
 
-    Separate processes use the cores more reliably than threads inside one step (docs/engines.md).
+    Separate processes use the cores more reliably than threads inside one step
+    (docs/engines.md).
     Workers are started with "spawn", which is safe whatever threads the parent has started.
     Before the first run, the workers compile the kinds of kernels the runs need
     (``training.kernel_kinds``), each kind in one worker, longest first: on a fresh install
-    every worker would otherwise compile every kind itself (each takes 15-50 s) before its
+    every worker would otherwise compile every kind itself (tens of seconds each) before its
     first run. With the kernels already cached on disk this only loads them.
     """
 

@@ -24,24 +24,21 @@ def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
 
 
 # Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
-# n_hidden = 2: measured at n = 1,000, T = 3,000 (best of three 400-step runs, one process).
-# m = 16 was 0.15 before its kernels skipped the features a group leaves inactive and read
-# the nonzeros transposed; heatmap-quick's m = 16 column took 329 core-seconds instead of 795
-# since (2.4x), hence 0.36.
+# n_hidden = 2, so that a run's cost is its real work. Re-measured by
+# benchmarks/bench_engine.py at each m against m = 2; the measurements are in docs/engines.md.
 SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
                    9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
-
-
 SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
+# The per-step work besides the pairs (AdamW and the gradient flush), in pairs per feature.
+STEP_OVERHEAD = 40
 
 
 def cost(config: RunConfig) -> float:
     """Relative cost of a run, in (example, feature) pairs at n_hidden = 2: pairs visited,
-    plus the per-step overhead (AdamW and the gradient flush, measured at about 40 pairs' worth
-    per feature), over the engine's relative speed at the run's n_hidden
-    (``SPEED_BY_HIDDEN``). A fresh batch per step (T = infinity) costs about as much again to
-    sample."""
+    plus the per-step overhead (``STEP_OVERHEAD`` pairs per feature), over the engine's
+    relative speed at the run's n_hidden (``SPEED_BY_HIDDEN``). A fresh batch per step
+    (T = infinity) costs about as much again to sample."""
     rows = config.examples_per_step * (2 if config.infinite else 1)
     speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
-    return config.steps * (rows + 40) * config.n_features / speed
+    return config.steps * (rows + STEP_OVERHEAD) * config.n_features / speed
 
