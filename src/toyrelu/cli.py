@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -26,21 +26,14 @@ from toyrelu.core.config import (
     SCHEDULES,
     ConfigError,
     RunConfig,
-    field_names,
 )
 from toyrelu.runs.presets import PRESETS, Preset
 from toyrelu.runs.resources import DEVICES, default_workers, resolve_device
 from toyrelu.runs.store import Store, StoreError
 
 if TYPE_CHECKING:
-    from toyrelu.analysis import Finding
     from toyrelu.runs.executors import Executor
 
-EXPORT_COLUMNS = [
-    "run_id", "status", "kept", "n_features", "n_hidden", "sparsity", "n_train", "seed",
-    "restart", "steps", "lr", "weight_decay", "train_loss", "test_loss", "test_loss_median",
-    "test_loss_p90", "test_share_above_2", "W_norm", "b_norm", "wall_seconds",
-]
 ALIASES = {"seeds": "seed"}
 CHOICES = {
     "schedule": SCHEDULES,
@@ -242,36 +235,8 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _reproduce_experiment(preset: Preset, store: Store, out: Path, run_ids: set[str]) -> None:
-    """``reproduce`` for the presets of the other experiments (heatmap, weight decay, ...):
-    that experiment's figures and summary.md, from this preset's runs only."""
-    from toyrelu.report import experiments as experiment_sections
-
-    found = experiment_sections.sections(store, out, run_ids, only=[preset.experiment])
-    if not found:
-        raise StoreError(f"store: {store.path} holds no finished runs of preset {preset.name}")
-    text = experiment_sections.markdown(f"toyrelu reproduce: {preset.name}", found,
-                                        _status_counts(store, run_ids),
-                                        intro=preset.description)
-    _write_summary(out, text, [f for section in found for f in section.findings])
-
-
-def _status_counts(store: Store, run_ids: Collection[str]) -> dict[str, int]:
-    """How many of ``run_ids`` the store holds per status ("ok", "failed")."""
-    stored = store.runs()
-    return stored[stored["run_id"].isin(list(run_ids))]["status"].value_counts().to_dict()
-
-
-def _write_summary(out: Path, text: str, found: Sequence[Finding]) -> None:
-    """summary.md in ``out``, and each checked claim on stdout."""
-    (out / "summary.md").write_text(text)
-    for f in found:
-        print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
-    print(f"toyrelu: figures and summary.md in {out}")
-
-
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from toyrelu.report import m2, summary
+    from toyrelu.report import reproduce
 
     preset = _preset(args)
     workers = _workers(args)
@@ -279,19 +244,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = _out_dir(args.out)
     with Store(out / "runs.sqlite") as store:
         _sweep(preset, store, args, workers, device)
-        # The folder may hold runs of another preset too: report on this preset's runs only.
-        run_ids = {c.run_id for c in preset.configs()}
-        if preset.experiment != "double-descent":
-            _reproduce_experiment(preset, store, out, run_ids)
-            return
-        names, (table, found) = m2.write_figures(store, out, preset.geometry_T, run_ids)
-        counts = _status_counts(store, run_ids)
-    settings = {"preset": preset.name, "description": preset.description}
-    settings.update({k: v for k, v in preset.base.to_dict().items() if k not in preset.axes})
-    settings.update({k: ", ".join(map(str, v)) for k, v in preset.axes.items()})
-    text = summary.markdown(f"toyrelu reproduce: {preset.name}", settings, table, found, names,
-                            counts)
-    _write_summary(out, text, found)
+        found = reproduce.write(preset, store, out)
+    for f in found:
+        print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
+    print(f"toyrelu: figures and summary.md in {out}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -303,17 +259,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from toyrelu import analysis
-    from toyrelu.report import m2
+    from toyrelu.report import store_figures
 
     with Store(args.store, create=False) as store:
-        names, _ = m2.write_figures(store, _out_dir(args.out), PRESETS["quick"].geometry_T)
-        runs = analysis.ok_runs(store)
-    # Figures put T on x, average over seeds and split by m; any other setting that varies is
-    # pooled, which the user should know about.
-    pooled = [f for f in field_names()
-              if f not in ("n_train", "seed", "n_hidden", "restart", "snapshot_every")
-              and f in runs and runs[f].nunique(dropna=False) > 1]
+        names, pooled = store_figures.write(store, _out_dir(args.out))
     if pooled:
         print(f"toyrelu: note: the figures pool runs that differ in {', '.join(pooled)}",
               file=sys.stderr)
@@ -330,26 +279,17 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from toyrelu import analysis
+    from toyrelu.report import export
 
     with Store(args.store, create=False) as store:
         if args.run or args.arrays:
             if not (args.run and args.arrays):
                 raise UsageError("export: --run and --arrays go together")
-            arrays = store.arrays(args.run)
-            with open(args.arrays, "wb") as f:  # a file object keeps the name exactly as given
-                np.savez(f, **arrays)  # type: ignore[arg-type]
-            print(f"toyrelu: wrote {', '.join(arrays)} of run {args.run} to {args.arrays}")
+            names = export.write_arrays(store, args.run, args.arrays)
+            print(f"toyrelu: wrote {', '.join(names)} of run {args.run} to {args.arrays}")
             return
-        runs = analysis.mark_kept(store.runs())
-    runs = runs.reindex(columns=EXPORT_COLUMNS + [c for c in runs if c not in EXPORT_COLUMNS])
-    target = sys.stdout if args.out == "-" else args.out
-    if args.format == "csv":
-        runs.to_csv(target, index=False)
-    else:
-        runs.to_json(target, orient="records", indent=1, double_precision=15)
+        table = export.runs_table(store)
+    export.write_table(table, sys.stdout if args.out == "-" else args.out, args.format)
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
