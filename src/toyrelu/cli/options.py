@@ -11,6 +11,7 @@ with the message the config gives, whichever way it came in.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import types
 import typing
@@ -28,8 +29,7 @@ INFINITY = ("inf", "infinity", "∞")
 def value_parser(name: str) -> Callable[[str], Any]:
     """Parse one value of field ``name`` by its type; a bad value raises ``ValueError`` whose
     message names the field and what it expects."""
-    hint = typing.get_type_hints(RunConfig)[name]
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = _kinds(name)
     optional = type(None) in kinds
 
     def parse(text: str) -> Any:
@@ -88,7 +88,6 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "config overrides (each replaces the preset's value; a comma list sweeps the field)"
     )
-    hints = typing.get_type_hints(RunConfig)
     docs = field_docs()
     for name in field_names():
         flags = [f"--{name.replace('_', '-')}"]
@@ -96,13 +95,21 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
         # argparse formats help with %, and the docstrings write reST literals.
         help = docs[name].replace("``", "").replace("%", "%%")
         group.add_argument(*flags, dest=f"set_{name}", type=FieldValues(name),
-                           metavar=_metavar(name, hints[name]), help=help)
+                           metavar=_metavar(name), help=help)
 
 
 def overrides(args: argparse.Namespace) -> dict[str, list[Any]]:
     """The fields set on the command line: name -> values (one value, or a sweep axis)."""
     return {name: getattr(args, f"set_{name}") for name in field_names()
             if getattr(args, f"set_{name}", None) is not None}
+
+
+@functools.cache
+def _kinds(name: str) -> tuple[Any, ...]:
+    """The types field ``name`` admits: ``(int, float)`` for ``int | float``, ``(int,)`` for
+    ``int``, with ``NoneType`` for an optional field."""
+    hint = typing.get_type_hints(RunConfig)[name]
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
 
 
 def _float(text: str) -> float | None:
@@ -120,10 +127,10 @@ def _expected(kinds: tuple[Any, ...]) -> str:
     return " or ".join("none" if k is type(None) else k.__name__ for k in kinds)
 
 
-def _metavar(name: str, hint: Any) -> str:
+def _metavar(name: str) -> str:
     if name in CHOICES:
         return "|".join(CHOICES[name])
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = _kinds(name)
     if bool in kinds:
         return "true|false"
     words = {int: "INT", float: "FLOAT", type(None): "none"}
