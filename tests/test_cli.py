@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -23,7 +24,8 @@ import pytest
 
 from helpers import assert_close, run_cli
 from toyrelu import cli
-from toyrelu.core.config import RunConfig
+from toyrelu.cli import commands, options
+from toyrelu.core.config import RunConfig, field_docs
 from toyrelu.runs import executors, sweep
 from toyrelu.runs.executors import InProcess
 from toyrelu.runs.presets import PRESETS
@@ -218,7 +220,7 @@ def test_export_arrays_of_one_run(smoke_store: Path, tmp_path: Path,
     assert indptr.shape == (31,) and indptr[0] == 0 and indptr[-1] == len(indices) == len(values)
     X = np.zeros((30, 50))
     X[np.repeat(np.arange(30), np.diff(indptr)), indices] = values
-    # Nonempty training examples have unit norm (PAPER.md section 2); float32 data.
+    # Nonempty training examples have unit norm (docs/experiment.md section 2); float32 data.
     norms = np.linalg.norm(X, axis=1)
     assert_close(norms[norms > 0], np.ones(int((norms > 0).sum())), rtol=1e-6, what="|x|")
     # H = X W^T; rtol 1e-6 because the stored H was accumulated in float32.
@@ -478,7 +480,90 @@ def test_interrupted_sweep_exits_130(store_copy: Path, monkeypatch: pytest.Monke
     assert len(stored_runs(store_copy)) == 8
 
 
+# --------------------------------------------------------------------- typed config options
+
+
+def parsed_overrides(*argv: str) -> dict:
+    args = cli.build_parser().parse_args(["sweep", "--store", "x.sqlite", *argv])
+    return options.overrides(args)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--n-features", "1e3"], {"n_features": [1000]}),
+    (["--n-train", "3, 10_000,inf,,"], {"n_train": [3, 10_000, math.inf]}),
+    (["--seeds", "0,1"], {"seed": [0, 1]}),
+    (["--seed", "2"], {"seed": [2]}),
+    (["--warmup-steps", "none,20"], {"warmup_steps": [None, 20]}),
+    (["--decay-bias", "yes,off,TRUE,0"], {"decay_bias": [True, False, True, False]}),
+    (["--sparsity", "0.5,1e-1", "--lr", "inf"], {"sparsity": [0.5, 0.1], "lr": [math.inf]}),
+    (["--schedule", "constant", "--dtype", "float64"],
+     {"schedule": ["constant"], "dtype": ["float64"]}),
+    ([], {}),
+])
+def test_overrides_are_parsed_by_the_fields_type(argv: list[str], expected: dict) -> None:
+    values = parsed_overrides(*argv)
+    assert values == expected
+    for name, parsed in values.items():
+        # 1e3 is the integer 1000, not the float: the run_id of n_features=1000.0 differs.
+        assert [type(v) for v in parsed] == [type(v) for v in expected[name]], name
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--n-features", "2.5"], "n_features: '2.5' is not a valid value (expected int)"),
+    (["--n-train", "2.5"], "n_train: '2.5' is not a valid value (expected an integer or inf)"),
+    (["--warmup-steps", "x"], "warmup_steps: 'x' is not a valid value (expected int or none)"),
+    (["--decay-bias", "maybe"], "decay_bias: 'maybe' is not a valid value (expected true or "
+                                "false)"),
+    (["--lr", "fast"], "lr: 'fast' is not a valid value (expected float)"),
+    (["--steps", " "], "steps: empty value"),
+    (["--schedule", "linear"], "schedule: 'linear' must be one of cosine, quarter_cosine, "
+                               "constant"),
+    (["--n-repeated", "2", "--repeats", "2"], "repeats: 2 examples x 2 repeats must fit in "
+                                              "n_train = 3"),
+])
+def test_a_value_the_field_cannot_take_is_one_line(argv: list[str], message: str,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store",
+                             tmp_path / "runs.sqlite", "--n-train", "3", *argv)
+    assert (code, out, err) == (2, "", f"toyrelu: error: {message}\n")
+    assert not (tmp_path / "runs.sqlite").exists()
+
+
+def test_every_override_shows_the_fields_documentation(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["sweep", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name, doc in field_docs().items():
+        assert f"--{name.replace('_', '-')} " in text
+        assert " ".join(doc.replace("``", "").split()) in text, name
+    assert "--seed INT, --seeds INT" in text and "--n-train INT|inf" in text
+    assert "--schedule cosine|quarter_cosine|constant" in text
+
+
+def test_sensitivity_seeds_are_typed_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["sensitivity", "--base", "smoke", "--out", tmp_path / "out", "--seeds"]
+    assert_one_error_line(*run_cli(capsys, *argv, "0,x"),
+                          "seed: 'x' is not a valid value (expected int)")
+    assert_one_error_line(*run_cli(capsys, *argv, ","), "seeds: give at least one seed")
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------- presets
+
+
+def test_the_parser_and_presets_load_no_heavy_library() -> None:
+    # ``toyrelu --help`` and ``toyrelu presets`` answer in a fraction of a second because they
+    # never import torch, numba, pandas or matplotlib (the commands that need them do, inside).
+    code = ("import sys, contextlib, io; from toyrelu import cli; cli.build_parser(); "
+            "out = io.StringIO(); stdout = contextlib.redirect_stdout(out); "
+            "stdout.__enter__(); code = cli.main(['presets']); stdout.__exit__(None, None, None); "
+            "print(code, sorted(m for m in ('torch', 'numba', 'pandas', 'matplotlib') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=python_path_env(), timeout=120, check=False)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "0 []\n")
 
 
 def test_python_m_toyrelu_presets() -> None:
@@ -488,7 +573,8 @@ def test_python_m_toyrelu_presets() -> None:
     assert done.stderr == ""
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == list(PRESETS)
-    # smoke: 4 T x 2 seeds; quick: 15 T x 4 seeds; paper: PAPER.md's 20 T and infinity x 4 seeds.
+    # smoke: 4 T x 2 seeds; quick: 15 T x 4 seeds; paper: the paper's 20 T and infinity x 4
+    # seeds (docs/experiment.md section 5).
     assert [line.rsplit("(", 1)[1] for line in lines[:3]] == ["8 runs)", "60 runs)", "84 runs)"]
     assert lines[0] == f"smoke: {SMOKE.description} (8 runs)"
 
@@ -523,7 +609,7 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
     # As if a GPU were here: the executor is asked for the split-cell step and the tensor-core
     # passes exactly when their flags are given (the runs themselves train on the CPU).
     asked: list[tuple] = []
-    monkeypatch.setattr(cli, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
     monkeypatch.setattr(executors, "executor", lambda *args: asked.append(args) or InProcess())
     where = (["--base", "smoke", "--knobs", "decay_bias", "--seeds", "0", "--out", tmp_path]
              if command == "sensitivity" else

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import assert_close
-from toyrelu.core.config import ConfigError, RunConfig, field_names
+from toyrelu.core.config import CHOICES, ConfigError, RunConfig, field_docs, field_names
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -93,8 +93,9 @@ INVALID = [
 
 def test_defaults_are_valid_and_match_the_paper() -> None:
     config = RunConfig()
-    # PAPER.md section 3: AdamW, peak lr 1e-3, weight decay 1e-2, betas (0.9, 0.999), eps 1e-8,
-    # decay on W and b, float32; section 1: b initialised to zeros, loss summed over features.
+    # docs/experiment.md section 3: AdamW, peak lr 1e-3, weight decay 1e-2, betas (0.9, 0.999),
+    # eps 1e-8, decay on W and b, float32; section 1: b initialised to zeros, loss summed over
+    # features.
     assert (config.lr, config.weight_decay, config.beta1, config.beta2, config.eps) == (
         1e-3, 1e-2, 0.9, 0.999, 1e-8,
     )
@@ -131,7 +132,7 @@ def test_warmup_longer_than_steps_is_an_error() -> None:
 
 @pytest.mark.parametrize(("steps", "expected"), [(1000, 50), (200, 10), (50_000, 2500), (40, 2)])
 def test_warmup_defaults_to_five_percent_of_steps(steps: int, expected: int) -> None:
-    # PAPER.md section 3: 2,500 warmup steps of 50,000 (5%).
+    # docs/experiment.md section 3: 2,500 warmup steps of 50,000 (5%).
     assert RunConfig(steps=steps).warmup == expected
     assert RunConfig(steps=steps, warmup_steps=7).warmup == 7
 
@@ -282,3 +283,28 @@ def test_repeats_need_a_finite_set_that_holds_them(changes: dict, field: str) ->
 
 def test_repeats_that_fill_the_set_exactly_are_valid() -> None:
     assert RunConfig(n_train=12, n_repeated=3, repeats=4).n_repeated == 3
+
+
+# ------------------------------------------------------------------ field documentation
+
+
+def test_every_field_has_its_documentation() -> None:
+    # The command line shows these as the options' help, so none may be missing or empty.
+    docs = field_docs()
+    assert list(docs) == field_names()
+    assert all(text.strip() and "\n" not in text for text in docs.values())
+    assert docs["n_features"] == "n, the number of sparse input features."
+    # An entry of several lines is joined; fields documented together share the text.
+    assert docs["n_train"].startswith("T, the number of training examples (full batch, fixed")
+    assert docs["n_train"].endswith("examples every step.")
+    assert docs["beta1"] == docs["beta2"] == docs["eps"] == "Adam hyper-parameters."
+
+
+def test_choices_are_what_validation_allows() -> None:
+    assert set(CHOICES) == {f for f in field_names() if isinstance(getattr(RunConfig(), f), str)}
+    for name, allowed in CHOICES.items():
+        for value in allowed:
+            assert getattr(RunConfig(**{name: value}), name) == value
+        with pytest.raises(ConfigError, match=f"^{name}: 'other' must be one of "
+                                              f"{', '.join(allowed)}$"):
+            RunConfig(**{name: "other"})

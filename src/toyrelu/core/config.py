@@ -1,16 +1,19 @@
 """Run configuration: one frozen, validated, hashable description of a training run.
 
-Every setting PAPER.md marks "our default" is a field here, so it is stored with each run and
-can be swept. A config round-trips through a plain dict (``to_dict`` / ``from_dict``) and its hash
-(``run_id``) is the run's identity in the store.
+Every setting docs/experiment.md marks "our default" is a field here, so it is stored with each
+run and can be swept. A config round-trips through a plain dict (``to_dict`` / ``from_dict``) and
+its hash (``run_id``) is the run's identity in the store. ``field_docs`` gives each field's
+documentation (the command line's help) and ``CHOICES`` the values of the string fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,14 @@ BIAS_INITS = ("zeros", "normal")
 LOSS_REDUCTIONS = ("sum", "mean")
 SCHEDULES = ("cosine", "quarter_cosine", "constant")
 ENGINES = ("fused", "reference")
+# The string fields and the values each allows, in the order validation checks them.
+CHOICES = {
+    "schedule": SCHEDULES,
+    "loss_reduction": LOSS_REDUCTIONS,
+    "bias_init": BIAS_INITS,
+    "dtype": DTYPES,
+    "engine": ENGINES,
+}
 # Snapshots per run at most: each holds (n_hidden + 1) x n_features numbers, 120 KB at
 # n = 10,000, m = 2 in float32, so 1,000 of them keep a run's arrays near 120 MB.
 MAX_SNAPSHOTS = 1_000
@@ -31,7 +42,8 @@ MAX_SNAPSHOTS = 1_000
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run of the ReLU-output toy model on a finite dataset (PAPER.md sections 1-3).
+    """One training run of the ReLU-output toy model on a finite dataset (docs/experiment.md
+    sections 1-3).
 
     Attributes:
         n_features: n, the number of sparse input features.
@@ -57,9 +69,9 @@ class RunConfig:
         n_test: size of the test set, drawn from its own seed stream.
         engine: "fused" (the fast kernels) or "reference" (plain PyTorch autograd).
         batch_size: examples per step when ``n_train`` is infinite; unused otherwise.
-        n_repeated, repeats: repeated data (PAPER.md section 5.7): the first ``n_repeated``
-            training examples each appear ``repeats`` times, replacing the last rows, so the set
-            still holds ``n_train`` rows. 0 and 1 mean plain data.
+        n_repeated, repeats: repeated data (docs/experiment.md section 2): the first
+            ``n_repeated`` training examples each appear ``repeats`` times, replacing the last
+            rows, so the set still holds ``n_train`` rows. 0 and 1 mean plain data.
         snapshot_every: K > 0 keeps W and b at step 0, after every K steps and after the last
             step (at most ``MAX_SNAPSHOTS`` of them), for watching the geometry form; 0 keeps
             none. The trained numbers do not depend on it.
@@ -130,13 +142,7 @@ class RunConfig:
         _check_float(self, "eps", 0.0, math.inf, lo_open=True)
         if not isinstance(self.decay_bias, bool):
             raise ConfigError(f"decay_bias: {self.decay_bias!r} must be true or false")
-        for name, allowed in (
-            ("schedule", SCHEDULES),
-            ("loss_reduction", LOSS_REDUCTIONS),
-            ("bias_init", BIAS_INITS),
-            ("dtype", DTYPES),
-            ("engine", ENGINES),
-        ):
+        for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
                 raise ConfigError(f"{name}: {value!r} must be one of {', '.join(allowed)}")
@@ -196,6 +202,24 @@ class RunConfig:
 def field_names() -> list[str]:
     """Names of every RunConfig field, in declaration order."""
     return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def field_docs() -> dict[str, str]:
+    """Each RunConfig field's documentation, from the "Attributes:" section of its docstring, as
+    one line per field in declaration order (fields documented together share the text)."""
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    section = inspect.cleandoc(RunConfig.__doc__ or "").split("Attributes:\n", 1)[-1]
+    for line in section.splitlines():
+        # An entry starts at the section's indent with "name[, name...]: text"; deeper lines
+        # continue it.
+        entry = re.match(r"    (\w+(?:, \w+)*): (.*)", line)
+        if entry:
+            names = entry[1].split(", ")
+            docs.update(dict.fromkeys(names, entry[2]))
+        elif line.startswith("     ") and names:
+            docs.update(dict.fromkeys(names, f"{docs[names[0]]} {line.strip()}"))
+    return {name: docs[name] for name in field_names() if name in docs}
 
 
 def _check_int(config: RunConfig, name: str, lo: int, alternative: str = "") -> None:

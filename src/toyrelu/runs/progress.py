@@ -1,4 +1,11 @@
-"""The one-line progress bar of a sweep: runs done, steps per second, time left."""
+"""The one-line progress bar of a sweep: runs done, steps per second, time left.
+
+Written here rather than with tqdm or rich (each a new dependency): neither keeps what this bar
+does without as much code around it. The time left weighs steps by their cost while the rate
+shown counts steps, start-up is left out of the rate (tqdm's smoothed rate includes it), and a log
+file gets a new line every few seconds, where tqdm writes carriage returns and rich's live display
+prints only the final state.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,100 @@
+"""The argument parser of every command, and ``UsageError`` for input it cannot take.
+
+Options only: the commands themselves are in ``toyrelu.cli.commands``. This module loads no
+numerical library, so ``toyrelu --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from toyrelu.cli.options import FieldValues, add_overrides
+from toyrelu.runs.presets import PRESETS
+from toyrelu.runs.resources import DEVICES
+
+DESCRIPTION = ("Train the ReLU-output toy model on finite datasets, sweep it, and draw what the "
+               "paper drew.")
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would print the usage and exit; the caller prints one line instead.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``toyrelu`` parser: one sub-command per ``toyrelu.cli.commands.COMMANDS`` entry."""
+    parser = _Parser(prog="toyrelu", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    presets = f"one of {', '.join(PRESETS)}"
+
+    reproduce = commands.add_parser("reproduce", help="sweep, figures and summary in one folder")
+    reproduce.add_argument("--preset", default="quick", help=presets)
+    reproduce.add_argument("--out", default="toyrelu-out", help="output folder")
+    reproduce.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    _add_run_options(reproduce)
+    add_overrides(reproduce)
+
+    sweep = commands.add_parser("sweep", help="run (or resume) a sweep into a store")
+    sweep.add_argument("--preset", default="quick", help=presets)
+    sweep.add_argument("--store", required=True, help="SQLite file (created if missing)")
+    sweep.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    _add_run_options(sweep)
+    add_overrides(sweep)
+
+    figures = commands.add_parser("figures", help="draw every figure a store supports")
+    figures.add_argument("--store", required=True)
+    figures.add_argument("--out", required=True, help="output folder")
+
+    report = commands.add_parser("report", help="one self-contained HTML page (and markdown) "
+                                 "on every run of a store")
+    report.add_argument("--store", required=True)
+    report.add_argument("--out", required=True, help="output folder (report.html, report.md)")
+
+    export = commands.add_parser("export", help="runs as CSV/JSON, or one run's arrays as .npz")
+    export.add_argument("--store", required=True)
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--out", default="-", help="file, or - for stdout")
+    export.add_argument("--run", help="run_id whose arrays to export (with --arrays)")
+    export.add_argument("--arrays", help="output .npz for --run")
+
+    animate = commands.add_parser("animate", help="a run's snapshots as a GIF or MP4")
+    animate.add_argument("--store", required=True)
+    animate.add_argument("--run", required=True, help="run_id (trained with --snapshot-every)")
+    animate.add_argument("--out", required=True, help="output .gif, or .mp4 (needs ffmpeg)")
+    animate.add_argument("--fps", type=int, default=10, help="frames per second (default 10)")
+
+    commands.add_parser("presets", help="list the presets")
+
+    sens = commands.add_parser("sensitivity", help="vary one setting at a time; rank what "
+                               "sets the test-loss bump (resumable)")
+    sens.add_argument("--base", default="quick", help="quick, paper or smoke")
+    sens.add_argument("--knobs", default=None, help="comma list (default: all)")
+    sens.add_argument("--out", required=True, help="output folder (store: OUT/runs.sqlite)")
+    sens.add_argument("--seeds", type=FieldValues("seed", allow_empty=True), default=None,
+                      metavar="INT", help="comma list (default: the base's)")
+    sens.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    _add_device_options(sens)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restarts", type=int, default=None, metavar="K",
+                        help="train K initialisations per dataset, keep the lowest training loss")
+    _add_device_options(parser)
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                        help="where to train (default: auto, a CUDA GPU when there is one)")
+    parser.add_argument("--gpu-cells", action="store_true",
+                        help="on a GPU, take the split-cell step on fixed training sets while it "
+                             "pays (same results up to rounding; the CPU engine does so anyway)")
+    parser.add_argument("--gpu-dots", action="store_true",
+                        help="on a GPU, run the dense passes as tensor-core dots (tf32x3 in "
+                             "float32; the same cost per pair for every m up to 16)")

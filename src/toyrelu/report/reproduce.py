@@ -1,0 +1,55 @@
+"""What ``toyrelu reproduce`` writes beside its store: the preset's figures and summary.md.
+
+A folder may hold runs of several presets (the store is shared and resumable), so everything
+here is drawn and counted from the runs of the given preset only. The double-descent presets get
+the m = 2 figures and ``summary.markdown``; the presets of the other experiments (heatmap,
+weight decay, ...) get their experiment's section (``report.experiments``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from toyrelu.analysis.tables import Finding
+from toyrelu.report import experiments, m2, summary
+from toyrelu.runs.presets import Preset
+from toyrelu.runs.store import Store, StoreError
+
+
+def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
+    """Draw the figures of ``preset``'s finished runs in ``store`` into ``out`` and write
+    ``out/summary.md``; returns the paper's claims checked on those runs.
+
+    Raises StoreError when the store holds no finished run of the preset."""
+    run_ids = {c.run_id for c in preset.configs()}
+    title = f"toyrelu reproduce: {preset.name}"
+    counts = status_counts(store, run_ids)
+    if preset.experiment == "double-descent":
+        names, (table, found) = m2.write_figures(store, out, preset.geometry_T, run_ids)
+        text = summary.markdown(title, settings(preset), table, found, names, counts)
+    else:
+        sections = experiments.sections(store, out, run_ids, only=[preset.experiment])
+        if not sections:
+            raise StoreError(f"store: {store.path} holds no finished runs of preset "
+                             f"{preset.name}")
+        text = experiments.markdown(title, sections, counts, intro=preset.description)
+        found = [f for section in sections for f in section.findings]
+    (out / "summary.md").write_text(text)
+    return found
+
+
+def settings(preset: Preset) -> dict[str, Any]:
+    """The settings table of the summary: the preset, its description, every base field it
+    does not sweep, then each swept field with its values."""
+    values: dict[str, Any] = {"preset": preset.name, "description": preset.description}
+    values.update({k: v for k, v in preset.base.to_dict().items() if k not in preset.axes})
+    values.update({k: ", ".join(map(str, v)) for k, v in preset.axes.items()})
+    return values
+
+
+def status_counts(store: Store, run_ids: Collection[str]) -> dict[str, int]:
+    """How many of ``run_ids`` the store holds per status ("ok", "failed")."""
+    stored = store.runs()
+    return stored[stored["run_id"].isin(list(run_ids))]["status"].value_counts().to_dict()
