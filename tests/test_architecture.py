@@ -54,7 +54,7 @@ def long_functions(path: Path, root: Path = SRC) -> list[str]:
 
 def test_the_rules_see_the_whole_package() -> None:
     names = {p.relative_to(SRC).as_posix() for p in modules()}
-    assert {"cli.py", "core/config.py", "engines/cpu/engine.py", "runs/sweep.py"} <= names
+    assert {"cli/entry.py", "core/config.py", "engines/cpu/engine.py", "runs/sweep.py"} <= names
 
 
 def test_no_module_is_over_400_lines() -> None:
