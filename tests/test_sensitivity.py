@@ -16,6 +16,7 @@ from helpers import assert_close, run_cli
 from toyrelu import cli
 from toyrelu.analysis import sensitivity as S
 from toyrelu.core import model
+from toyrelu.core import paper as the_paper
 from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.figures import sensitivity as fs
 from toyrelu.report import sensitivity as R
@@ -313,7 +314,7 @@ def test_plot_bump_height_draws_the_excess_over_one_with_seed_spread() -> None:
     assert_close(np.array([s[:, 1] for s in bars.get_segments()]), [[1.0, 3.0], [0.01, 0.03]],
                  rtol=1e-13, what="seed spread")
     paper = [line for line in ax.lines if line.get_label().startswith("paper")][0]
-    assert_close(paper.get_ydata()[0], S.PAPER_BUMP - 1, rtol=1e-15, what="paper's excess")
+    assert_close(paper.get_ydata()[0], the_paper.BUMP_PEAK - 1, rtol=1e-15, what="paper's excess")
     gone = [line for line in ax.lines if line.get_label() == "no bump"][0]
     assert len(gone.get_xdata()) == 0
     assert [t.get_text() for t in ax.get_xticklabels()] == ["W and b (base)", "W only"]
@@ -491,7 +492,7 @@ def test_the_paper_base_is_the_papers_setting() -> None:
     assert (paper.config.n_features, paper.config.sparsity, paper.config.steps) == (
         10_000, 0.999, 50_000)
     assert paper.paper_onset_T == 10_000 and paper.paper_peak_T == 2_000
-    assert not math.isnan(S.PAPER_BUMP)
+    assert not math.isnan(the_paper.BUMP_PEAK)
 
 
 def test_verdict_does_not_call_a_high_loss_at_the_grid_edge_a_removed_bump() -> None:

@@ -18,7 +18,6 @@ import pandas as pd
 
 from toyrelu.analysis.sensitivity import (
     ONSET_FEATURES,
-    PAPER_BUMP,
     Tables,
     analyse,
     paper_matches,
@@ -26,6 +25,7 @@ from toyrelu.analysis.sensitivity import (
     with_combination,
 )
 from toyrelu.analysis.tables import LEARNED_D, Finding
+from toyrelu.core import paper
 from toyrelu.report.sections import Figure, Section
 from toyrelu.runs.knobs import BASES, Study, knobs_for
 from toyrelu.runs.store import Store
@@ -178,7 +178,7 @@ def section(store: Store, out: Path) -> Section | None:
         findings=[Finding(
             "some setting the paper leaves open gives its bump height with generalization at "
             "its place (one knob varied at a time)", measured, not matches.empty,
-            paper=f"{PAPER_BUMP} near T = {found.base.paper_peak_T:,}, generalization from "
+            paper=f"{paper.BUMP_PEAK} near T = {found.base.paper_peak_T:,}, generalization from "
                   f"T ~ {found.base.paper_onset_T:,} at this scale")],
         settings={"base": found.base.name, "knobs": ", ".join(k.name for k in found.knobs),
                   "seeds": ", ".join(map(str, found.seeds)),
