@@ -77,7 +77,7 @@ def test_each_experiment_has_a_paper_preset_and_a_twin_within_budget(name):
 
 
 def test_paper_preset_covers_the_full_m2_T_list_with_infinity():
-    # PAPER.md section 5: "3, 5, 6, ..., 200k, 500k, and infinity", 4 seeds.
+    # docs/experiment.md section 5: "3, 5, 6, ..., 200k, 500k, and infinity", 4 seeds.
     configs = PRESETS["paper"].configs()
     assert sorted({c.n_train for c in configs}) == [
         3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000,
@@ -611,4 +611,4 @@ def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_pa
         report.write(store, tmp_path / "b")
     page = (tmp_path / "b" / "report.md").read_text()
     assert expected and all(f"## {title}" in page for title in expected)
-    assert "toyrelu.analysis.experiments is not available" not in page
+    assert "is not available" not in page

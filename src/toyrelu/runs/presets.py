@@ -4,8 +4,8 @@ Presets are plain Python objects, type-checked like everything else; the CLI's o
 into ``Preset.override`` calls, never into branches in shared code. Every experiment of
 docs/experiment.md section 5 has a preset at paper scale (n = 10,000, S = 0.999, 50,000 steps,
 ``toyrelu.core.paper``) and a reduced twin named ``NAME-quick`` (n = 1,000, S = 0.99, where the
-transitions sit at about 10x smaller T) that fits in 15 minutes on 2 CPU cores
-(``cpu_seconds``). A preset names its experiment by the key of its record in
+transitions sit at about 10x smaller T) whose estimated cost (``cpu_seconds``) fits a budget of
+15 minutes on 2 CPU cores. A preset names its experiment by the key of its record in
 ``toyrelu.experiments``; this module imports neither pandas nor matplotlib, so listing the
 presets stays light.
 """
