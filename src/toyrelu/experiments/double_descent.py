@@ -56,7 +56,7 @@ INFINITE_T_LOSS = Claim("T = infinity: test loss just below 1", f"{paper.INFINIT
 NORM_PEAK = Claim("‖W‖_F peaks in the memorization regime, at least 10x below the bump's T",
                   f"peak near T = {paper.NORM_PEAK_T}")
 NORM_PLATEAU = Claim(f"‖W‖_F plateaus near sqrt({paper.LEARNED_FEATURES}) once the pentagon is "
-                     f"learned", f"near sqrt({paper.LEARNED_FEATURES}) = "
+                     "learned", f"near sqrt({paper.LEARNED_FEATURES}) = "
                      f"{paper.W_NORM_PLATEAU:.2f}")
 # Every claim of the section, as listed when the store has no m = 2 run.
 CLAIMS: tuple[Claim, ...] = (*ANALYSIS_CLAIMS.values(), BUMP_POSITION, BUMP_HEIGHT, LARGE_T_LOSS,
