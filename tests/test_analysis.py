@@ -4,9 +4,10 @@ Every store here is hand-made with ``Store.put``: hidden vectors H that form a r
 weights W with a few long columns (a regular polygon) among tiny ones, so every expected value has
 a closed form. No training runs.
 
-Golden values (PAPER.md section 4; metrics.dimensionality): a regular k-gon of equal-length
-vectors in the plane (k >= 3) has Gram matrix (k/2) r^2 I, so each vector's D = r^4 / (r^2 * k/2
-r^2) = 2/k: a pentagon 2/5, a triangle 2/3, and T training examples on a regular T-gon m/T = 2/T.
+Golden values (docs/experiment.md section 4; metrics.dimensionality): a regular k-gon of
+equal-length vectors in the plane (k >= 3) has Gram matrix (k/2) r^2 I, so each vector's
+D = r^4 / (r^2 * k/2 r^2) = 2/k: a pentagon 2/5, a triangle 2/3, and T training examples on a
+regular T-gon m/T = 2/T.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training dynamics: snapshots of W and b taken by both engines (``snapshot_every``), stored with
-the run, loaded as a trajectory (``toyrelu.dynamics``), drawn frame by frame and written as a GIF
-(``toyrelu.animation``, ``toyrelu animate``).
+the run, loaded as a trajectory (``toyrelu.analysis.dynamics``), drawn frame by frame and written
+as a GIF (``toyrelu.figures.animation``, ``toyrelu animate``).
 
 Runs here are smoke-sized (n = 50, T = 5, at most 120 steps); drawing tests use hand-made
 trajectories whose geometry is known exactly.

@@ -24,10 +24,18 @@ from matplotlib.image import AxesImage
 
 from helpers import assert_close
 from toyrelu import analysis
-from toyrelu.analysis import claims as experiment_findings
-from toyrelu.analysis import experiments
+from toyrelu.analysis import experiments as shared
 from toyrelu.core import data, metrics
 from toyrelu.core.config import RunConfig
+from toyrelu.experiments import (
+    RECORDS,
+    heatmap,
+    max_dimensionality,
+    repeated,
+    sparsity,
+    training_length,
+    weight_decay,
+)
 from toyrelu.figures import experiments as fx
 from toyrelu.report import experiments as experiment_sections
 from toyrelu.runs.presets import PAPER_T, PRESETS, Preset, cpu_seconds
@@ -69,7 +77,7 @@ def test_each_experiment_has_a_paper_preset_and_a_twin_within_budget(name):
 
 
 def test_paper_preset_covers_the_full_m2_T_list_with_infinity():
-    # PAPER.md section 5: "3, 5, 6, ..., 200k, 500k, and infinity", 4 seeds.
+    # docs/experiment.md section 5: "3, 5, 6, ..., 200k, 500k, and infinity", 4 seeds.
     configs = PRESETS["paper"].configs()
     assert sorted({c.n_train for c in configs}) == [
         3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000,
@@ -157,41 +165,41 @@ def heatmap_runs():
 
 
 def test_heatmap_table_is_the_seed_mean_with_infinity_last():
-    table = experiments.heatmap_table(heatmap_runs())
+    table = heatmap.heatmap_table(heatmap_runs())
     assert list(table.index) == [2, 4, 8] and list(table.columns) == [100, 200, 500, math.inf]
     assert_close(table.loc[4].to_numpy(), [1.1, 1.3, 1.5, 1.09], rtol=1e-12, what="m = 4 row")
 
 
 def test_ridges_and_their_findings():
-    ridge = experiments.ridges(experiments.heatmap_table(heatmap_runs()), 0.99)
+    ridge = heatmap.ridges(heatmap.heatmap_table(heatmap_runs()), 0.99)
     assert list(ridge["ridge_T"]) == [200, 500, math.inf]
     assert_close(ridge["peak"].to_numpy(), [1.6, 1.5, 1.4], rtol=1e-12)
     assert_close(ridge["paper_T"].to_numpy(), [200, 500, 2_000], rtol=1e-9)  # x 0.001/0.01
-    moves, where = experiment_findings.heatmap_findings(ridge, 0.99)
+    moves, where = heatmap.heatmap_findings(ridge, 0.99)
     assert moves.holds and "rank correlation with m 1.00" in moves.measured
     assert "5k at m = 4" in moves.paper
     assert not where.holds  # infinity is not within a factor 3 of 2,000
     assert "m = 2: T = 200, 1x the expected 200" in where.measured
     backwards = ridge.assign(ridge_T=[500, 200, 100])
-    assert not experiment_findings.heatmap_findings(backwards, 0.99)[0].holds
+    assert not heatmap.heatmap_findings(backwards, 0.99)[0].holds
 
 
 def test_a_row_that_never_rises_above_one_has_no_ridge():
     """A row of learned models (every mean test loss below 1) has no ridge: no cross in the
     figure, the trend taken over the other rows and the row named in the measured text."""
-    table = experiments.heatmap_table(heatmap_runs())
+    table = heatmap.heatmap_table(heatmap_runs())
     table.loc[16] = [0.99, 0.98, 0.97, 0.96]
-    ridge = experiments.ridges(table, 0.99)
+    ridge = heatmap.ridges(table, 0.99)
     assert ridge["ridge_T"].isna().tolist() == [False, False, False, True]
-    moves, _ = experiment_findings.heatmap_findings(ridge, 0.99)
+    moves, _ = heatmap.heatmap_findings(ridge, 0.99)
     assert moves.holds and moves.measured.endswith("no mean test loss above 1 at any T for m = 16")
     fig, ax = plt.subplots()
-    fx.plot_heatmap(ax, table, ridge=ridge)
+    heatmap.plot_heatmap(ax, table, ridge=ridge)
     (marks,) = [c for c in ax.collections if c.get_label() == "ridge"]
     assert len(marks.get_offsets()) == 3
-    gone = experiments.ridges(table.clip(upper=1.0), 0.99)
-    assert experiment_findings.heatmap_findings(gone, 0.99) == []
-    _, where = experiment_findings.heatmap_findings(
+    gone = heatmap.ridges(table.clip(upper=1.0), 0.99)
+    assert heatmap.heatmap_findings(gone, 0.99) == []
+    _, where = heatmap.heatmap_findings(
         ridge.assign(ridge_T=[200, math.nan, math.inf, math.nan]), 0.99)
     assert not where.holds and "m = 4: no ridge, against the expected 500" in where.measured
 
@@ -201,25 +209,25 @@ def test_curves_and_bumps():
              for wd, losses in {0.0: (1.2, 3.0, 0.99), 1.0: (1.0, 1.001, 0.998)}.items()
              for T, loss in zip((100, 300, 1_000), losses, strict=True) for s in (0, 1)}
     runs = run_rows(cells, n_hidden=4)
-    table = experiments.curves(runs, "weight_decay")
+    table = shared.curves(runs, "weight_decay")
     assert list(table.columns) == ["weight_decay", "n_train", "seeds", "test_mean",
                                    "test_median", "test_min", "test_max", "train_mean"]
-    bump = experiments.bumps(table, "weight_decay")
+    bump = shared.bumps(table, "weight_decay")
     assert list(bump["peak_T"]) == [300, 300]
     assert_close(bump["bump"].to_numpy(), [2.0, 0.001], rtol=1e-9)
     assert_close(bump["last_loss"].to_numpy(), [0.99, 0.998], rtol=1e-12)
-    found = experiment_findings.weight_decay_finding(bump)
+    found = weight_decay.weight_decay_finding(bump)
     assert found.holds and found.claim.startswith("weight decay 1 removes the bump")
     assert "2 (wd 0, T = 300)" in found.measured
-    assert not experiment_findings.weight_decay_finding(bump.assign(bump=[0.001, 2.0])).holds
+    assert not weight_decay.weight_decay_finding(bump.assign(bump=[0.001, 2.0])).holds
 
 
 def test_training_length_finding():
     bump = pd.DataFrame({"steps": [2_500, 5_000, 10_000], "peak_T": [300] * 3,
                          "bump": [0.1, 0.5, 2.0]})
-    assert experiment_findings.training_length_finding(bump).holds
-    assert not experiment_findings.training_length_finding(bump.assign(bump=[2.0, 0.5, 0.1])).holds
-    assert experiment_findings.training_length_finding(bump.iloc[:1]) is None
+    assert training_length.training_length_finding(bump).holds
+    assert not training_length.training_length_finding(bump.assign(bump=[2.0, 0.5, 0.1])).holds
+    assert training_length.training_length_finding(bump.iloc[:1]) is None
 
 
 def test_select_picks_each_experiment_from_a_mixed_table():
@@ -229,13 +237,13 @@ def test_select_picks_each_experiment_from_a_mixed_table():
     m2 = run_rows({((), T, 0): 1.0 for T in (10, 20, 30, 40, 50)}, steps=77)  # more T than heat
     rep = run_rows({((("repeats", R),), 30, 0): 1.0 for R in (1, 2)}, n_repeated=1)
     runs = pd.concat([heat, wd, m2, rep], ignore_index=True)
-    assert experiments.select(runs, "heatmap")["run_id"].tolist() == heat["run_id"].tolist()
-    assert set(experiments.select(runs, "weight-decay")["run_id"]) == set(wd["run_id"])
-    assert set(experiments.select(runs, "repeated")["run_id"]) == set(rep["run_id"])
-    assert set(experiments.select(runs, "max-dimensionality")["run_id"]) == set(m2["run_id"])
-    assert experiments.select(runs, "training-length").empty
-    assert experiments.select(runs, "sparsity").empty
-    assert experiments.select(runs.iloc[:0], "heatmap").empty
+    assert RECORDS["heatmap"].select(runs)["run_id"].tolist() == heat["run_id"].tolist()
+    assert set(RECORDS["weight-decay"].select(runs)["run_id"]) == set(wd["run_id"])
+    assert set(RECORDS["repeated"].select(runs)["run_id"]) == set(rep["run_id"])
+    assert set(RECORDS["max-dimensionality"].select(runs)["run_id"]) == set(m2["run_id"])
+    assert RECORDS["training-length"].select(runs).empty
+    assert RECORDS["sparsity"].select(runs).empty
+    assert RECORDS["heatmap"].select(runs.iloc[:0]).empty
 
 
 def test_repeated_points_reconstruct_and_count_distinct_examples():
@@ -245,7 +253,7 @@ def test_repeated_points_reconstruct_and_count_distinct_examples():
     X = {"X_indptr": np.arange(6), "X_indices": np.array([0, 2, 1, 0, 0]),
          "X_data": np.ones(5)}
     H = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    points = experiments.repeated_points(W, np.zeros(3), X, H, n_repeated=1, repeats=3)
+    points = repeated.repeated_points(W, np.zeros(3), X, H, n_repeated=1, repeats=3)
     (row,) = points.to_dict("records")
     assert row["point"] == 0 and row["memorised"]
     assert_close([row["own_loss"], row["h_norm"], row["D"], row["D_star"]], [0, 1, 1, 1],
@@ -254,7 +262,7 @@ def test_repeated_points_reconstruct_and_count_distinct_examples():
     # Repeating e2 instead: W sends it to 0, so nothing is rebuilt (loss ||x||^2 = 1), D = 0.
     X2 = dict(X, X_indices=np.array([2, 0, 1, 2, 2]))
     H2 = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
-    (row2,) = experiments.repeated_points(W, np.zeros(3), X2, H2, 1, 3).to_dict("records")
+    (row2,) = repeated.repeated_points(W, np.zeros(3), X2, H2, 1, 3).to_dict("records")
     assert not row2["memorised"] and row2["own_loss"] == 1.0 and row2["D"] == 0.0
 
 
@@ -275,7 +283,7 @@ def repeated_summary_table(learned=(5, 5, 5, 4, 4)):
 
 
 def test_boundaries_bracket_the_memorisation_boundary():
-    bounds = experiments.boundaries(repeated_summary_table()).set_index("T_over_n")
+    bounds = repeated.boundaries(repeated_summary_table()).set_index("T_over_n")
     assert bounds.loc[3.0, ["R_lo", "R_hi"]].tolist() == [2, 3]
     assert bounds.loc[10.0, "R_hi"] == math.inf and bounds.loc[10.0, "R_lo"] == 10
     assert bounds.loc[1.0, ["R_lo", "R_hi"]].tolist() == [5, 10]
@@ -288,15 +296,15 @@ def test_boundaries_bracket_the_memorisation_boundary():
 
 def test_repeated_findings():
     summary = repeated_summary_table()
-    memorise, boundary = experiment_findings.repeated_findings(
-        summary, experiments.boundaries(summary))
+    memorise, boundary = repeated.repeated_findings(
+        summary, repeated.boundaries(summary))
     assert memorise.holds and memorise.claim.startswith("R = 5 memorises")
     assert "5.0 other features at R = 1" in memorise.measured
     assert "4.0 other features at R = 5" in memorise.measured
     assert not boundary.holds and "T/n = 3: memorised from R = 3 (not at 2)" in \
         boundary.measured
     kept = repeated_summary_table(learned=(5, 5, 5, 5, 5))  # memorised but no feature lost
-    assert not experiment_findings.repeated_findings(kept, experiments.boundaries(kept))[0].holds
+    assert not repeated.repeated_findings(kept, repeated.boundaries(kept))[0].holds
 
 
 def test_sparsity_onsets_and_finding():
@@ -306,23 +314,23 @@ def test_sparsity_onsets_and_finding():
     runs = pd.DataFrame([{"run_id": f"r{i}", "sparsity": S, "n_train": T, "seed": 0,
                           "test_loss": loss} for i, (S, T, loss, _) in enumerate(rows)])
     learned = pd.Series({f"r{i}": k for i, (*_, k) in enumerate(rows)})
-    table = experiments.sparsity_table(runs, learned)
+    table = sparsity.sparsity_table(runs, learned)
     assert_close(table["count"].to_numpy(), table["n_train"] * (1 - table["sparsity"]),
                  rtol=1e-12)
     assert table.set_index(["sparsity", "n_train"]).loc[(0.98, 500), "learned_features"] == 3
-    onset = experiments.onsets(table).set_index("sparsity")
+    onset = sparsity.onsets(table).set_index("sparsity")
     assert onset.loc[0.99, "onset_T"] == 1_000 and onset.loc[0.98, "onset_T"] == 1_000
     assert math.isnan(onset.loc[0.9, "onset_T"])  # never below 1
     assert_close(onset.loc[[0.98, 0.99], "onset_count"].to_numpy(), [20, 10], rtol=1e-9)
-    assert not experiment_findings.sparsity_finding(onset.reset_index()).holds
-    found = experiment_findings.sparsity_finding(onset.drop(index=0.9).reset_index())
+    assert not sparsity.sparsity_finding(onset.reset_index()).holds
+    found = sparsity.sparsity_finding(onset.drop(index=0.9).reset_index())
     assert found.holds and "10 (S = 0.99, T = 1,000)" in found.measured
 
 
 def test_rank_correlation_and_fmt_T():
-    assert experiment_findings.rank_correlation([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
-    assert math.isnan(experiment_findings.rank_correlation([1, 2], [5, 5]))
-    assert [experiments.fmt_T(T) for T in (30, 2_000.0, math.inf)] == ["30", "2,000", "∞"]
+    assert shared.rank_correlation([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    assert math.isnan(shared.rank_correlation([1, 2], [5, 5]))
+    assert [shared.fmt_T(T) for T in (30, 2_000.0, math.inf)] == ["30", "2,000", "∞"]
 
 
 # ------------------------------------------------------------------------------- figures
@@ -336,10 +344,10 @@ def test_T_positions_put_infinity_right_of_the_largest_T():
 
 
 def test_plot_heatmap_draws_log_loss_cells_and_marks_the_ridge():
-    table = experiments.heatmap_table(heatmap_runs())
-    ridge = experiments.ridges(table, 0.99)
+    table = heatmap.heatmap_table(heatmap_runs())
+    ridge = heatmap.ridges(table, 0.99)
     fig, ax = plt.subplots()
-    assert fx.plot_heatmap(ax, table, ridge=ridge) is ax
+    assert heatmap.plot_heatmap(ax, table, ridge=ridge) is ax
     (image,) = [a for a in ax.get_images() if isinstance(a, AxesImage)]
     assert_close(np.asarray(image.get_array()), np.log10(table.to_numpy()), rtol=1e-12)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "200", "500", "∞"]
@@ -350,7 +358,7 @@ def test_plot_heatmap_draws_log_loss_cells_and_marks_the_ridge():
 
 
 def test_plot_loss_by_draws_one_mean_curve_per_value_with_infinity_tick():
-    table = experiments.curves(heatmap_runs(), "n_hidden")
+    table = shared.curves(heatmap_runs(), "n_hidden")
     fig, ax = plt.subplots()
     assert fx.plot_loss_by(ax, table, by="n_hidden") is ax
     (m4,) = [ln for ln in ax.get_lines() if ln.get_label() == "$m$ = 4"]
@@ -367,7 +375,7 @@ def test_plot_loss_by_draws_one_mean_curve_per_value_with_infinity_tick():
 def test_plot_repeated_geometry_stars_the_repeated_points():
     W = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     fig, ax = plt.subplots()
-    assert fx.plot_repeated_geometry(ax, W, np.array([[0.0, 3.0]])) is ax
+    assert repeated.plot_repeated_geometry(ax, W, np.array([[0.0, 3.0]])) is ax
     (star,) = [c for c in ax.collections if c.get_label() == "repeated point"]
     assert_close(star.get_offsets(), [[0.0, 3.0]], rtol=0)
     assert ax.get_ylim()[1] >= 3.0  # the view holds the long repeated point
@@ -376,13 +384,13 @@ def test_plot_repeated_geometry_stars_the_repeated_points():
 def test_plot_repeated_and_boundary_draw_the_summary():
     summary = repeated_summary_table()
     fig, axes = plt.subplots(1, 3)
-    fx.plot_repeated(axes[0], summary, column="own_loss")
+    repeated.plot_repeated(axes[0], summary, column="own_loss")
     (three,) = [ln for ln in axes[0].get_lines() if ln.get_label() == "T/n = 3"]
     assert_close(three.get_xdata(), R_GRID, rtol=0)
     assert_close(three.get_ydata(), [1, 1, 0.5, 0, 0], rtol=0)
-    fx.plot_repeated(axes[1], summary, column="kept_features")
+    repeated.plot_repeated(axes[1], summary, column="kept_features")
     assert "not the point's" in axes[1].get_ylabel()
-    fx.plot_boundary(axes[2], summary)
+    repeated.plot_boundary(axes[2], summary)
     filled = [c for c in axes[2].collections if c.get_label() == "memorised"][0]
     assert sorted(map(tuple, filled.get_offsets())) == sorted(
         (ratio, R) for ratio, shares in MEMORISED.items()
@@ -396,9 +404,9 @@ def test_plot_sparsity_draws_loss_vs_count_and_onsets():
                           "n_train": [100, 1_000, 2_000, 50, 500, 1_000],
                           "count": [1.0, 10, 20, 1, 10, 20],
                           "test_mean": [1.2, 0.99, 0.98, 1.1, 1.01, 0.99]})
-    onset = experiments.onsets(table)
+    onset = sparsity.onsets(table)
     fig, ax = plt.subplots()
-    assert fx.plot_sparsity(ax, table, onset=onset) is ax
+    assert sparsity.plot_sparsity(ax, table, onset=onset) is ax
     (curve,) = [ln for ln in ax.get_lines() if ln.get_label() == "S = 0.99"]
     assert_close(curve.get_xdata(), [1, 10, 20], rtol=0)
     diamonds = [c for c in ax.collections if isinstance(c, PathCollection)]
@@ -412,10 +420,10 @@ def test_plot_max_dimensionality_subsamples_and_draws_the_median():
     examples = pd.DataFrame({"n_hidden": 2, "n_train": [5] * 5 + [math.inf] * 3000,
                              "D": 0.0, "D_star": [0.4] * 5 + [0.0] * 2999 + [1.0]})
     fig, ax = plt.subplots()
-    assert fx.plot_max_dimensionality(ax, examples) is ax
+    assert max_dimensionality.plot_max_dimensionality(ax, examples) is ax
     (dots,) = [c for c in ax.collections if c.get_label() == "training examples"]
     offsets = dots.get_offsets()
-    assert len(offsets) == 5 + fx.MAX_POINTS_PER_T
+    assert len(offsets) == 5 + max_dimensionality.MAX_POINTS_PER_T
     at = np.where(offsets[:, 1] == 0.4, 5.0, 20.0)  # infinity at 4x the largest finite T
     assert np.all(np.abs(np.log(offsets[:, 0] / at)) < 5 * fx.Style().jitter)
     (median,) = [ln for ln in ax.get_lines() if ln.get_label() == "median"]
@@ -484,6 +492,18 @@ def test_sections_of_a_heatmap_store(heatmap_store: Path, tmp_path: Path):
     assert plt.get_fignums() == []
 
 
+def test_every_preset_names_a_record_whose_claims_are_those_its_section_checks(
+        heatmap_store: Path, tmp_path: Path):
+    assert {preset.experiment for preset in PRESETS.values()} <= set(RECORDS)
+    with Store(heatmap_store, create=False) as store:
+        heat = RECORDS["heatmap"].section(store, tmp_path)
+        assert RECORDS["repeated"].section(store, tmp_path) is None
+    assert heat is not None and len(heat.findings) == len(RECORDS["heatmap"].claims)
+    for finding, claim in zip(heat.findings, RECORDS["heatmap"].claims, strict=True):
+        assert finding.claim.startswith(claim.text) and finding.paper.startswith(
+            claim.paper.split(";")[0])
+
+
 def test_sections_only_and_run_ids(heatmap_store: Path, tmp_path: Path):
     with Store(heatmap_store, create=False) as store:
         assert [s.title for s in experiment_sections.sections(
@@ -522,6 +542,7 @@ def test_repeated_section_from_a_hand_made_store(tmp_path: Path):
             expected.append(len(set(learned) - set(own)))
     assert list(summary["of them not the point's own"]) == expected
     memorise, boundary = section.findings
+    assert [f.claim for f in section.findings] == [c.text for c in RECORDS["repeated"].claims]
     assert memorise.claim.startswith("R = 5 memorises") and "T = 36 (T/n = 3)" in \
         memorise.measured
     assert "T/n = 1: memorised from R = 3 (not at 1)" in boundary.measured
@@ -582,11 +603,12 @@ def test_reproduce_a_twin_draws_its_experiment_not_the_m2_figures(tmp_path: Path
 def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_path: Path):
     from toyrelu.report import build as report
 
-    assert ("toyrelu.report.experiments.section", experiment_sections.section) in [
-        (name, fn) for name, fn in report.providers()]
+    for record in RECORDS.values():
+        assert (f"{record.name}.section", record.section) in [
+            (name, fn) for name, fn in report.providers()]
     with Store(heatmap_store, create=False) as store:
         expected = [s.title for s in experiment_sections.sections(store, tmp_path / "a")]
         report.write(store, tmp_path / "b")
     page = (tmp_path / "b" / "report.md").read_text()
     assert expected and all(f"## {title}" in page for title in expected)
-    assert "toyrelu.analysis.experiments is not available" not in page
+    assert "is not available" not in page

@@ -27,8 +27,8 @@ import browser
 from helpers import run_cli
 from toyrelu import analysis, cli
 from toyrelu.analysis.tables import Finding
+from toyrelu.experiments import double_descent
 from toyrelu.report import build as report
-from toyrelu.report import m2 as report_m2
 from toyrelu.report.layout import display_width, markdown_html, md, verdict
 from toyrelu.report.sections import Figure, Section
 from toyrelu.runs.store import Store
@@ -248,6 +248,18 @@ def test_claims_table_carries_the_m2_findings_computed_from_the_store(
                     f"{counts['not measured']} not measured."
 
 
+def test_claims_of_the_experiments_the_store_lacks_come_from_their_records(built: dict) -> None:
+    """The smoke store holds an m = 2 sweep only: every other record's claims are listed, once
+    each, as not measured, with the paper's values the records give."""
+    from toyrelu.experiments import RECORDS
+
+    absent = [tuple(claim) for key in ("heatmap", "weight-decay", "training-length", "repeated",
+                                       "sparsity") for claim in RECORDS[key].claims]
+    listed = [(r["claim"], r["paper"]) for r in claims(built["page"])
+              if r["measured"] == "not measured: the store holds no runs for it"]
+    assert absent and listed == absent
+
+
 def test_settings_table_has_one_row_per_stored_run_and_the_shared_settings_once(
     built: dict, smoke_store: Path
 ) -> None:
@@ -273,7 +285,7 @@ def test_settings_table_has_one_row_per_stored_run_and_the_shared_settings_once(
 def test_m2_section_has_captioned_figures_the_per_T_table_and_its_settings(built: dict) -> None:
     part = built["page"].by_id("part-1")
     captions = [c.text() for c in part.find_all("figcaption")]
-    assert captions == [report_m2.CAPTIONS[k] for k in ("geometry", "loss", "norms",
+    assert captions == [double_descent.CAPTIONS[k] for k in ("geometry", "loss", "norms",
                                                         "dimensionality")]
     header, rows = table_rows(table_by_caption(part, "Per training-set size"))
     assert header[:2] == ["T", "seeds"] and [r[0].text() for r in rows] == ["3", "5", "30", "300"]
@@ -428,13 +440,14 @@ def test_without_m2_runs_the_m2_claims_are_listed_as_not_measured(tmp_path: Path
     assert warnings == [] and not page.find_all("section")[1:-1]  # no part between the tables
     rows = [(r["claim"], r["paper"], r["measured"]) for r in claims(page)]
     assert rows == [(c, p, "not measured: the store holds no runs for it")
-                    for c, p in report_m2.CLAIMS]
+                    for c, p in double_descent.CLAIMS]
 
 
 def test_default_providers_start_with_the_m2_section() -> None:
     sources = report.providers()
-    assert sources[0] == ("toyrelu.report.m2.section", report_m2.section)
-    names = [name.removesuffix(".section") for name, _ in sources[1:]]
+    assert sources[0] == ("toyrelu.experiments.double_descent.section",
+                          double_descent.RECORD.section)
+    names = [name.removesuffix(".section") for name, _ in sources[len(report.PROVIDERS):]]
     assert names == list(report.OPTIONAL_MODULES)
 
 
@@ -547,12 +560,12 @@ def test_m2_claims_at_the_reduced_setting_from_a_hand_made_table() -> None:
     table = per_T([10, 30, 100, 300, 1000, 2000, math.inf],
                   [1.0, 1.0, 1.1, 1.02, 0.99, 0.985, 0.988],
                   [5.0, 20.0, 10.0, 6.0, 2.3, 2.2, 2.24])
-    found = by_claim(report_m2.paper_findings(table, dims_for(list(table["n_train"])), 1000,
+    found = by_claim(double_descent.paper_findings(table, dims_for(list(table["n_train"])), 1000,
                                               0.99))
-    assert len(found) == len(report_m2.CLAIMS)
-    for key in report_m2.ANALYSIS_CLAIMS:  # analysis's own claims, each with the paper's value
+    assert len(found) == len(double_descent.CLAIMS)
+    for key in double_descent.ANALYSIS_CLAIMS:  # analysis's own claims, each with the paper's value
         (f,) = [f for c, f in found.items() if key in c]
-        assert f.paper == report_m2.ANALYSIS_CLAIMS[key][1] and verdict(f) == "ok"
+        assert f.paper == double_descent.ANALYSIS_CLAIMS[key][1] and verdict(f) == "ok"
     position = found["the bump sits near T = 2,000 x 0.001 / (1 - S)"]
     assert position.measured == "highest mean test loss at T = 100, 0.5x the expected T"
     assert position.holds and verdict(position) == "ok"
@@ -571,7 +584,7 @@ def test_m2_claims_at_the_reduced_setting_from_a_hand_made_table() -> None:
 
 def test_m2_claims_without_a_bump_or_large_T_are_not_measured() -> None:
     table = per_T([3, 5, 8], [1.0, 1.01, 1.02], [1.0, 2.0, 3.0])
-    found = report_m2.paper_findings(table, dims_for([3, 5, 8]), 1000, 0.99)
+    found = double_descent.paper_findings(table, dims_for([3, 5, 8]), 1000, 0.99)
     verdicts = {f.claim: verdict(f) for f in found}
     assert verdicts["the bump sits near T = 2,000 x 0.001 / (1 - S)"] == "not measured"
     assert verdicts["test loss just below 1 at large T (T >= 5x the bump's T)"] == "not measured"
@@ -586,7 +599,7 @@ def test_sweep_runs_picks_the_m2_group_with_the_most_T_values() -> None:
     rows = [{**base, "run_id": f"a{T}", "n_train": T} for T in (3, 5, 8)]
     rows += [{**base, "run_id": f"b{T}", "n_train": T, "weight_decay": 1.0} for T in (3, 5)]
     rows += [{**base, "run_id": "c", "n_train": 100, "n_hidden": 4}]
-    chosen, differ = report_m2.sweep_runs(pd.DataFrame(rows))
+    chosen, differ = double_descent.sweep_runs(pd.DataFrame(rows))
     assert list(chosen["run_id"]) == ["a3", "a5", "a8"] and differ == ["weight_decay"]
 
 

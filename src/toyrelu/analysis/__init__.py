@@ -1,8 +1,9 @@
 """Tables and checked claims computed from stored runs; nothing here draws.
 
 ``tables`` (the m = 2 sweep's tables and findings, re-exported here), ``experiments`` (the
-other experiments' tables), ``claims`` (their checked claims), ``sensitivity`` (the sensitivity
-study) and ``dynamics`` (one run's snapshots).
+tables the other experiments share: curves, bumps, trends), ``sensitivity`` (the sensitivity
+study) and ``dynamics`` (one run's snapshots). Each experiment's own tables and claims are in
+its record, ``toyrelu.experiments``.
 """
 
 from toyrelu.analysis.tables import (

@@ -3,10 +3,10 @@
 A run trained with ``RunConfig.snapshot_every = K`` stores W and b at step 0, after every K
 steps and after the last step (``engine.snapshot_steps``). From those and the stored training
 set X this module computes, per snapshot s, what figure 1 of the paper shows for the final model
-(PAPER.md section 5): the hidden vectors H_s = X W_s^T, the fractional dimensionality of every
-feature and every training example, and optionally the train loss, so one can watch the T-gons
-of the hidden vectors or the pentagon of the features form. Drawing lives in
-``toyrelu.animation``; nothing here imports matplotlib.
+(docs/experiment.md section 5): the hidden vectors H_s = X W_s^T, the fractional dimensionality
+of every feature and every training example, and optionally the train loss, so one can watch
+the T-gons of the hidden vectors or the pentagon of the features form. Drawing lives in
+``toyrelu.figures.animation``; nothing here imports matplotlib.
 """
 
 from __future__ import annotations

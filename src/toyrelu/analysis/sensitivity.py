@@ -2,16 +2,17 @@
 
 From a base config, one knob at a time takes each of a few values; every value is trained over a
 few T around the bump and past the onset of generalization, for a few seeds. The knobs, the bases
-and the study's grid are defined in ``toyrelu.knobs``; every run is an ordinary stored run and
+and the study's grid are defined in ``toyrelu.runs.knobs``; every run is an ordinary stored run and
 equal configs across knobs are trained once.
 
 Per knob value the study records the bump (the T of the highest seed-mean test loss, that mean,
 the seeds' spread there, the per-example median and the share of test examples above 2) and the
 onset of generalization (the smallest T from which on the mean test loss stays below 1). Knobs are
 ranked by how far their values move the bump's height, and a verdict sentence compares the result
-with the paper's bump (PAPER.md section 5.2: about 1.015 near T = 2,000, generalization from
-T = 10,000; about 10x smaller T at the reduced setting, section 2). The study's outputs
-(sensitivity.md, figures, the report's section) are in ``toyrelu.sensitivity_report``.
+with the paper's bump (``toyrelu.core.paper``, docs/experiment.md section 5: about 1.015 near
+T = 2,000, generalization from T = 10,000; about 10x smaller T at the reduced setting, section
+2). The study's outputs (sensitivity.md, figures, the report's section) are in
+``toyrelu.report.sensitivity``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import numpy as np
 import pandas as pd
 
 from toyrelu.analysis.tables import LEARNED_D, mark_kept
-from toyrelu.core import metrics
+from toyrelu.core import metrics, paper
 from toyrelu.runs.executors import Executor
 from toyrelu.runs.knobs import Base, Knob, KnobValue, Study
 from toyrelu.runs.store import Store
 from toyrelu.runs.sweep import run_sweep
 
-PAPER_BUMP = 1.015
 # A bump has "the paper's height" when it peaks inside the T grid with an excess over 1 within
 # a factor 3 of the paper's 0.015 (1.005-1.045); generalization is "at the paper's place"
 # within a factor 2 of T (the grid is coarse).
@@ -198,10 +198,10 @@ def paper_matches(base: Base, bump: pd.DataFrame) -> pd.DataFrame:
     """The knob values (not the base's) whose bump has the paper's height (a peak inside the T
     grid with an excess over 1 within HEIGHT_SLACK of 0.015) and whose onset of generalization
     lies at the paper's place (within PLACE_FACTOR in T); unstated knobs first, lowest first."""
-    paper, place = PAPER_BUMP - 1, base.paper_onset_T
+    height, place = paper.BUMP_PEAK - 1, base.paper_onset_T
     excess = bump["peak_mean"] - 1
-    ok = (~bump["is_base"] & bump["inner"] & excess.between(paper / HEIGHT_SLACK,
-                                                            paper * HEIGHT_SLACK)
+    ok = (~bump["is_base"] & bump["inner"] & excess.between(height / HEIGHT_SLACK,
+                                                            height * HEIGHT_SLACK)
           & bump["onset_T"].between(place / PLACE_FACTOR, place * PLACE_FACTOR))
     return bump[ok].sort_values(["stated", "peak_mean"], kind="stable")
 
@@ -214,8 +214,8 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
     within the base's seed spread."""
     if bump.empty:
         return "No finished runs yet."
-    paper, place = PAPER_BUMP - 1, base.paper_onset_T
-    lo, hi = 1 + paper / HEIGHT_SLACK, 1 + paper * HEIGHT_SLACK
+    height, place = paper.BUMP_PEAK - 1, base.paper_onset_T
+    lo, hi = 1 + height / HEIGHT_SLACK, 1 + height * HEIGHT_SLACK
     b = bump[bump["is_base"]].iloc[0]
     others = bump[~bump["is_base"]].sort_values(["stated", "peak_mean"], kind="stable")
     placed = others[others["onset_T"].between(place / PLACE_FACTOR, place * PLACE_FACTOR)]
@@ -231,7 +231,7 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
         return "never in the grid" if math.isnan(r.onset_T) else f"from T = {int(r.onset_T):,}"
 
     text = (f"At the {base.name} base the bump peaks at {b.peak_mean:.3g} (T = {b.peak_T:,}) "
-            f"with generalization {onset(b)}; the paper's bump is {PAPER_BUMP} near "
+            f"with generalization {onset(b)}; the paper's bump is {paper.BUMP_PEAK} near "
             f"T ~ {base.paper_peak_T:,} with generalization from T ~ {place:,} at this scale. ")
     if not both.empty:
         r = both.iloc[0]
@@ -242,7 +242,7 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
     text += (f"No setting tried gives the paper's height ({lo:.4g}-{hi:.4g}, peaking inside the "
              "T grid) with generalization at the paper's place")
     if not bumpy.empty:
-        r = bumpy.loc[np.log(bumpy["peak_mean"] - 1).sub(math.log(paper)).abs().idxmin()]
+        r = bumpy.loc[np.log(bumpy["peak_mean"] - 1).sub(math.log(height)).abs().idxmin()]
         text += (f": the closest is {name(r)} at {r.peak_mean:.4g} (T = {r.peak_T:,}), "
                  f"generalizing {onset(r)}")
     if not flat.empty:

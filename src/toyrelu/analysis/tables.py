@@ -1,7 +1,7 @@
 """Tables computed from a store: the inputs of the figures and of the summary.
 
 Figures only draw; everything they draw is computed here from the stored arrays with
-``toyrelu.metrics``, so every number in a figure or summary can be traced to stored runs.
+``toyrelu.core.metrics``, so every number in a figure or summary can be traced to stored runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from toyrelu.core import metrics
+from toyrelu.core import metrics, paper
 from toyrelu.core.config import field_names
 from toyrelu.runs.store import Store
 
@@ -22,23 +22,18 @@ LEARNED_D = 0.1
 # Settings a sweep varies within one experiment; runs differing in anything else belong to
 # another experiment.
 SWEPT = ("n_train", "seed", "restart")
-# The paper's feature density 1 - S (n = 10,000, S = 0.999).
-PAPER_DENSITY = 0.001
+# The paper's feature density 1 - S (n = 10,000, S = 0.999), and the factor that carries its T
+# positions to another sparsity.
+PAPER_DENSITY = paper.DENSITY
+scale = paper.scale
 # A position in T agrees with the paper's within this factor: half a decade of its log grid.
 POSITION_FACTOR = 3.0
-
-
-def scale(sparsity: float) -> float:
-    """Factor from paper-scale T (S = 0.999) to T at sparsity S: 0.001 / (1 - S). The
-    transitions depend on how often each feature is seen, T (1 - S): the reduced setting
-    (S = 0.99) has them at 10x smaller T."""
-    return PAPER_DENSITY / (1.0 - sparsity)
 
 
 def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with a boolean ``kept`` column: among the restarts of one dataset (runs equal
     in every config field but ``restart``), the finished one with the lowest training loss, as
-    the paper kept (PAPER.md section 3). A run without restarts is kept if it finished."""
+    the paper kept (docs/experiment.md section 3). A run without restarts is kept if it finished."""
     runs = runs.copy()
     runs["kept"] = False
     if runs.empty:
@@ -148,7 +143,7 @@ def label_T(T: float) -> str:
 class Finding:
     """One phenomenon of the paper checked against the stored runs: the claim, toyrelu's
     measured evidence, the verdict computed from it, and the paper's own value where it gives
-    one (PAPER.md section 5)."""
+    one (docs/experiment.md section 5)."""
 
     claim: str
     measured: str
@@ -157,7 +152,7 @@ class Finding:
 
 
 def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
-    """The m = 2 phenomena of PAPER.md section 5, each with its measured evidence.
+    """The m = 2 phenomena of docs/experiment.md section 5, each with its measured evidence.
 
     T-gons: at the smallest T from 5 up, the training examples' D lies near m/T. Bump: the highest
     mean test loss sits strictly inside the T range, above both neighbours and above 1.

@@ -1,7 +1,8 @@
 """Figures drawn from tables computed elsewhere: ``plot_x(ax, table, *, style=None) -> Axes``.
 
-``base`` (the style, the m = 2 figures and ``save``, re-exported here), ``experiments``,
-``sensitivity`` and ``animation``.
+``base`` (the style, the m = 2 figures and ``save``, re-exported here), ``experiments`` (the
+helpers the experiments' records draw with: T axes with infinity, curves per value), ``sensitivity``
+and ``animation``. Each experiment's own figure is drawn by its record (``toyrelu.experiments``).
 """
 
 from toyrelu.figures.base import (

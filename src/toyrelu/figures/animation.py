@@ -1,9 +1,9 @@
 """Animations of training dynamics: a run's features and hidden vectors, one frame per snapshot.
 
 Each frame draws what figure 1 of the paper draws for a finished run (``figures.plot_features``
-and ``figures.plot_hidden`` side by side) at one stored snapshot (``toyrelu.dynamics``), with the
-step in the title and the same axes limits in every frame, so that growth and rotation are
-visible. A GIF is written with Pillow (which comes with matplotlib), an MP4 with ffmpeg.
+and ``figures.plot_hidden`` side by side) at one stored snapshot (``toyrelu.analysis.dynamics``),
+with the step in the title and the same axes limits in every frame, so that growth and rotation
+are visible. A GIF is written with Pillow (which comes with matplotlib), an MP4 with ffmpeg.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Figures of PAPER.md section 5, drawn from result tables that were computed elsewhere.
+"""Figures of docs/experiment.md section 5, drawn from result tables that were computed elsewhere.
 
 Every plotting function has the shape ``plot_x(ax, table_or_arrays, *, style=None) -> Axes``: it
 draws onto the given Axes and returns it, computing no metrics and writing no files. ``save`` is

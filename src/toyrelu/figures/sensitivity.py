@@ -1,4 +1,4 @@
-"""Figures of the sensitivity study (``toyrelu.sensitivity``), drawn from its tables.
+"""Figures of the sensitivity study (``toyrelu.analysis.sensitivity``), drawn from its tables.
 
 Every plotting function has the shape ``plot_x(ax, table, *, style=None) -> Axes``; it computes
 no statistics and writes no files.
@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from toyrelu.analysis.sensitivity import PAPER_BUMP
+from toyrelu.core import paper
 from toyrelu.figures.base import Style, as_style, label_T_axes
 
 LOSS_LABEL = "test loss $L$"
@@ -82,8 +82,8 @@ def plot_bump_height(ax: Axes, bumps: pd.DataFrame, *, style=None) -> Axes:
     ax.plot(x[edge], shown[edge], linestyle="none", marker="o", markerfacecolor="white",
             color=st.test_color, markersize=2 * st.marker_size, zorder=3,
             label="highest at the T grid's edge (no bump inside)")
-    ax.axhline(PAPER_BUMP - 1, color=st.feature_color, linestyle="--", linewidth=1.2,
-               label=f"paper ({PAPER_BUMP} - 1)")
+    ax.axhline(paper.BUMP_PEAK - 1, color=st.feature_color, linestyle="--", linewidth=1.2,
+               label=f"paper ({paper.BUMP_PEAK} - 1)")
     ax.set_xticks(x, [_label(v, b) for v, b in zip(rows["value"], rows["is_base"], strict=True)],
                   rotation=15)
     ax.set_xlim(-0.5, len(rows) - 0.5)

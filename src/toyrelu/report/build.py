@@ -1,21 +1,24 @@
 """The report: one self-contained HTML page (and its markdown twin) on every run of a store.
 
-The page holds a table of contents, the "paper vs toyrelu" table (every claim of PAPER.md
-section 5 that a section checked: the paper's value, toyrelu's and the verdict), one part per
+The page holds a table of contents, the "paper vs toyrelu" table (every claim of the paper that
+an experiment checks, docs/experiment.md section 5: the paper's value, toyrelu's and the
+verdict), one part per
 section (text, figures, tables, the section's settings) and the settings of every run. Images
 are embedded as base64 ``data:`` URIs and the CSS is inline, so the page needs no script and no
 other file; ``report.md`` beside it refers to the PNG files in the same folder.
 
 Sections come from providers, callables ``section(store, out) -> Section | None`` (a list of
-Sections is accepted too) that draw their figures into ``out``. ``PROVIDERS`` lists the built-in
-ones; the ``section`` function of each module in ``OPTIONAL_MODULES`` is added when that module
-exists. To add a section, append its function to ``PROVIDERS`` (or its module's name to
-``OPTIONAL_MODULES``), or pass ``providers=`` to ``write``. A provider that raises is shown as
-an error box in its place and the report goes on.
+Sections is accepted too) that draw their figures into ``out``. The built-in ones are the
+experiments' records (``toyrelu.experiments.RECORDS``, in ``PROVIDERS``); the ``section``
+function of each module in ``OPTIONAL_MODULES`` is added when that module exists. A new
+experiment is a new record; another section can be a module in ``OPTIONAL_MODULES`` or a
+provider passed to ``write``. A provider that raises is shown as an error box in its place and
+the report goes on.
 
 Verdicts: a Finding is "ok" when it holds, "not ok" when it does not, and "not measured" when
 the runs cannot check it: its ``measured`` text is empty or starts with "not measured" (or its
-``holds`` is None). Claims of a provider that gives no section are listed as not measured.
+``holds`` is None). The claims of a provider that gives no section (``EXPECTED``, from each
+record's ``claims``) are listed as not measured.
 """
 
 from __future__ import annotations
@@ -30,31 +33,19 @@ from typing import Any
 from toyrelu import __version__, analysis
 from toyrelu.analysis.tables import Finding
 from toyrelu.core.config import field_names
-from toyrelu.report import m2 as report_m2
+from toyrelu.experiments import RECORDS, Experiment
 from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
 from toyrelu.report.sections import Section
 from toyrelu.runs.store import Store, StoreError
 
 SectionFn = Callable[[Store, Path], Any]
 
-PROVIDERS: tuple[SectionFn, ...] = (report_m2.section,)
-OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.report.experiments", "toyrelu.report.sensitivity")
-# The claims each provider's module checks (PAPER.md section 5), listed as not measured when
-# it gives no section: (claim, the paper's value).
+PROVIDERS: tuple[SectionFn, ...] = tuple(record.section for record in RECORDS.values())
+OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.report.sensitivity",)
+# The claims each provider checks, by its name: listed as not measured when it gives no
+# section.
 EXPECTED: dict[str, tuple[tuple[str, str], ...]] = {
-    "toyrelu.report.m2": report_m2.CLAIMS,
-    "toyrelu.report.experiments": (
-        ("heatmap: the ridge of raised test loss moves to larger T as m grows",
-         "about T = 2k at m = 2, 5k at m = 4, 20k at m = 8"),
-        ("weight decay (m = 4): lower weight decay, bigger bump", "bigger bump at lower decay"),
-        ("weight decay 1.0 removes the bump", "no bump at weight decay 1.0"),
-        ("training length (m = 4): more epochs, bigger bump", "bigger bump with more steps"),
-        ("repeated data (m = 2, T = 30,000): a point repeated about 5 times is memorized and "
-         "displaces a pentagon feature", "boundary near R = 0.4 T / n"),
-        ("generalization starts once each feature appears about 10 times, across sparsities",
-         "T (1 - S) near 10"),
-    ),
-}
+    record.name: record.claims for record in RECORDS.values()}
 __all__ = ["Failure", "Report", "collect", "providers", "verdict", "write"]
 
 
@@ -87,8 +78,7 @@ def collect(
     parts: list[Section | Failure] = []
     claims: list[tuple[int | None, Finding]] = []
     for name, source in sources:
-        module = getattr(source, "__module__", None) if callable(source) else name
-        expected = EXPECTED.get(module or name, ())
+        expected = EXPECTED.get(name.removesuffix(".section"), ())
         try:
             if isinstance(source, Exception):
                 raise source
@@ -149,6 +139,10 @@ def write(
 
 
 def _name(fn: SectionFn) -> str:
+    """A provider's name: its record's, or its module and function."""
+    record = getattr(fn, "__self__", None)
+    if isinstance(record, Experiment):
+        return f"{record.name}.section"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 

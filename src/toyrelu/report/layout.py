@@ -3,7 +3,7 @@
 The HTML embeds every figure as a base64 ``data:`` URI and carries its CSS inline: no script,
 no other file, no network. Every piece of text is escaped (run settings and error messages are
 user data); a section's own ``text`` is markdown of which paragraphs, "- " lists, inline code,
-bold and italics are kept.
+bold and italics are kept. Tables, their cells' format and escaping are ``toyrelu.report.table``'s.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from toyrelu.analysis.tables import Finding
 from toyrelu.report.sections import Section
+from toyrelu.report.table import Cell, frame_rows, html_table, number, setting
+from toyrelu.report.table import escape_markdown as md
+from toyrelu.report.table import markdown as md_table
 
 VERDICT_CLASS = {"ok": "ok", "not ok": "not-ok", "not measured": "not-measured"}
 VERDICT_MARK = {"ok": "✓ ok", "not ok": "✗ not ok", "not measured": "– not measured"}
@@ -123,8 +125,7 @@ def to_markdown(report: Report, out: Path) -> str:
             else:
                 lines += [f"*Figure {md(figure.name)} was not written.*", ""]
         for caption, table in part.tables:
-            lines += [f"**{md(caption)}**", "", md_table(list(map(str, table.columns)),
-                      [[number(v) for v in row] for row in table.itertuples(index=False)]), ""]
+            lines += [f"**{md(caption)}**", "", md_table(*frame_rows(table)), ""]
         if part.settings:
             lines += ["Settings:", "", md_table(["setting", "value"], [
                 [k, setting(v)] for k, v in part.settings.items()]), ""]
@@ -144,14 +145,13 @@ def _claims_html(report: Report) -> str:
         counts[v] += 1
         source = "" if where is None else (
             f' <a class="from" href="#part-{where + 1}">({e(report.parts[where].title)})</a>')
-        rows.append(f"<tr><td>{e(finding.claim)}{source}</td><td>{e(finding.paper or '–')}</td>"
-                    f"<td>{e(finding.measured or '–')}</td>"
-                    f'<td class="verdict {VERDICT_CLASS[v]}">{e(VERDICT_MARK[v])}</td></tr>')
+        rows.append([Cell(finding.claim, after=source), Cell(finding.paper or "–"),
+                     Cell(finding.measured or "–"),
+                     Cell(VERDICT_MARK[v], css=f"verdict {VERDICT_CLASS[v]}")])
     tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-    head = "<tr><th>claim</th><th>paper</th><th>toyrelu</th><th>verdict</th></tr>"
     return (f'<section id="paper-vs-toyrelu"><h2>Paper vs toyrelu</h2><p>{e(tally)}.</p>'
-            f'<table class="claims"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
-            "</section>")
+            + html_table(["claim", "paper", "toyrelu", "verdict"], rows, css="claims")
+            + "</section>")
 
 
 def _part_html(part: Section | Failure, anchor: str, out: Path) -> str:
@@ -171,9 +171,7 @@ def _part_html(part: Section | Failure, anchor: str, out: Path) -> str:
         else:
             body.append(f'<p class="missing">Figure {e(figure.name)} was not written.</p>')
     for caption, table in part.tables:
-        body.append(html_table(list(map(str, table.columns)),
-                               [[number(v) for v in row] for row in table.itertuples(index=False)],
-                               caption))
+        body.append(html_table(*frame_rows(table), caption))
     if part.settings:
         body.append(html_table(["setting", "value"],
                                [[k, setting(v)] for k, v in part.settings.items()], "Settings"))
@@ -205,30 +203,7 @@ def _run_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return columns + [RUN_METRICS[m] for m in metrics] + (["error"] if has_error else []), rows
 
 
-def html_table(columns: list[str], rows: list[list[str]], caption: str = "",
-               css: str = "") -> str:
-    """An escaped HTML table; cells that read as numbers are right-aligned."""
-    e = html.escape
-    head = "".join(f"<th>{e(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{e(v)}</td>' if _numeric(v) else f"<td>{e(v)}</td>"
-                         for v in row) + "</tr>"
-        for row in rows)
-    cap = f"<caption>{e(caption)}</caption>" if caption else ""
-    cls = f' class="{css}"' if css else ""
-    return f"<table{cls}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-
-def md_table(columns: list[str], rows: list[list[str]]) -> str:
-    """A markdown pipe table with every cell escaped."""
-    lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def md(text: str) -> str:
-    """Text safe in markdown (and in a table cell): no raw HTML, no cell break, one line."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def md_text(text: str) -> str:
@@ -260,34 +235,6 @@ def display_width(png: bytes) -> int | None:
     return None
 
 
-def setting(value: object) -> str:
-    """A config value as text: exact floats, ``inf``, ``none`` for a missing value."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (isinstance(value, float) and value != value):
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    return str(value)
-
-
-def number(value: object) -> str:
-    """A measured value as text: 4 significant digits, – for a missing one."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e6:
-            return str(int(value))
-        return f"{value:.4g}"
-    return str(value)
 
 
 def inline_html(text: str) -> str:
@@ -309,7 +256,3 @@ def markdown_html(text: str) -> str:
         elif lines:
             blocks.append(f"<p>{inline_html(' '.join(lines))}</p>")
     return "\n".join(blocks)
-
-
-def _numeric(text: str) -> bool:
-    return bool(re.fullmatch(r"[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?|inf|–", text))

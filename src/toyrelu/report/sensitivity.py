@@ -1,24 +1,23 @@
 """The sensitivity study's outputs: sensitivity.md, its figures and the report's section.
 
-``write`` analyses a study (``toyrelu.sensitivity``) from a store and writes its figures
-(``toyrelu.figures_sensitivity``, PNG + SVG) and ``sensitivity.md``: the setting, the verdict, the
-knobs ranked by how far they move the bump's height and the per-value table. ``section`` is the
-report's provider (``toyrelu.report``): it finds the study a store holds (``detect``) and gives
-its Section, with the finding "some setting the paper leaves open gives its bump height with
-generalization at its place" (PAPER.md section 5.2).
+``write`` analyses a study (``toyrelu.analysis.sensitivity``) from a store and writes its
+figures (``toyrelu.figures.sensitivity``, PNG + SVG) and ``sensitivity.md``: the setting, the
+verdict, the knobs ranked by how far they move the bump's height and the per-value table.
+``section`` is the report's provider (``toyrelu.report.build``): it finds the study a store
+holds (``detect``) and gives its Section, with the finding "some setting the paper leaves open
+gives its bump height with generalization at its place" (docs/experiment.md section 5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from toyrelu.analysis.experiments import fmt_T
 from toyrelu.analysis.sensitivity import (
     ONSET_FEATURES,
-    PAPER_BUMP,
     Tables,
     analyse,
     paper_matches,
@@ -26,6 +25,8 @@ from toyrelu.analysis.sensitivity import (
     with_combination,
 )
 from toyrelu.analysis.tables import LEARNED_D, Finding
+from toyrelu.core import paper
+from toyrelu.report import table
 from toyrelu.report.sections import Figure, Section
 from toyrelu.runs.knobs import BASES, Study, knobs_for
 from toyrelu.runs.store import Store
@@ -54,38 +55,26 @@ def markdown(study: Study, tables: Tables, sentence: str, figures: Sequence[str]
              f"{', '.join(map(str, study.seeds))}; knobs varied one at a time around the base "
              f"(every other setting as in the base).", "", "## Verdict", "", sentence, "",
              "## Knobs ranked by their effect on the bump's height", "",
-             _md(tables.ranking, RANKING_COLUMNS), "",
+             table.frame_markdown(shown(tables.ranking), RANKING_COLUMNS), "",
              "## Every knob value", "",
              "The bump: the T with the highest mean test loss over seeds, the seeds' spread "
              "there, and the per-example view at that T (median, 90th percentile and share of "
              "test examples with a loss above 2, each averaged over seeds). Onset of "
              "generalization: the smallest T from which on the mean test loss stays below 1 with "
              f"at least {ONSET_FEATURES:g} features of D > {LEARNED_D} (mean over seeds).", "",
-             _md(tables.bumps, BUMP_COLUMNS), ""]
+             table.frame_markdown(shown(tables.bumps), BUMP_COLUMNS), ""]
     if figures:
         lines += ["## Figures", "", *(f"![{n}]({n})" for n in figures), ""]
     return "\n".join(lines)
 
 
-def _md(table: pd.DataFrame, columns: Mapping[str, str]) -> str:
-    cols = [c for c in columns if c in table]
-    lines = ["| " + " | ".join(columns[c] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        if number != number:
-            return "–"
-        return f"{number:,.0f}" if number.is_integer() and abs(number) >= 10 else f"{number:.4g}"
-    if isinstance(value, (int, np.integer)):
-        return f"{value:,}"
-    return str(value).replace("|", "\\|")
+def shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """A study table as the report and sensitivity.md show it: T written as 2,000."""
+    frame = frame.copy()
+    for column in ("peak_T", "lowest_peak_T", "onset_T"):
+        if column in frame:
+            frame[column] = [fmt_T(v) if v == v else "–" for v in frame[column]]
+    return frame
 
 
 def draw(study: Study, tables: Tables, out: Path) -> list[str]:
@@ -172,13 +161,13 @@ def section(store: Store, out: Path) -> Section | None:
         text=sentence,
         figures=[Figure(n, _caption(n)) for n in names],
         tables=[("Knobs ranked by their effect on the bump's height",
-                 tables.ranking.rename(columns=RANKING_COLUMNS)),
+                 shown(tables.ranking).rename(columns=RANKING_COLUMNS)),
                 ("Every knob value: the bump and the onset of generalization",
-                 tables.bumps[list(BUMP_COLUMNS)].rename(columns=BUMP_COLUMNS))],
+                 shown(tables.bumps[list(BUMP_COLUMNS)]).rename(columns=BUMP_COLUMNS))],
         findings=[Finding(
             "some setting the paper leaves open gives its bump height with generalization at "
             "its place (one knob varied at a time)", measured, not matches.empty,
-            paper=f"{PAPER_BUMP} near T = {found.base.paper_peak_T:,}, generalization from "
+            paper=f"{paper.BUMP_PEAK} near T = {found.base.paper_peak_T:,}, generalization from "
                   f"T ~ {found.base.paper_onset_T:,} at this scale")],
         settings={"base": found.base.name, "knobs": ", ".join(k.name for k in found.knobs),
                   "seeds": ", ".join(map(str, found.seeds)),

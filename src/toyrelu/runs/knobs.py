@@ -3,10 +3,11 @@
 A knob is a named setting given as a few values; each value is a set of RunConfig field changes
 (plus, for restarts, "best of k initialisations by training loss"). Knobs are varied one at a
 time around a base: a base config with its T grid, its seeds and where the paper puts the bump's
-peak and the onset of generalization at that scale (PAPER.md sections 2 and 5.2). A ``Study`` is
-the knobs chosen for one base and its seeds; every (knob, value, T, seed) cell is a few ordinary
-RunConfigs, so equal configs across knobs are one run. The study's statistics and verdict are in
-``toyrelu.sensitivity``.
+peak and the onset of generalization at that scale (``toyrelu.core.paper`` scaled to the base's
+sparsity, docs/experiment.md sections 2 and 5). A ``Study`` is the knobs chosen for one base and
+its seeds; every (knob, value, T, seed) cell is a few ordinary RunConfigs, so equal configs
+across knobs are one run. The study's statistics and verdict are in
+``toyrelu.analysis.sensitivity``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toyrelu.core import paper
 from toyrelu.core.config import ConfigError, RunConfig
 
 
@@ -38,8 +40,8 @@ class KnobValue:
 
 @dataclass(frozen=True)
 class Knob:
-    """A setting varied one at a time. ``stated``: the paper gives its value (PAPER.md section
-    3), so a different value shows sensitivity but cannot explain the gap to the paper."""
+    """A setting varied one at a time. ``stated``: the paper gives its value (docs/experiment.md
+    section 3), so a different value shows sensitivity but cannot explain the gap to the paper."""
 
     name: str
     description: str
@@ -99,22 +101,30 @@ class Base:
     config: RunConfig
     n_train: tuple[int, ...]
     seeds: tuple[int, ...]
-    paper_peak_T: int
-    paper_onset_T: int
+
+    @property
+    def paper_peak_T(self) -> int:
+        """The paper's bump peak (T = 2,000 at S = 0.999) at this base's sparsity."""
+        return round(paper.BUMP_T * paper.scale(self.config.sparsity))
+
+    @property
+    def paper_onset_T(self) -> int:
+        """The paper's onset of generalization (T = 10,000 at S = 0.999) at this sparsity."""
+        return round(paper.ONSET_T * paper.scale(self.config.sparsity))
 
 
 BASES: dict[str, Base] = {
     "smoke": Base("smoke", "seconds-long check: n = 50, S = 0.9, 300 steps",
                   RunConfig(n_features=50, sparsity=0.9, steps=300, n_test=500),
-                  (10, 30, 100), (0, 1), paper_peak_T=20, paper_onset_T=100),
+                  (10, 30, 100), (0, 1)),
     "quick": Base("quick", "the reduced setting: n = 1,000, S = 0.99, m = 2, 10,000 steps",
-                  RunConfig(n_features=1_000, sparsity=0.99, steps=10_000),
-                  (50, 100, 200, 300, 500, 1_000, 2_000), (0, 1),
-                  paper_peak_T=200, paper_onset_T=1_000),
+                  RunConfig(n_features=paper.REDUCED_N_FEATURES,
+                            sparsity=paper.REDUCED_SPARSITY, steps=10_000),
+                  (50, 100, 200, 300, 500, 1_000, 2_000), (0, 1)),
     "paper": Base("paper", "paper scale: n = 10,000, S = 0.999, m = 2, 50,000 steps (a GPU)",
-                  RunConfig(n_features=10_000, sparsity=0.999, steps=50_000),
-                  (1_000, 2_000, 5_000, 10_000, 20_000), (0, 1),
-                  paper_peak_T=2_000, paper_onset_T=10_000),
+                  RunConfig(n_features=paper.N_FEATURES, sparsity=paper.SPARSITY,
+                            steps=paper.STEPS),
+                  (1_000, 2_000, 5_000, 10_000, 20_000), (0, 1)),
 }
 
 

@@ -1,10 +1,13 @@
 """Named sweeps: a base config plus the axes swept around it, one per experiment of the paper.
 
 Presets are plain Python objects, type-checked like everything else; the CLI's overrides turn
-into ``Preset.override`` calls, never into branches in shared code. Every experiment of PAPER.md
-section 5 has a preset at paper scale (n = 10,000, S = 0.999, 50,000 steps) and a reduced twin
-named ``NAME-quick`` (n = 1,000, S = 0.99, where the transitions sit at about 10x smaller T) that
-fits in 15 minutes on 2 CPU cores (``cpu_seconds``).
+into ``Preset.override`` calls, never into branches in shared code. Every experiment of
+docs/experiment.md section 5 has a preset at paper scale (n = 10,000, S = 0.999, 50,000 steps,
+``toyrelu.core.paper``) and a reduced twin named ``NAME-quick`` (n = 1,000, S = 0.99, where the
+transitions sit at about 10x smaller T) whose estimated cost (``cpu_seconds``) fits a budget of
+15 minutes on 2 CPU cores. A preset names its experiment by the key of its record in
+``toyrelu.experiments``; this module imports neither pandas nor matplotlib, so listing the
+presets stays light.
 """
 
 from __future__ import annotations
@@ -14,29 +17,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toyrelu.core import paper
 from toyrelu.core.config import RunConfig
 from toyrelu.runs.grid import cost, grid
 
-PAPER_T = (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000,
-           50_000, 100_000, 200_000, 500_000, math.inf)
-GEOMETRY_T = (3, 5, 6, 8, 10, 15, 30)
+PAPER_T = paper.T_LIST
+GEOMETRY_T = paper.GEOMETRY_T
 QUICK_T = (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 300, 500, 1_000, 2_000, 5_000)
-HEATMAP_M = (2, 3, 4, 5, 6, 7, 8, 9, 10, 16)
-HEATMAP_T = (200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000)
+HEATMAP_M = paper.HEATMAP_M
+HEATMAP_T = paper.HEATMAP_T
 WEIGHT_DECAYS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 REPEATS = (1, 2, 3, 5, 10, 20, 50)
 # Appearances per feature, T (1 - S), of the sparsity experiment's training sets.
 FEATURE_COUNTS = (1, 2, 5, 10, 20, 50)
-SEEDS = (0, 1, 2, 3)
+SEEDS = tuple(range(paper.SEEDS))
 
-# The experiment a preset belongs to (``Preset.experiment``): which figures and summary
+# The experiment a preset belongs to (``Preset.experiment``), the key of its record in
+# ``toyrelu.experiments`` (which tests that each key has one): the figures and summary
 # ``toyrelu reproduce`` draws for it. "double-descent" is the m = 2 T sweep of figures 1-4.
 EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "repeated",
                "sparsity")
 
 # Fused CPU engine, one single-threaded process per core, n = 1,000: (example, feature) pairs
-# per second per core at n_hidden = 2 (PERFORMANCE.md gives 2-3e9 on a loaded 2-core machine);
-# ``sweep.cost`` scales other hidden sizes by their measured speed.
+# per second per core at n_hidden = 2, as benchmarks/bench_engine.py measures it (docs/engines.md);
+# ``grid.cost`` scales other hidden sizes by their measured speed.
 CPU_PAIRS_PER_SECOND = 2.5e9
 
 
@@ -87,7 +91,7 @@ class Preset:
 
 def cpu_seconds(configs: Sequence[RunConfig], cores: int = 2) -> float:
     """Estimated wall time of a sweep on ``cores`` CPU cores with the fused engine: the runs'
-    ``sweep.cost`` (pairs at n_hidden = 2) over the measured throughput
+    ``grid.cost`` (pairs at n_hidden = 2) over the measured throughput
     ``CPU_PAIRS_PER_SECOND``, spread evenly over the cores."""
     return sum(cost(config) for config in configs) / CPU_PAIRS_PER_SECOND / cores
 
@@ -103,8 +107,10 @@ def per_sparsity(
     )
 
 
-PAPER_BASE = RunConfig(n_features=10_000, n_hidden=2, sparsity=0.999, steps=50_000)
-QUICK_BASE = RunConfig(n_features=1_000, n_hidden=2, sparsity=0.99, steps=10_000)
+PAPER_BASE = RunConfig(n_features=paper.N_FEATURES, n_hidden=paper.N_HIDDEN,
+                       sparsity=paper.SPARSITY, steps=paper.STEPS)
+QUICK_BASE = RunConfig(n_features=paper.REDUCED_N_FEATURES, n_hidden=paper.N_HIDDEN,
+                       sparsity=paper.REDUCED_SPARSITY, steps=10_000)
 
 _PRESETS = [
     Preset(
@@ -123,7 +129,7 @@ _PRESETS = [
     ),
     Preset(
         "paper",
-        "PAPER.md's m = 2 setting: n = 10,000, S = 0.999, 50,000 steps, 4 seeds, T from 3 to "
+        "the paper's m = 2 setting: n = 10,000, S = 0.999, 50,000 steps, 4 seeds, T from 3 to "
         "500k and infinity (a fresh batch of 1,000 per step)",
         PAPER_BASE,
         {"n_train": PAPER_T, "seed": SEEDS},
@@ -153,14 +159,14 @@ _PRESETS = [
     Preset(
         "weight-decay",
         "appendix: weight decay 0..1 at m = 4, T = 200..100k, paper scale, 4 seeds",
-        PAPER_BASE.replace(n_hidden=4),
+        PAPER_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"weight_decay": WEIGHT_DECAYS, "n_train": HEATMAP_T[:9], "seed": SEEDS},
         experiment="weight-decay",
     ),
     Preset(
         "weight-decay-quick",
         "appendix, reduced: weight decay 0..1 at m = 4, T = 50..5,000, 3 seeds, 10,000 steps",
-        QUICK_BASE.replace(n_hidden=4),
+        QUICK_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"weight_decay": WEIGHT_DECAYS,
          "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
         experiment="weight-decay",
@@ -168,14 +174,14 @@ _PRESETS = [
     Preset(
         "training-length",
         "appendix: 12.5k to 100k steps at m = 4 (warmup 5%), T = 200..100k, paper scale, 4 seeds",
-        PAPER_BASE.replace(n_hidden=4),
+        PAPER_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"steps": (12_500, 25_000, 50_000, 100_000), "n_train": HEATMAP_T[:9], "seed": SEEDS},
         experiment="training-length",
     ),
     Preset(
         "training-length-quick",
         "appendix, reduced: 2,500 to 20,000 steps at m = 4 (warmup 5%), T = 50..5,000, 3 seeds",
-        QUICK_BASE.replace(n_hidden=4),
+        QUICK_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"steps": (2_500, 5_000, 10_000, 20_000),
          "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
         experiment="training-length",
