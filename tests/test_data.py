@@ -1,4 +1,4 @@
-"""Sparse data (PAPER.md section 2): unit-norm or all-zero rows, CSR invariants, the law of the
+"""Sparse data (docs/experiment.md §2): unit-norm or all-zero rows, CSR invariants, the law of the
 number of active features, and the seed streams (train, test, init) that keep runs comparable."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fractional dimensionality (PAPER.md section 4) against golden values, its invariances, the
+"""Fractional dimensionality (docs/experiment.md §4) against golden values, its invariances, the
 maximal dimensionality D* against a brute-force search, and the norms."""
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ TETRAHEDRON = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.
 
 # (name, vectors as rows, expected D of every row, source of the expected value).
 GOLDEN = [
-    # STYLE.md / PAPER.md section 4: an orthonormal set has D = 1 for every vector.
+    # docs/experiment.md §4: an orthonormal set has D = 1 for every vector.
     ("orthonormal basis m=3", np.eye(3), 1.0),
     ("rotated orthonormal m=4", random_rotation(4, 0), 1.0),
-    # PAPER.md section 4: an antipodal pair shares one dimension, D = 1/2.
+    # docs/experiment.md §4: an antipodal pair shares one dimension, D = 1/2.
     ("antipodal pair", np.array([[0.6, 0.8], [-0.6, -0.8]]), 1 / 2),
-    # PAPER.md section 4: a regular triangle in 2D, D = 2/3.
+    # docs/experiment.md §4: a regular triangle in 2D, D = 2/3.
     ("triangle", polygon(3), 2 / 3),
-    # PAPER.md section 4: a regular pentagon in 2D, D = 2/5.
+    # docs/experiment.md §4: a regular pentagon in 2D, D = 2/5.
     ("pentagon", polygon(5), 2 / 5),
-    # PAPER.md section 4: a regular tetrahedron in 3D, D = 3/4.
+    # docs/experiment.md §4: a regular tetrahedron in 3D, D = 3/4.
     ("tetrahedron", TETRAHEDRON, 3 / 4),
     # An antipodal pair embedded in 3D: the unused dimensions change nothing.
     ("antipodal pair in 3D", np.array([[0.0, 0.0, 2.0], [0.0, 0.0, -2.0]]), 1 / 2),
@@ -55,7 +55,7 @@ def test_golden_dimensionality(name: str, V: np.ndarray, expected: float) -> Non
 
 @pytest.mark.parametrize("count", range(3, 13))
 def test_regular_polygon_gives_m_over_T_for_every_point(count: int) -> None:
-    # PAPER.md section 4: a regular T-gon in m = 2 gives m / T for every point (it is a tight
+    # docs/experiment.md §4: a regular T-gon in m = 2 gives m / T for every point (it is a tight
     # frame, sum_j v_j v_j^T = (T / m) I, so every denominator is T / m).
     D = metrics.dimensionality(polygon(count, radius=1.7))
     assert_close(D, np.full(count, 2 / count), rtol=GOLDEN_RTOL, what=f"{count}-gon")
@@ -64,7 +64,7 @@ def test_regular_polygon_gives_m_over_T_for_every_point(count: int) -> None:
 
 
 def test_zero_vectors_give_zero_and_do_not_disturb_the_others() -> None:
-    # PAPER.md section 4: unlearned features (W_i = 0) give 0; a zero vector adds nothing to G.
+    # docs/experiment.md §4: unlearned features (W_i = 0) give 0; a zero vector adds nothing to G.
     V = np.vstack([polygon(3), np.zeros((2, 2))])
     D = metrics.dimensionality(V)
     assert not np.isnan(D).any()
@@ -93,7 +93,7 @@ def test_dimensionality_is_invariant_to_rotation_and_order() -> None:
 
 
 def test_dimensionality_matches_the_pairwise_definition() -> None:
-    # PAPER.md section 4: D_i = ||v_i||^2 / sum_j (v_i_hat . v_j)^2, the O(count^2) form.
+    # docs/experiment.md §4: D_i = ||v_i||^2 / sum_j (v_i_hat . v_j)^2, the O(count^2) form.
     V = np.random.default_rng(5).standard_normal((40, 3))
     V[7] = 0.0
     norms = np.linalg.norm(V, axis=1)

@@ -67,7 +67,7 @@ class InterruptAfter:
 
 
 def dense_loss(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> float:
-    """PAPER.md's loss with reduction "sum": mean over examples of
+    """The loss (docs/experiment.md §1) with reduction "sum": mean over examples of
     sum_i (ReLU(W^T W x + b)_i - x_i)^2, computed densely in float64."""
     W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
     out = np.maximum(X @ W.T @ W + b, 0.0)

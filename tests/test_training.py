@@ -30,7 +30,7 @@ def memorisation_config(seed: int = 0, **changes) -> RunConfig:
 def test_tiny_run_memorises_its_training_set(seed: int) -> None:
     result = run(memorisation_config(seed))
     assert result.status == "ok" and result.error is None
-    # PAPER.md section 1: predicting zero gives 1.0. Measured train loss 8e-9 to 2.1e-8 for
+    # docs/experiment.md §1: predicting zero gives 1.0. Measured train loss 8e-9 to 2.1e-8 for
     # these seeds (float32 parameters, float64 evaluation); 1e-4 leaves 3+ orders of margin
     # while an optimiser that does not work stays near 1.
     assert result.values["train_loss"] < 1e-4
