@@ -4,9 +4,9 @@ batch, streamed batches (T = infinity), the batch key and training snapshots; th
 likewise, and both kinds compiled for sm_90 without a GPU.
 
 Without CUDA the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set
-before Triton is imported. The interpreter costs ~0.1 ms per operation per program, so sizes are
-tiny (n <= 40, T <= 45, <= 30 steps); the blocks and tails still get exercised because the tests
-also use tiny tile sizes.
+before Triton is imported. The interpreter runs each operation of each program in NumPy, so
+sizes are tiny (n <= 40, T <= 45, <= 30 steps); the blocks and tails still get exercised because
+the tests also use tiny tile sizes.
 """
 
 from __future__ import annotations

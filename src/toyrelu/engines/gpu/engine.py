@@ -45,7 +45,9 @@ from toyrelu.engines.gpu.step import Step
 # on_snapshot(run index, step, W, b) of train_many: host copies of one run's W and b
 SnapshotsCallback = Callable[[int, int, NDArray[np.floating], NDArray[np.floating]], None]
 Result = tuple[NDArray[np.floating], NDArray[np.floating]] | Diverged
-PAIRS_PER_CHUNK = 2e11  # about 0.2 s of work at 1e12 pairs per second between progress calls
+# Pairs of work between progress calls by default: a fraction of a second at the pair rates of
+# docs/engines.md, "The GPU engine".
+PAIRS_PER_CHUNK = 2e11
 
 
 def available() -> bool:
@@ -94,9 +96,9 @@ def train_many(
     iterable yielding one batch per step (T = infinity; each batch the same size). Returns, per
     run, the final numpy (W, b) in ``config.dtype``, or a ``Diverged`` whose message says at
     which step the loss stopped being finite (that run stops there; the others go on).
-    ``on_steps(k)`` is called after every ``chunk`` steps (by default about 0.2 s of work at
-    1e12 pairs per second) with the number of steps done; divergence is checked then too.
-    ``on_snapshot(i, step, W, b)`` (if given) is called at every step of
+    ``on_steps(k)`` is called after every ``chunk`` steps (by default ``PAIRS_PER_CHUNK``
+    pairs of work, at most 1000 steps) with the number of steps done; divergence is checked
+    then too. ``on_snapshot(i, step, W, b)`` (if given) is called at every step of
     ``core.trainer.snapshot_steps(configs[i])`` with host copies of run i's W and b (none for
     runs with ``snapshot_every = 0`` or after a run diverged); or give one ``on_snapshot(step,
     W, b)`` per run (or None), as ``engines.cpu.engine.train`` takes. Chunks also end at
