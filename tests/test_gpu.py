@@ -11,6 +11,7 @@ the tests also use tiny tile sizes.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -323,6 +324,23 @@ def test_streams_must_last_and_keep_their_batch_size() -> None:
     batches[2] = fresh_batches(config, 6)[2]
     with pytest.raises(ValueError, match="batch size must be fixed"):
         train_gpu([config], [iter(batches)], [init])
+
+
+def test_adamw_scalars_are_named_per_step_in_float64() -> None:
+    # torch.optim.AdamW's scalars at step s (1-based), as engines.cpu.kernels.adamw computes
+    # them: the update kernel reads each by its name, so a swapped field would change a run.
+    from toyrelu.engines.gpu.adamw import adamw_steps
+
+    config = RunConfig(n_features=10, steps=7, lr=3e-2, weight_decay=0.1, decay_bias=False,
+                       beta1=0.8, beta2=0.99, eps=1e-6)
+    adamw = adamw_steps(config, torch.device("cpu"))
+    for s, lr in enumerate(learning_rates(config).tolist(), start=1):
+        expected = {"step_size": lr / (1.0 - 0.8**s), "root_bias2": math.sqrt(1.0 - 0.99**s),
+                    "decay_W": 1.0 - lr * 0.1, "decay_b": 1.0, "one_minus_beta1": 1.0 - 0.8,
+                    "beta2": 0.99, "one_minus_beta2": 1.0 - 0.99, "eps": 1e-6}
+        for name, tensor in adamw.kernel_args().items():
+            assert tensor.dtype == torch.float64 and tensor.shape == (7,)
+            assert float(tensor[s - 1]) == expected[name], (name, s)
 
 
 def test_batch_key_separates_what_must_be_shared() -> None:
