@@ -1,4 +1,5 @@
-"""Benchmark and check the batched GPU engine (toyrelu.gpu) on one GPU, in under ~6 minutes.
+"""Benchmark and check the batched GPU engine (toyrelu.engines.gpu) on one GPU, in under ~6
+minutes.
 
 Sections (each one's failure is printed and the next one runs):
 1. ceilings: a large device-to-device copy (bytes read + written per second) and a large fp32
@@ -44,7 +45,7 @@ if TINY and not torch.cuda.is_available():
 from toyrelu.core import data, model  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.core.schedule import learning_rates  # noqa: E402
-from toyrelu.engines.gpu import engine as gpu  # noqa: E402
+from toyrelu.engines import gpu  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N = 64 if TINY else 10_000

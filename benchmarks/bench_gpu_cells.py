@@ -1,4 +1,4 @@
-"""What the GPU engine's cells (toyrelu.gpu_cells) decide on trained runs, and what deciding
+"""What the GPU engine's cells (toyrelu.engines.gpu.cells) decide on trained runs, and what deciding
 them costs on the device.
 
 Trains ``--seeds`` runs per (m, T) (on CUDA with the batched engine when there is one, else with
@@ -7,7 +7,7 @@ ordering of the hidden vectors (``KdTree.order``), the groups' statistics (``gro
 and the class of every (group, feature) cell (``classify``). It prints the share of cells
 all-on, all-off and mixed by the bounds, and the share still mixed once z is ranged exactly
 (``ranged``: the cells a split step works pair by pair), and, on CUDA, one dense engine step
-of the same batch and one split-cell step (``toyrelu.gpu_split``, taken whatever its share)
+of the same batch and one split-cell step (``toyrelu.engines.gpu.split``, taken whatever its share)
 with the bounds alone and with ranging, with the largest relative difference of their
 gradients from the dense one.
 
@@ -26,10 +26,13 @@ import torch
 
 from toyrelu.core import data, evaluation, model, trainer
 from toyrelu.core.config import RunConfig
+from toyrelu.engines import gpu
 from toyrelu.engines.cpu import engine
 from toyrelu.engines.gpu import cells as gpu_cells
-from toyrelu.engines.gpu import engine as gpu
-from toyrelu.engines.gpu.split import Cells
+from toyrelu.engines.gpu.batch import Batch
+from toyrelu.engines.gpu.blocks import Cells
+from toyrelu.engines.gpu.feed import Feed
+from toyrelu.engines.gpu.step import Step
 
 
 def timed(call, device: torch.device, repeats: int = 5) -> tuple[object, float]:
@@ -107,12 +110,12 @@ def measure(m: int, args: argparse.Namespace, device: torch.device, on_gpu: bool
         for cells in (None, Cells(size=args.size, ranged=False, pairs_at_most=1.0),
                       Cells(size=args.size, pairs_at_most=1.0)):
             blocks = gpu.default_blocks(m, cells=cells)
-            group = gpu._Group([W for W, _ in params], [b for _, b in params], counts, "sum",
-                               device, blocks)
-            batch = gpu.Feed(Xs, "float32", 1).data(group, 0)
+            step = Step(Batch([W for W, _ in params], [b for _, b in params], counts, "sum",
+                              device, blocks))
+            batch = Feed(Xs, "float32", 1).data(0, step.batch.slot0, step.batch.n, device)
             # Step 0 regroups; later steps reuse the grouping, as most steps do.
-            _, t_step = timed(lambda g=group, d=batch: g.step(d, 1, None), device)
-            grads.append(group.GW.double())
+            GW, t_step = timed(lambda s=step, d=batch: s.gradient(d, 1)[0], device)
+            grads.append(GW.double())
             times.append(t_step)
         scale = grads[0].abs().amax(dim=(1, 2), keepdim=True)
         worst = max(float(((grad - grads[0]).abs() / scale).max()) for grad in grads[1:])

@@ -2,7 +2,7 @@
 and print what the compiler made of them: registers per thread, spills, shared memory, and the
 matrix instructions of the inner loops (wgmma / mma for the tensor-core passes, none for the
 fused multiply-add ones); then the same for the split-cell step's kernels at their default
-``gpu_split.Cells``.
+``toyrelu.engines.gpu.blocks.Cells``.
 
     python benchmarks/compile_sm90.py [--m 2,4,8,16] [--dtype float32]
 
@@ -22,11 +22,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from toyrelu.engines.gpu import engine as gpu
+from toyrelu.engines.gpu import blocks as gpu
+from toyrelu.engines.gpu.blocks import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
 from toyrelu.engines.gpu.kernels import cell_bounds as gpu_cell_bounds
 from toyrelu.engines.gpu.kernels import cell_pairs as gpu_cell_kernels
 from toyrelu.engines.gpu.kernels import dense as gpu_kernels
-from toyrelu.engines.gpu.split import BOUNDS_BF, MOMENTS_BF, Cells, dot_pad
 
 TARGET = GPUTarget("cuda", 90, 32)
 TYPES = {"float32": "fp32", "float64": "fp64"}
@@ -53,9 +53,8 @@ def _sources(m: int, dtype: str, blocks: gpu.Blocks) -> dict[str, tuple[ASTSourc
 
 
 def _cell_sources(m: int, dtype: str, cells: Cells) -> dict[str, tuple[ASTSource, int]]:
-    """The split-cell step's seven kernels (``toyrelu.gpu_cell_bounds`` and
-    ``toyrelu.gpu_cell_kernels``) as compile units, with the constants ``gpu_split.SplitStep``
-    gives them."""
+    """The split-cell step's seven kernels (``toyrelu.engines.gpu.kernels.cell_bounds`` and
+    ``cell_pairs``) as compile units, with the constants ``split.SplitStep`` gives them."""
     f = "*" + TYPES[dtype]
     hidden = {"W": f, "indptr": "*i64", "indices": "*i32", "data": f, "slot_row": "*i32",
               "slot_run": "*i32", "H": f, "n": "i32", "n_slots": "i32"}

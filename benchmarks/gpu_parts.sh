@@ -32,7 +32,7 @@ store_summary() {  # NAME...: runs of $OUT/NAME.sqlite, and their means per T
   python3 - "$OUT" "$@" <<'PY'
 import sys
 from toyrelu.analysis import mark_kept
-from toyrelu.store import Store
+from toyrelu.runs.store import Store
 for name in sys.argv[2:]:
     try:
         with Store(f"{sys.argv[1]}/{name}.sqlite", create=False) as store:

@@ -1,16 +1,17 @@
-"""The batched GPU engine (toyrelu.gpu, Triton kernels) against the autograd reference: loss and
-gradients on the same inputs, AdamW trajectories, batching many runs, divergence of one run of a
-batch, streamed batches (T = infinity), the batch key and training snapshots; the tensor-core
-passes likewise, and both kinds compiled for sm_90 without a GPU.
+"""The batched GPU engine (toyrelu.engines.gpu, Triton kernels) against the autograd reference: loss
+and gradients on the same inputs, AdamW trajectories, batching many runs, divergence of one run of a
+batch, streamed batches (T = infinity), the batch key and training snapshots; the tensor-core passes
+likewise, and both kinds compiled for sm_90 without a GPU.
 
 Without CUDA the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set
-before Triton is imported. The interpreter costs ~0.1 ms per operation per program, so sizes are
-tiny (n <= 40, T <= 45, <= 30 steps); the blocks and tails still get exercised because the
-tests also use tiny tile sizes.
+before Triton is imported. The interpreter runs each operation of each program in NumPy, so
+sizes are tiny (n <= 40, T <= 45, <= 30 steps); the blocks and tails still get exercised because
+the tests also use tiny tile sizes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -28,9 +29,8 @@ from toyrelu.core import data, model, trainer
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.core.data import SparseData  # noqa: E402
 from toyrelu.core.schedule import learning_rates  # noqa: E402
-from toyrelu.engines import reference  # noqa: E402
+from toyrelu.engines import gpu, reference  # noqa: E402
 from toyrelu.engines.cpu import engine
-from toyrelu.engines.gpu import engine as gpu
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = ["float32", "float64"]
@@ -114,7 +114,7 @@ def test_tensor_core_passes_match_reference(dtype: str, m: int, tiles: str) -> N
 
 
 def test_float32_gradient_is_close_to_float64_oracle() -> None:
-    # PERFORMANCE.md: the CPU engine's float32 gradient is within 1e-6 of a float64 reference
+    # docs/engines.md: the CPU engine's float32 gradient is within 1e-6 of a float64 reference
     # (its tests bound it at 2e-6); the GPU kernels sum in float32 over at most one tile of rows
     # or one row of features, then in float64, and meet the same bound (measured <= 1.5e-7
     # over 8 seeds).
@@ -128,8 +128,8 @@ def test_float32_gradient_is_close_to_float64_oracle() -> None:
 
 
 def test_zero_model_has_loss_one() -> None:
-    # PAPER.md section 1: predicting zero gives L = 1 per non-empty unit-norm row, so here L is
-    # the fraction of non-empty rows; a sum of 45 roundings of 1.0 in float64: 1e-14.
+    # docs/experiment.md section 1: predicting zero gives L = 1 per non-empty unit-norm row, so
+    # here L is the fraction of non-empty rows; a sum of 45 roundings of 1.0 in float64: 1e-14.
     X = awkward_batch(45, 40, "float64")
     nonempty = float((np.diff(X.indptr) > 0).mean())
     value, gW, gb = gpu.loss_and_grad(np.zeros((2, 40)), np.zeros(40), X, device=DEVICE)
@@ -326,6 +326,23 @@ def test_streams_must_last_and_keep_their_batch_size() -> None:
         train_gpu([config], [iter(batches)], [init])
 
 
+def test_adamw_scalars_are_named_per_step_in_float64() -> None:
+    # torch.optim.AdamW's scalars at step s (1-based), as engines.cpu.kernels.adamw computes
+    # them: the update kernel reads each by its name, so a swapped field would change a run.
+    from toyrelu.engines.gpu.adamw import adamw_steps
+
+    config = RunConfig(n_features=10, steps=7, lr=3e-2, weight_decay=0.1, decay_bias=False,
+                       beta1=0.8, beta2=0.99, eps=1e-6)
+    adamw = adamw_steps(config, torch.device("cpu"))
+    for s, lr in enumerate(learning_rates(config).tolist(), start=1):
+        expected = {"step_size": lr / (1.0 - 0.8**s), "root_bias2": math.sqrt(1.0 - 0.99**s),
+                    "decay_W": 1.0 - lr * 0.1, "decay_b": 1.0, "one_minus_beta1": 1.0 - 0.8,
+                    "beta2": 0.99, "one_minus_beta2": 1.0 - 0.99, "eps": 1e-6}
+        for name, tensor in adamw.kernel_args().items():
+            assert tensor.dtype == torch.float64 and tensor.shape == (7,)
+            assert float(tensor[s - 1]) == expected[name], (name, s)
+
+
 def test_batch_key_separates_what_must_be_shared() -> None:
     config = RunConfig(n_features=50, n_hidden=3, steps=100)
     key = gpu.batch_key(config)
@@ -388,10 +405,9 @@ def test_a_sweep_on_the_gpu_executor_stores_what_the_cpu_engine_gives(
     from toyrelu.runs.sweep import run_sweep
 
     tried: list[int] = []  # steps offered to the split-cell step (--gpu-cells)
-    original = gpu_split.SplitStep.step
-    monkeypatch.setattr(gpu_split.SplitStep, "step",
-                        lambda self, data, step, hyper: tried.append(step)
-                        or original(self, data, step, hyper))
+    original = gpu_split.SplitStep.sums
+    monkeypatch.setattr(gpu_split.SplitStep, "sums",
+                        lambda self, data, step: tried.append(step) or original(self, data, step))
     passes: list[bool] = []  # each batch's dense passes: tensor-core dots (--gpu-dots) or FMA
     from toyrelu.engines import gpu as gpu_api
 

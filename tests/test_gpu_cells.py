@@ -1,5 +1,6 @@
-"""The GPU engine's cells (toyrelu.gpu_cells, torch on any device) against the CPU split-cell
-step's own grouping (cells.kd_groups) and against the pre-activations computed pair by pair."""
+"""The GPU engine's cells (toyrelu.engines.gpu.cells, torch on any device) against the CPU
+split-cell step's own grouping (engines.cpu.cells.kd_groups) and against the pre-activations
+computed pair by pair."""
 
 from __future__ import annotations
 

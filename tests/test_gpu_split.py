@@ -1,7 +1,7 @@
-"""The GPU engine's split-cell step (toyrelu.gpu_split, Blocks.cells) against the autograd
+"""The GPU engine's split-cell step (toyrelu.engines.gpu.split, Blocks.cells) against the autograd
 reference: one step's loss and gradients with every cell class present, trajectories of a batch
-across several regroups, the share rule's fall-back to the dense passes, a diverging run, and
-the settings' checks. Kernels run in Triton's interpreter without CUDA, as in test_gpu."""
+across several regroups, the share rule's fall-back to the dense passes, a diverging run, and the
+settings' checks. Kernels run in Triton's interpreter without CUDA, as in test_gpu."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from helpers import assert_close  # noqa: E402
 from toyrelu.core import data, model, trainer
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.core.data import SparseData  # noqa: E402
-from toyrelu.engines import reference  # noqa: E402
+from toyrelu.engines import gpu, reference  # noqa: E402
 from toyrelu.engines.gpu import cells as gpu_cells
-from toyrelu.engines.gpu import engine as gpu
+from toyrelu.engines.gpu.batch import Batch
+from toyrelu.engines.gpu.blocks import Cells
 from toyrelu.engines.gpu.feed import upload  # noqa: E402
-from toyrelu.engines.gpu.split import Cells, SplitStep  # noqa: E402
+from toyrelu.engines.gpu.split import SplitStep  # noqa: E402
+from toyrelu.engines.gpu.step import Step
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Groups of 8 (60 examples: the last of 4), mixed features 4 per tile, 40 features in blocks of
@@ -42,14 +44,25 @@ def cell_params(m: int, n: int, dtype: str, seed: int) -> tuple[np.ndarray, np.n
             rng.uniform(-0.5, 1.0, n).astype(dtype))
 
 
-def one_step(W: np.ndarray, b: np.ndarray, X: SparseData, cells: Cells) -> gpu._Group:
-    """A group of one run after one gradient step (no update) with ``cells``."""
-    group = gpu._Group([W], [b], [X.n_examples], "sum", torch.device(DEVICE),
-                       gpu.Blocks(cells=cells))
-    [device_data] = upload([[X.astype(W.dtype)]], group.slot0, W.shape[1], str(W.dtype),
-                           group.device)
-    group.step(device_data, 0, None)
-    return group
+@dataclasses.dataclass
+class OneStep:
+    """What one gradient step of a batch of one run left: its split-cell step, the loss (1,)
+    and the gradient GW (1, m, n), Gb (1, n)."""
+
+    split: SplitStep | None
+    losses: torch.Tensor
+    GW: torch.Tensor
+    Gb: torch.Tensor
+
+
+def one_step(W: np.ndarray, b: np.ndarray, X: SparseData, cells: Cells) -> OneStep:
+    """A batch of one run after one gradient step (no update) with ``cells``."""
+    batch = Batch([W], [b], [X.n_examples], "sum", torch.device(DEVICE), gpu.Blocks(cells=cells))
+    [device_data] = upload([[X.astype(W.dtype)]], batch.slot0, W.shape[1], str(W.dtype),
+                           batch.device)
+    step = Step(batch)
+    GW, Gb = step.gradient(device_data)
+    return OneStep(step.split, batch.losses, GW, Gb)
 
 
 @pytest.mark.parametrize("m", [1, 2, 3])
@@ -58,8 +71,8 @@ def one_step(W: np.ndarray, b: np.ndarray, X: SparseData, cells: Cells) -> gpu._
 def test_split_step_matches_reference_with_every_class(dtype: str, m: int, ranged: bool) -> None:
     X = data.sample(60, 40, 0.8, np.random.default_rng(m), dtype)
     W, b = cell_params(m, 40, dtype, seed=10 + m)
-    group = one_step(W, b, X, dataclasses.replace(TINY, ranged=ranged))
-    split = group.split
+    stepped = one_step(W, b, X, dataclasses.replace(TINY, ranged=ranged))
+    split = stepped.split
     assert split is not None and split.split_steps == 1  # the cells took the step
     shares = split.shares.numpy()
     assert (shares > 0.02).all(), shares  # OFF, ON and MIXED cells all present (m = 1: 2.5%)
@@ -67,9 +80,9 @@ def test_split_step_matches_reference_with_every_class(dtype: str, m: int, range
     decided = shares[gpu_cells.MIXED] < split.bound_mixed
     assert decided == (ranged and m > 1), (shares, split.bound_mixed)
     ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, "sum")
-    assert_close(float(group.losses[0]), ref_value, rtol=GRAD_RTOL[dtype], what="loss")
-    assert_close(group.GW[0].numpy(), ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
-    assert_close(group.Gb[0].numpy(), ref_gb, rtol=GRAD_RTOL[dtype], what="dL/db")
+    assert_close(float(stepped.losses[0]), ref_value, rtol=GRAD_RTOL[dtype], what="loss")
+    assert_close(stepped.GW[0].numpy(), ref_gW, rtol=GRAD_RTOL[dtype], what="dL/dW")
+    assert_close(stepped.Gb[0].numpy(), ref_gb, rtol=GRAD_RTOL[dtype], what="dL/db")
 
 
 def test_a_step_with_no_mixed_cell_is_all_moments() -> None:
@@ -77,13 +90,13 @@ def test_a_step_with_no_mixed_cell_is_all_moments() -> None:
     # everything comes from the moments and the nonzeros' corrections.
     X = data.sample(30, 40, 0.8, np.random.default_rng(0), "float64")
     W, b = cell_params(2, 40, "float64", seed=1)
-    group = one_step(W, b, X, Cells(size=1, BF=4, reduce_BF=16, pairs_at_most=1.0))
-    assert group.split is not None and group.split.split_steps == 1
-    assert float(group.split.shares[gpu_cells.MIXED]) == 0.0
+    stepped = one_step(W, b, X, Cells(size=1, BF=4, reduce_BF=16, pairs_at_most=1.0))
+    assert stepped.split is not None and stepped.split.split_steps == 1
+    assert float(stepped.split.shares[gpu_cells.MIXED]) == 0.0
     ref_value, ref_gW, ref_gb = reference.loss_and_grad(W, b, X, "sum")
-    assert_close(float(group.losses[0]), ref_value, rtol=1e-12, what="loss")
-    assert_close(group.GW[0].numpy(), ref_gW, rtol=1e-12, what="dL/dW")
-    assert_close(group.Gb[0].numpy(), ref_gb, rtol=1e-12, what="dL/db")
+    assert_close(float(stepped.losses[0]), ref_value, rtol=1e-12, what="loss")
+    assert_close(stepped.GW[0].numpy(), ref_gW, rtol=1e-12, what="dL/dW")
+    assert_close(stepped.Gb[0].numpy(), ref_gb, rtol=1e-12, what="dL/db")
 
 
 def three_runs() -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], torch.Tensor]:
@@ -240,15 +253,16 @@ def train(configs: list[RunConfig], Xs: list, inits: list, cells: Cells | None) 
 
 
 def counting_split_steps(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Record what every SplitStep.step returns (True: the cells took the step)."""
+    """Record whether the cells took each step offered to SplitStep.sums (True: they did)."""
     taken: list[bool] = []
-    original = SplitStep.step
+    original = SplitStep.sums
 
-    def step(self: SplitStep, *args: object) -> bool:
-        taken.append(original(self, *args))  # type: ignore[arg-type]
-        return taken[-1]
+    def sums(self: SplitStep, *args: object) -> object:
+        out = original(self, *args)  # type: ignore[arg-type]
+        taken.append(out is not None)
+        return out
 
-    monkeypatch.setattr(SplitStep, "step", step)
+    monkeypatch.setattr(SplitStep, "sums", sums)
     return taken
 
 
@@ -316,9 +330,9 @@ def test_a_diverging_run_is_frozen_and_the_others_follow_reference() -> None:
 def test_streamed_batches_take_the_dense_passes() -> None:
     W, b = cell_params(2, 24, "float32", seed=0)
     blocks = gpu.Blocks(cells=TINY)
-    streamed = gpu._Group([W], [b], [10], "sum", torch.device(DEVICE), blocks, fixed=False)
+    streamed = Step(Batch([W], [b], [10], "sum", torch.device(DEVICE), blocks), fixed=False)
     assert streamed.split is None
-    assert gpu._Group([W], [b], [10], "sum", torch.device(DEVICE), blocks).split is not None
+    assert Step(Batch([W], [b], [10], "sum", torch.device(DEVICE), blocks)).split is not None
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -334,8 +348,8 @@ def test_cells_settings_are_checked(changes: dict, message: str) -> None:
 
 
 def test_mixed_tiles_shrink_as_m_grows_and_in_float64() -> None:
-    # gpu_split.MIXED_TILES: the sm_90 compile's no-spill tiles (tests/test_gpu checks them).
-    from toyrelu.engines.gpu.split import mixed_tile
+    # blocks.MIXED_TILES: the sm_90 compile's no-spill tiles (tests/test_gpu checks them).
+    from toyrelu.engines.gpu.blocks import mixed_tile
 
     assert [mixed_tile(m, "float32") for m in (1, 2, 3, 4, 8, 10, 16, 32)] == [
         32, 32, 16, 16, 8, 8, 4, 2]

@@ -1,11 +1,11 @@
 """Cells of the GPU engine's batch: examples grouped by their hidden vectors, and each (group,
 feature) cell classified from the group's ball and box, on the device in torch.
 
-This is the grouping and the bounds of the CPU split-cell step (``toyrelu.cells``: same k-d
-tree, same statistics, same bounds), batched over every run of a ``gpu._Group`` at once, so
-that a GPU step can do per-pair work only in the mixed cells (benchmarks/README.md, "What a
-GPU form of the step could skip": 2% of the pair work at m = 2, 20% at m = 4 and 46% at m = 8
-on trained paper-scale runs, with groups of 128).
+This is the grouping and the bounds of the CPU split-cell step (``toyrelu.engines.cpu.cells``:
+same k-d tree, same statistics, same bounds), batched over every run of a ``Batch``
+(``toyrelu.engines.gpu.batch``) at once, so that a GPU step can do per-pair work only in the
+mixed cells (docs/engines.md, "Beyond the dense limit: the split-cell step", measures how few
+they are on trained runs).
 
 A batch lays its runs' examples in slots: run r owns slots [starts[r], starts[r] + counts[r]).
 ``KdTree`` fixes the tree's cuts from the counts alone (they depend on no data) and

@@ -1,6 +1,6 @@
-"""Host side of the batched GPU engine (``toyrelu.gpu``): each step's examples, uploaded.
+"""Each step's examples of a GPU batch (``toyrelu.engines.gpu.batch``), uploaded.
 
-A group's runs keep their examples side by side in CSR form, plus a column-sorted copy for the
+A batch's runs keep their examples side by side in CSR form, plus a column-sorted copy for the
 sparse terms of the update. A fixed training set is uploaded once; streamed batches (T =
 infinity) are drawn from one iterator per run and uploaded ``PREFETCH`` steps at a time.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -17,15 +17,12 @@ from numpy.typing import NDArray
 
 from toyrelu.core.data import SparseData
 
-if TYPE_CHECKING:
-    from toyrelu.engines.gpu.engine import _Group
-
 PREFETCH = 64  # steps of streamed batches uploaded and column-sorted at once
 
 
 @dataclass
 class DeviceData:
-    """One step's examples of a group on the device: CSR rows of every run side by side and a
+    """One step's examples of a batch on the device: CSR rows of every run side by side and a
     column-sorted (CSC) copy, its columns grouped per run (column j of run r is r * n + j)."""
 
     indptr: torch.Tensor  # (rows + 1,) int64
@@ -40,7 +37,8 @@ class DeviceData:
 def upload(steps: list[list[SparseData]], slot0: NDArray[np.int64], n: int, dtype: str,
             device: torch.device) -> list[DeviceData]:
     """Device data for each step of ``steps`` (each a list with one batch per run), built in
-    one go: positions are global over all steps, each step's DeviceData holds views."""
+    one go: positions are global over all steps, each step's DeviceData holds views. Run r's
+    rows go to slots from ``slot0[r]`` on (``Batch.slot0``); each has ``n`` features."""
     flat = [X for batch in steps for X in batch]
     runs = len(steps[0])
     if sum(X.nnz for X in flat) >= 2**31:
@@ -67,7 +65,7 @@ def upload(steps: list[list[SparseData]], slot0: NDArray[np.int64], n: int, dtyp
 
 
 class Feed:
-    """Each step's device data of a group: one fixed upload, or batches drawn from iterators
+    """Each step's device data of a batch: one fixed upload, or batches drawn from iterators
     (one per run, a fixed batch size each) and uploaded ``PREFETCH`` steps at a time."""
 
     def __init__(self, sources: Sequence[SparseData] | Sequence[Iterator[SparseData]],
@@ -101,11 +99,13 @@ class Feed:
             out.append(batch)
         return out
 
-    def data(self, group: _Group, step: int) -> DeviceData:
-        """The device data of step ``step`` (steps are asked for in order)."""
+    def data(self, step: int, slot0: NDArray[np.int64], n: int, device: torch.device,
+             ) -> DeviceData:
+        """The device data of step ``step`` (steps are asked for in order), laid out as
+        ``upload`` lays it out for ``slot0``, ``n`` and ``device``."""
         if step >= self.lo + len(self.cache) and not (self.fixed and self.cache):
             batches = self.pending if self.pending else self._draw(step)
             self.pending = []
-            self.cache = upload(batches, group.slot0, group.n, self.dtype, group.device)
+            self.cache = upload(batches, slot0, n, self.dtype, device)
             self.lo = step
         return self.cache[0] if self.fixed else self.cache[step - self.lo]

@@ -1,16 +1,16 @@
-"""Triton kernels that decide the GPU split-cell step's cells; ``toyrelu.gpu_split`` launches
-them and ``toyrelu.gpu_cell_kernels`` then works the pairs.
+"""Triton kernels that decide the GPU split-cell step's cells; ``toyrelu.engines.gpu.split``
+launches them and ``toyrelu.engines.gpu.kernels.cell_pairs`` then works the pairs.
 
-Groups are as in ``toyrelu.gpu_cell_kernels``: group g is slots [g_slot[g], g_slot[g] +
+Groups are as in ``kernels.cell_pairs``: group g is slots [g_slot[g], g_slot[g] +
 g_count[g]) of run g_run[g]. One program per group each:
 
 - ``stats_kernel``: its float64 statistics (mean, box, ball radius, S1, S2), as
-  ``gpu_cells.group_stats`` lays them out.
-- ``bounds_kernel``: the class of each of its cells, as ``gpu_cells.classify`` gives it, the
-  list of its MIXED ones, as ``gpu_cells.mixed_lists`` gives it, and the moments of its ON
-  cells (A, u and their loss), as ``gpu_cells.on_sums`` gives them.
-- ``range_kernel`` (with ``gpu_split.Cells.ranged``): each cell the bounds left MIXED
-  decided by the exact range of its z, as ``gpu_cells.ranged`` gives it; the truly mixed ones
+  ``gpu.cells.group_stats`` lays them out.
+- ``bounds_kernel``: the class of each of its cells, as ``gpu.cells.classify`` gives it, the
+  list of its MIXED ones, as ``gpu.cells.mixed_lists`` gives it, and the moments of its ON
+  cells (A, u and their loss), as ``gpu.cells.on_sums`` gives them.
+- ``range_kernel`` (with ``gpu.blocks.Cells.ranged``): each cell the bounds left MIXED
+  decided by the exact range of its z, as ``gpu.cells.ranged`` gives it; the truly mixed ones
   are listed again for the pair pass, the ON ones for the moments pass.
 - ``moments_kernel``: what the cells found ON by their range add to A, u and the ON loss.
 
@@ -37,7 +37,7 @@ def stats_kernel(
     n_stats,
     M: tl.constexpr, BE: tl.constexpr,
 ):
-    """Row ``program_id(0)`` of ``gpu_cells.group_stats``, in float64, over the group's slots:
+    """Row ``program_id(0)`` of ``gpu.cells.group_stats``, in float64, over the group's slots:
     mean, box centre, box half-widths, S1, ball radius (the farthest h from the mean), size,
     then S2 row-major (each entry once, mirrored). A frozen run's groups are left as they
     are."""
@@ -97,7 +97,7 @@ def _on_moments(w, bv, on, u_acc, A_acc, beta):
 
 @triton.jit
 def _on_loss(row, u_acc, A_acc, beta, kk, km, M: tl.constexpr):
-    """The loss of a group's ON cells from its statistics ``row`` (``gpu_cells.group_stats``)
+    """The loss of a group's ON cells from its statistics ``row`` (``gpu.cells.group_stats``)
     and the moments over them: |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
     S1 = tl.load(row + 3 * M + kk, mask=km, other=0.0)
     S2 = tl.load(row + 4 * M + 2 + kk[:, None] * M + kk[None, :],
@@ -114,10 +114,10 @@ def bounds_kernel(
     n, n_stats,
     M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr,
 ):
-    """Group ``program_id(0)``: the class of each of its cells, as ``gpu_cells.classify``
+    """Group ``program_id(0)``: the class of each of its cells, as ``gpu.cells.classify``
     bounds them (in float64, BF features at a time), its MIXED cells listed as
-    ``gpu_cells.mixed_lists`` lists them (row g of ``features``, ``n_mixed[g]`` long, and
-    ``position``), and over its ON features the moments of ``gpu_cells.on_sums``: A = sum
+    ``gpu.cells.mixed_lists`` lists them (row g of ``features``, ``n_mixed[g]`` long, and
+    ``position``), and over its ON features the moments of ``gpu.cells.on_sums``: A = sum
     W_i W_i^T (a float64 dot, MP = M padded to 16 or more), u = sum b_i W_i and the loss
     |g| sum b_i^2 + 2 S1 . u + <S2, A>."""
     g = tl.program_id(0)

@@ -1,10 +1,10 @@
-"""Triton kernels of the GPU split-cell step that work its pairs; ``toyrelu.gpu_split``
-launches them, after ``toyrelu.gpu_cell_bounds`` has decided the cells.
+"""Triton kernels of the GPU split-cell step that work its pairs; ``toyrelu.engines.gpu.split``
+launches them, after ``toyrelu.engines.gpu.kernels.cell_bounds`` has decided the cells.
 
-The step's examples sit in slots grouped by their hidden vectors (``gpu_cells.KdTree``): group
+The step's examples sit in slots grouped by their hidden vectors (``gpu.cells.KdTree``): group
 g is slots [g_slot[g], g_slot[g] + g_count[g]) of run g_run[g], and slot s holds the example of
 CSR row slot_row[s] (-1: a padding slot). With the cells' kernels between the first and the
-second, three launches add what the dense passes of ``toyrelu.gpu_kernels`` would, cell by
+second, three launches add what the dense passes of ``kernels.dense`` would, cell by
 cell:
 
 - ``hidden_kernel``, one program per BE slots: H (S, M) = W x_t of each slot's row, before the

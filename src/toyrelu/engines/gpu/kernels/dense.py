@@ -1,10 +1,11 @@
-"""Triton kernels of the batched GPU engine; ``toyrelu.gpu`` is their public face (read it first).
+"""Triton kernels of the batched GPU engine; ``toyrelu.engines.gpu`` is their public face (read
+it first).
 
-Formulation (as the CPU engine, ``toyrelu.engine``): with z_ti = b_i + h_t . W_i, a = ReLU(z)
-and g_ti = ReLU(z_ti) - x_ti where z_ti > 0 (else 0), L = scale sum (a - x)^2, dL/db_i =
-2 scale sum_t g_ti, dL/dW_ki = 2 scale sum_t (g_ti h_tk + dh_tk x_ti), dh_tk = sum_i g_ti W_ki.
-The dense passes take x = 0 (g = a); at the ~10 nonzeros of x_t the loss gains x^2 - 2 a x and
-g drops by c = -x where z > 0, which feeds db, the decoder term c h_t and dh_t.
+Formulation (as the CPU engine, ``toyrelu.engines.cpu.engine``): with z_ti = b_i + h_t . W_i,
+a = ReLU(z) and g_ti = ReLU(z_ti) - x_ti where z_ti > 0 (else 0), L = scale sum (a - x)^2,
+dL/db_i = 2 scale sum_t g_ti, dL/dW_ki = 2 scale sum_t (g_ti h_tk + dh_tk x_ti), dh_tk =
+sum_i g_ti W_ki. The dense passes take x = 0 (g = a); at the ~10 nonzeros of x_t the loss gains
+x^2 - 2 a x and g drops by c = -x where z > 0, which feeds db, the decoder term c h_t and dh_t.
 
 A step of R runs is three launches. S is the padded row ("slot") count of all runs, F the
 feature chunks of pass A, I the row chunks ("items") of pass B:
@@ -15,7 +16,7 @@ feature chunks of pass A, I the row chunks ("items") of pass B:
 - ``cols_kernel`` (pass B), one program per (item, block of BF features): recomputes a and sums
   a h_t and a over the item's rows, per tile of rows in the working precision, into P (I, M + 1,
   n) in float64.
-- ``update_kernel`` (``toyrelu.gpu_update``), one program per (run, block of features): adds
+- ``update_kernel`` (``kernels.update``), one program per (run, block of features): adds
   the item partials, the column sums of c, c h_t and x dh_t (CSC order), scales, then one AdamW
   update (or, with UPDATE=False, writes the gradient).
 
@@ -23,12 +24,13 @@ Why two dense passes, (4m + 4) operations per pair instead of a fused (3m + 3): 
 one sum over features (dh) and one over examples (dW, db). A 2D tile can keep only one of the two
 axes inside a thread; the other then needs a cross-thread reduction or a partial buffer per block
 of pairs, which costs more than recomputing z. Pass A keeps BF features per thread, pass B BE
-rows per thread, so both inner loops are fused multiply-adds (compiled for sm_90: ~88% of the
-loop's instructions are FP for m = 2). The operand shared by a thread's pairs (W in pass A, h in
-pass B) is a broadcast scalar load; several examples (features) per thread amortise it.
+rows per thread, so both inner loops are fused multiply-adds (docs/engines.md, "The GPU
+engine", gives the FP share of the compiled loops; ``benchmarks/compile_sm90.py`` re-measures
+it). The operand shared by a thread's pairs (W in pass A, h in pass B) is a broadcast scalar
+load; several examples (features) per thread amortise it.
 
 With DOT set (``Blocks.dots``), the dense loops of passes A and B are tensor-core dots instead
-(``toyrelu.gpu_dots``); everything else is shared.
+(``kernels.dots``); everything else is shared.
 
 Every sum runs in a fixed order (no atomics): results are the same bit for bit on every launch.
 """
@@ -56,7 +58,7 @@ def _patch_interpreter() -> None:
     It turns a scalar (a 1-element array) into an int with int(array), which NumPy >= 2.4
     refuses, so every loop with a run-time bound fails: read the element instead. Its int32
     overflow checks take most of its time: they are switched off, as compiled kernels have
-    none either (``gpu._Group`` refuses batches whose offsets could overflow).
+    none either (``gpu.batch.Batch`` refuses batches whose offsets could overflow).
     """
     import dataclasses
 

@@ -1,13 +1,13 @@
-"""Tensor-core forms of the GPU engine's two dense passes (``toyrelu.gpu_kernels`` with DOT set).
+"""Tensor-core forms of the GPU engine's two dense passes (``kernels.dense`` with DOT set).
 
 The dense work of a step is three products with one short side (m): z = H W + b, the row sums
-dh = a W^T and the column sums a^T H. ``gpu_kernels`` runs them as m-fold unrolled fused
+dh = a W^T and the column sums a^T H. ``kernels.dense`` runs them as m-fold unrolled fused
 multiply-adds on the FP32 units, (4m + 4) per pair and pass. Here each is one ``tl.dot`` per
 tile, m padded to MP (at least 16, the smallest dot side), so the work per pair no longer grows
 with m up to 16: two dots of 16 multiply-adds per pair and pass, each as three TF32 products
 (below), on units with about 7x the FP32 units' peak. They compile for sm_90 to wgmma
 instructions without register spills (``benchmarks/compile_sm90.py``); which passes are faster
-at each m is for ``benchmarks/bench_gpu.py`` to measure, so ``gpu.default_blocks`` keeps the
+at each m is for ``benchmarks/bench_gpu.py`` to measure, so ``blocks.default_blocks`` keeps the
 FMA passes unless asked for dots:
 
 - pass A, a block of BE examples against BF features at a time: z = h W + b as (BE, MP) x
@@ -20,7 +20,8 @@ In float32 the dots run as "tf32x3": each operand is split into a TF32 high part
 remainder and three TF32 products are summed, which keeps about float32's precision (the
 dropped low x low term is ~2^-22 of each product) on tensor cores. float64 uses the FP64 dot.
 Padded rows of W^T and columns of h are loaded as zeros, so they add nothing. ``DOT`` is the
-input precision the kernels pass on: "tf32x3" in float32, "ieee" in float64 (``gpu.dot_precision``).
+input precision the kernels pass on: "tf32x3" in float32, "ieee" in float64
+(``gpu.blocks.dot_precision``).
 """
 
 # Tuples of tensors grow one element at a time (unrolled over m), which mypy cannot type.

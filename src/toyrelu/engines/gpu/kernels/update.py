@@ -1,8 +1,9 @@
 """The GPU engine's third launch: the gradient of each run from passes A and B, then AdamW.
 
-``toyrelu.gpu_kernels`` describes the step and what passes A and B leave behind (P, L, C, H,
-DH); this kernel adds them up per feature in a fixed order, in float64, and applies the update
-as torch.optim.AdamW does.
+``toyrelu.engines.gpu.kernels.dense`` describes the step and what passes A and B (or the
+split-cell step's kernels) leave behind (P, L, C, H, DH); this kernel adds them up per feature
+in a fixed order, in float64, and applies the update as torch.optim.AdamW does, with the
+scalars of ``toyrelu.engines.gpu.adamw.AdamWSteps``.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import triton.language as tl
 
 
 @triton.jit
-def _adamw(p_ptr, m_ptr, v_ptr, g, mask, decay, step_size, root2, b1, b2, c2, eps):
-    """torch.optim.AdamW's update, operation by operation (see toyrelu.kernels.adamw)."""
+def _adamw(p_ptr, m_ptr, v_ptr, g, mask, decay, step_size, root_bias2, one_minus_beta1, beta2,
+           one_minus_beta2, eps):
+    """torch.optim.AdamW's update, operation by operation (as engines.cpu.kernels.adamw)."""
     p = tl.load(p_ptr, mask=mask, other=0.0) * decay
     m = tl.load(m_ptr, mask=mask, other=0.0)
-    m = m + b1 * (g - m)
-    v = tl.load(v_ptr, mask=mask, other=1.0) * b2 + c2 * g * g
+    m = m + one_minus_beta1 * (g - m)
+    v = tl.load(v_ptr, mask=mask, other=1.0) * beta2 + one_minus_beta2 * g * g
     if p.dtype == tl.float32:
-        p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), root2) + eps)
+        p = p - step_size * tl.div_rn(m, tl.div_rn(tl.sqrt_rn(v), root_bias2) + eps)
     else:
-        p = p - step_size * (m / (tl.sqrt(v) / root2 + eps))
+        p = p - step_size * (m / (tl.sqrt(v) / root_bias2 + eps))
     tl.store(p_ptr, p, mask=mask)
     tl.store(m_ptr, m, mask=mask)
     tl.store(v_ptr, v, mask=mask)
@@ -34,9 +36,11 @@ def update_kernel(
     P, L, C, H, DH,  # pass A and B outputs
     colptr, csc_slot, csc_val,  # (R * n + 1,) int64, (nnz,) int32, (nnz,)
     run_items, run_blocks, scale,  # (R, 2) int32 ranges; (R,) float64 loss scale
-    hyper, dead, dead_loss, losses,  # (steps, 8) float64; (R,) int32, (R,) float64, (R,) float64
+    dead, dead_loss, losses,  # (R,) int32, (R,) float64, (R,) float64
     GW, Gb,  # gradient outputs (R, M, n), (R, n) when not UPDATE
     step, n, n_slots, n_blocks, n_fc,
+    # AdamWSteps: (steps,) float64 each
+    step_size, root_bias2, decay_W, decay_b, one_minus_beta1, beta2, one_minus_beta2, eps,
     M: tl.constexpr, MP: tl.constexpr, BF: tl.constexpr, BL: tl.constexpr,
     UPDATE: tl.constexpr,
 ):
@@ -101,17 +105,16 @@ def update_kernel(
         w_off = r * (M * n) + kk[:, None] * n + f[None, :]
         b_off = r * n + f
         if UPDATE:
-            hy = hyper + step * 8
-            step_size = tl.load(hy).to(dtype)
-            root2 = tl.load(hy + 1).to(dtype)
-            b1 = tl.load(hy + 4).to(dtype)
-            b2 = tl.load(hy + 5).to(dtype)
-            c2 = tl.load(hy + 6).to(dtype)
-            eps = tl.load(hy + 7).to(dtype)
-            _adamw(W + w_off, mW + w_off, vW + w_off, gW_t, km, tl.load(hy + 2).to(dtype),
-                   step_size, root2, b1, b2, c2, eps)
-            _adamw(b + b_off, mb + b_off, vb + b_off, gb_t, fm, tl.load(hy + 3).to(dtype),
-                   step_size, root2, b1, b2, c2, eps)
+            size = tl.load(step_size + step).to(dtype)
+            root = tl.load(root_bias2 + step).to(dtype)
+            c1 = tl.load(one_minus_beta1 + step).to(dtype)
+            b2 = tl.load(beta2 + step).to(dtype)
+            c2 = tl.load(one_minus_beta2 + step).to(dtype)
+            e = tl.load(eps + step).to(dtype)
+            _adamw(W + w_off, mW + w_off, vW + w_off, gW_t, km,
+                   tl.load(decay_W + step).to(dtype), size, root, c1, b2, c2, e)
+            _adamw(b + b_off, mb + b_off, vb + b_off, gb_t, fm,
+                   tl.load(decay_b + step).to(dtype), size, root, c1, b2, c2, e)
         else:
             tl.store(GW + w_off, gW_t, mask=km)
             tl.store(Gb + b_off, gb_t, mask=fm)
