@@ -45,7 +45,7 @@ def random_params(m: int, n: int, dtype: str, seed: int) -> tuple[np.ndarray, np
 
 # Gradient tolerance, relative to the largest gradient entry. float32: the engine and PyTorch
 # sum ~300 x 200 terms in different orders; rounding gives ~1e-7 relative (measured <= 7e-7),
-# and the brief's 1e-5 keeps 14x margin. float64: measured <= 1.1e-15; 1e-12 still fails at once
+# and 1e-5 keeps 14x margin. float64: measured <= 1.1e-15; 1e-12 still fails at once
 # on any float32 intermediate (~1e-7).
 GRAD_RTOL = {"float32": 1e-5, "float64": 1e-12}
 
@@ -125,7 +125,7 @@ def test_sparse_gradients_are_the_same_on_any_tiling() -> None:
 
 @pytest.mark.parametrize("m", [2, 5])
 def test_float32_gradient_is_close_to_float64_oracle(m: int) -> None:
-    # PERFORMANCE.md: float32 tiles flushed into float64 match a float64 reference to better
+    # docs/engines.md: float32 tiles flushed into float64 match a float64 reference to better
     # than 1e-6 relative (measured <= 4e-7 here); 2e-6 keeps that claim with 5x margin.
     X = awkward_batch(303, 200, "float64", seed=m)
     W, b = random_params(m, 200, "float64", seed=20 + m)
@@ -137,8 +137,8 @@ def test_float32_gradient_is_close_to_float64_oracle(m: int) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_model_has_loss_one(dtype: str) -> None:
-    # PAPER.md section 1: with unit-norm inputs, predicting zero gives exactly L = 1.0 ("sum");
-    # all-zero rows contribute 0, so here L is the fraction of non-empty rows.
+    # docs/experiment.md section 1: with unit-norm inputs, predicting zero gives exactly
+    # L = 1.0 ("sum"); all-zero rows contribute 0, so here L is the fraction of non-empty rows.
     X = awkward_batch(100, 50, dtype)
     nonempty = float((np.diff(X.indptr) > 0).mean())
     zeros_W, zeros_b = np.zeros((2, 50), dtype), np.zeros(50, dtype)
@@ -366,8 +366,9 @@ def test_cosine_schedule_warms_up_then_decays_to_exactly_zero(warmup: int) -> No
     lrs = learning_rates(config)
     assert lrs.shape == (200,) and lrs.dtype == np.float64
     assert lrs[0] == (0.0 if warmup else 3e-3)
-    # PAPER.md section 3: linear warmup from 0, peak at the end of warmup, cosine to 0 at the
-    # last step. lr * s / w and lr * 0.5 * (1 + cos(0)) are single roundings: 1e-15 relative.
+    # docs/experiment.md section 3: linear warmup from 0, peak at the end of warmup, cosine to
+    # 0 at the last step. lr * s / w and lr * 0.5 * (1 + cos(0)) are single roundings: 1e-15
+    # relative.
     assert_close(lrs[:warmup], 3e-3 * np.arange(warmup) / max(warmup, 1), rtol=1e-15,
                  what="warmup")
     assert lrs[warmup] == 3e-3
