@@ -17,7 +17,7 @@ from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
 from toyrelu.core.schedule import learning_rates
 from toyrelu.engines import reference
-from toyrelu.engines.cpu import engine, kernels
+from toyrelu.engines.cpu import cache, engine, kernels
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
@@ -497,6 +497,6 @@ def test_prune_deletes_only_kernel_modules_unused_for_long(tmp_path) -> None:
         path.write_text("")
     for name in ("old", "old_nbi", "stray", "other"):
         os.utime(files[name], (1_000.0, 1_000.0))
-    gone = kernels.prune(tmp_path, before=2_000.0)
+    gone = cache.prune(tmp_path, before=2_000.0)
     assert sorted(gone) == sorted([files["old"], files["stray"]])
     assert {name for name, path in files.items() if path.exists()} == {"new", "new_nbi", "other"}
