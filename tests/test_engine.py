@@ -269,7 +269,8 @@ def test_adamw_update_matches_torch(dtype: str) -> None:
     expected_p, expected_m, expected_v = torch_adamw_steps(p, grads, lr=1e-2, wd=1e-2)
     got_p, got_m, got_v = p.copy(), np.zeros_like(p), np.zeros_like(p)
     for step, g in enumerate(grads, start=1):
-        kernels.module(2).adamw(got_p, g, got_m, got_v, 1e-2, 1e-2, 0.9, 0.999, 1e-8, step)
+        kernels.module(2).adamw(got_p, g, got_m, got_v, lr=1e-2, weight_decay=1e-2, beta1=0.9,
+                                beta2=0.999, eps=1e-8, step=step)
     # torch's float32 arithmetic, done in the same order, is at most a few roundings
     # (2^-24 = 6e-8) away: 16 of them as the bound; in float64 the same reasoning gives ~1e-15,
     # bounded at 1e-12.
@@ -421,12 +422,13 @@ def run_module(config: RunConfig, parallel: bool, batch: int) -> tuple[np.ndarra
     """``config.steps`` AdamW steps through one compiled module, with ``batch`` tiles a region."""
     X = data.train_set(config)
     W, b = model.init_params(config)
-    moments = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
-    lrs = learning_rates(config)
     done, _ = kernels.module(config.n_hidden, parallel).run_steps(
-        W, b, X.indptr, X.indices, X.data, 1.0 / config.n_train, lrs, 0, config.steps,
-        config.weight_decay, config.weight_decay, config.beta1, config.beta2, config.eps,
-        *moments, batch,
+        W=W, b=b, indptr=X.indptr, indices=X.indices, data=X.data,
+        scale=1.0 / config.n_train, lrs=learning_rates(config), step_lo=0,
+        step_hi=config.steps, weight_decay_W=config.weight_decay,
+        weight_decay_b=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+        eps=config.eps, mW=np.zeros_like(W), vW=np.zeros_like(W), mb=np.zeros_like(b),
+        vb=np.zeros_like(b), batch=batch,
     )
     assert done == config.steps
     return W, b

@@ -220,8 +220,8 @@ def loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, pair_sha
     return total * scale
 
 
-def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, wd_W, wd_b, beta1,
-              beta2, eps, mW, vW, mb, vb, batch):
+def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, weight_decay_W,
+              weight_decay_b, beta1, beta2, eps, mW, vW, mb, vb, batch):
     """AdamW steps [step_lo, step_hi) in place, as ``drivers.run_steps``, on the run's own
     copy of the training set, whose rows are regrouped (``regroup``) in place at every
     multiple of REGROUP steps. Returns (steps done, loss at the failing step, share of pairs
@@ -237,7 +237,9 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, wd_W, w
         value = loss_and_grad(W, b, indptr, indices, data, H, scale, gW, gb, batch, share)
         if not math.isfinite(value):
             return s, value, share[0]
-        adamw(W, gW, mW, vW, lrs[s], wd_W, beta1, beta2, eps, s + 1)  # noqa: F821
-        adamw(b, gb, mb, vb, lrs[s], wd_b, beta1, beta2, eps, s + 1)  # noqa: F821
+        adamw(W, gW, mW, vW, lr=lrs[s], weight_decay=weight_decay_W, beta1=beta1,  # noqa: F821
+              beta2=beta2, eps=eps, step=s + 1)
+        adamw(b, gb, mb, vb, lr=lrs[s], weight_decay=weight_decay_b, beta1=beta1,  # noqa: F821
+              beta2=beta2, eps=eps, step=s + 1)
     return step_hi, 0.0, share[0]
 

@@ -123,12 +123,12 @@ def write_scaled(gW64, gb64, factor, gW, gb):
             gW[k, i] = factor * gW64[k, i]
 
 
-def adamw(p, g, m, v, lr, wd, beta1, beta2, eps, step):
+def adamw(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step):
     """One torch.optim.AdamW update of ``p`` in place, in the same order of operations, with
     gradient g and moments m and v (all shaped like p) at ``step``, counted from 1."""
     step_size = p.dtype.type(lr / (1.0 - beta1**step))
     root2 = p.dtype.type(math.sqrt(1.0 - beta2**step))
-    decay = p.dtype.type(1.0 - lr * wd)
+    decay = p.dtype.type(1.0 - lr * weight_decay)
     b1 = p.dtype.type(1.0 - beta1)
     b2 = p.dtype.type(beta2)
     c2 = p.dtype.type(1.0 - beta2)
@@ -141,8 +141,8 @@ def adamw(p, g, m, v, lr, wd, beta1, beta2, eps, step):
         p.flat[i] -= step_size * (m.flat[i] / (math.sqrt(v.flat[i]) / root2 + e))
 
 
-def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, wd_W, wd_b, beta1,
-              beta2, eps, mW, vW, mb, vb, batch):
+def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, weight_decay_W,
+              weight_decay_b, beta1, beta2, eps, mW, vW, mb, vb, batch):
     """AdamW steps [step_lo, step_hi) in place; returns (steps done, loss at the failing step).
 
     The loss is times ``scale``; step s takes learning rate lrs[s]; mW, vW, mb, vb are the
@@ -159,6 +159,8 @@ def run_steps(W, b, indptr, indices, data, scale, lrs, step_lo, step_hi, wd_W, w
                               tiles_gWT)
         if not math.isfinite(value):
             return s, value
-        adamw(W, gW, mW, vW, lrs[s], wd_W, beta1, beta2, eps, s + 1)
-        adamw(b, gb, mb, vb, lrs[s], wd_b, beta1, beta2, eps, s + 1)
+        adamw(W, gW, mW, vW, lr=lrs[s], weight_decay=weight_decay_W, beta1=beta1,
+              beta2=beta2, eps=eps, step=s + 1)
+        adamw(b, gb, mb, vb, lr=lrs[s], weight_decay=weight_decay_b, beta1=beta1,
+              beta2=beta2, eps=eps, step=s + 1)
     return step_hi, 0.0

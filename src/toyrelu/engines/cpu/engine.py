@@ -75,7 +75,8 @@ def loss_and_grad(
     if split_cells:
         Xg, H = cells.grouped(W, X)
         value = cells.module(W.shape[0]).loss_and_grad(W, b, Xg.indptr, Xg.indices, Xg.data, H,
-                                                       scale, gW, gb, 1, np.zeros(1))
+                                                       scale, gW, gb, batch=1,
+                                                       pair_share=np.zeros(1))
         return float(value), gW, gb
     threads = numba.get_num_threads()
     batch = tile_batch(threads)
@@ -281,17 +282,22 @@ class _Run:
         if split:
             assert self.grouped is not None
             X = self.grouped
-        scale = loss_scale(c.loss_reduction, X.n_examples, c.n_features)
-        wd_b = c.weight_decay if c.decay_bias else 0.0
-        args = (self.W, self.b, X.indptr, X.indices, X.data, scale, self.lrs, lo, hi,
-                c.weight_decay, wd_b, c.beta1, c.beta2, c.eps, state.mW, state.vW, state.mb,
-                state.vb, tile_batch(self.threads))
+        arguments = dict(
+            W=self.W, b=self.b, indptr=X.indptr, indices=X.indices, data=X.data,
+            scale=loss_scale(c.loss_reduction, X.n_examples, c.n_features),
+            lrs=self.lrs, step_lo=lo, step_hi=hi,
+            weight_decay_W=c.weight_decay,
+            weight_decay_b=c.weight_decay if c.decay_bias else 0.0,
+            beta1=c.beta1, beta2=c.beta2, eps=c.eps,
+            mW=state.mW, vW=state.vW, mb=state.mb, vb=state.vb,
+            batch=tile_batch(self.threads),
+        )
         with _numba_threads(self.threads):
             if split:
                 compiled = cells.module(c.n_hidden, self.threads > 1)
-                done, value, share = compiled.run_steps(*args)
+                done, value, share = compiled.run_steps(**arguments)
             else:
-                done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(*args)
+                done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(**arguments)
                 share = 0.0
         if done < hi:
             raise Diverged(f"loss is {value} at step {done}")
