@@ -3,7 +3,6 @@ same inputs, AdamW trajectories, invariances of the loss, divergence, and the lr
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numba
@@ -17,7 +16,7 @@ from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
 from toyrelu.core.schedule import learning_rates
 from toyrelu.engines import reference
-from toyrelu.engines.cpu import cache, engine, kernels
+from toyrelu.engines.cpu import engine, kernels
 
 DTYPES = ["float32", "float64"]
 HIDDEN = [1, 2, 3, 5]
@@ -482,23 +481,3 @@ def test_train_refuses_more_threads_than_numba_has() -> None:
 def test_default_threads_use_the_pool_only_for_big_steps() -> None:
     assert engine.default_threads(100, 10_000) == 1
     assert engine.default_threads(1_000, 10_000) == numba.get_num_threads()
-
-
-def test_prune_deletes_only_kernel_modules_unused_for_long(tmp_path) -> None:
-    """Modules older than the cut go with their numba cache files; recent ones, other files and
-    other hidden sizes' caches whose names share a prefix stay."""
-    cached = tmp_path / "__pycache__"
-    cached.mkdir()
-    files = {
-        "old": tmp_path / "fused_m1_aaaa.py", "new": tmp_path / "fused_m10_aaaa.py",
-        "old_nbi": cached / "fused_m1_aaaa.accumulate-13.py311.nbi",
-        "new_nbi": cached / "fused_m10_aaaa.accumulate-13.py311.nbi",
-        "stray": tmp_path / "abc.tmp", "other": tmp_path / "notes.txt",
-    }
-    for path in files.values():
-        path.write_text("")
-    for name in ("old", "old_nbi", "stray", "other"):
-        os.utime(files[name], (1_000.0, 1_000.0))
-    gone = cache.prune(tmp_path, before=2_000.0)
-    assert sorted(gone) == sorted([files["old"], files["stray"]])
-    assert {name for name, path in files.items() if path.exists()} == {"new", "new_nbi", "other"}
