@@ -1,4 +1,4 @@
-"""Whole runs with the split-cell step (``toyrelu.cells``) against the fused step alone.
+"""Whole runs with the split-cell step (``toyrelu.engines.cpu.cells``) against the fused step.
 
 For each (m, T) this trains one run twice from the same initialisation, on one thread: with
 ``split_cells=False`` (the fused kernels at every step) and with the default choice (split-cell

@@ -2,14 +2,15 @@
 
 What it measures, all in one process run so that the ratios are comparable:
 
-1. For each T in --n-train: ms per full-batch AdamW step of ``toyrelu.reference.train`` (dense
-   PyTorch autograd) and of ``toyrelu.engine.train`` (fused numba kernel), on the same config,
-   training set and initial parameters. Both are warmed up first (torch start-up, numba
-   compile / cache load excluded), then timed with time.perf_counter over enough steps for about
-   1 s of work (at least 3 steps for the reference); the median of --repeats calls is reported.
-   Reference time is the whole ``reference.train`` call divided by its steps, subtracting
-   nothing. As a sanity check, "grad rel diff" is max |g_ref - g_engine| / max |g_ref| of the
-   gradients (dW and db) at the initial parameters (float32 rounding only: expect ~1e-6).
+1. For each T in --n-train: ms per full-batch AdamW step of ``toyrelu.engines.reference.train``
+   (dense PyTorch autograd) and of ``toyrelu.engines.cpu.engine.train`` (fused numba kernel), on
+   the same config, training set and initial parameters. Both are warmed up first (torch
+   start-up, numba compile / cache load excluded), then timed with time.perf_counter over enough
+   steps for about 1 s of work (at least 3 steps for the reference); the median of --repeats
+   calls is reported. Reference time is the whole ``reference.train`` call divided by its
+   steps, subtracting nothing. As a sanity check, "grad rel diff" is
+   max |g_ref - g_engine| / max |g_ref| of the gradients (dW and db) at the initial parameters
+   (float32 rounding only: expect ~1e-6).
 2. At --big-T (default 100,000, where the dense reference needs > 20 GB): a child process that
    only builds the training set and runs 2 engine steps; its peak resident memory above its
    baseline after imports, the CSR size of the data, and ms/step there.

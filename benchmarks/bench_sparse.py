@@ -32,7 +32,7 @@ import numpy as np
 from toyrelu.core import data, trainer
 from toyrelu.core.data import SparseData
 from toyrelu.engines import reference
-from toyrelu.engines.cpu import kernels
+from toyrelu.engines.cpu import cache, kernels
 from toyrelu.runs import presets, training
 
 
@@ -45,7 +45,7 @@ def dense_module(m: int) -> ModuleType:
         source = kernels.module_source(m)
     finally:
         kernels.SPARSE_FROM = saved
-    return kernels.load(f"fused_m{m}_dense", source)
+    return cache.load(f"fused_m{m}_dense", source)
 
 
 def gradient_call(module: ModuleType, W: np.ndarray, b: np.ndarray,

@@ -1,6 +1,6 @@
-"""The split-cell step (toyrelu.cells) against the autograd reference: loss and gradients with
-all-on, all-off and mixed cells present, AdamW trajectories across regroupings, and numbers that
-do not depend on chunks or threads; and the k-d grouping of the examples."""
+"""The split-cell step (toyrelu.engines.cpu.cells) against the autograd reference: loss and
+gradients with all-on, all-off and mixed cells present, AdamW trajectories across regroupings,
+and numbers that do not depend on chunks or threads; and the k-d grouping of the examples."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ same inputs, AdamW trajectories, invariances of the loss, divergence, and the lr
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numba
@@ -45,7 +44,7 @@ def random_params(m: int, n: int, dtype: str, seed: int) -> tuple[np.ndarray, np
 
 # Gradient tolerance, relative to the largest gradient entry. float32: the engine and PyTorch
 # sum ~300 x 200 terms in different orders; rounding gives ~1e-7 relative (measured <= 7e-7),
-# and the brief's 1e-5 keeps 14x margin. float64: measured <= 1.1e-15; 1e-12 still fails at once
+# and 1e-5 keeps 14x margin. float64: measured <= 1.1e-15; 1e-12 still fails at once
 # on any float32 intermediate (~1e-7).
 GRAD_RTOL = {"float32": 1e-5, "float64": 1e-12}
 
@@ -125,7 +124,7 @@ def test_sparse_gradients_are_the_same_on_any_tiling() -> None:
 
 @pytest.mark.parametrize("m", [2, 5])
 def test_float32_gradient_is_close_to_float64_oracle(m: int) -> None:
-    # PERFORMANCE.md: float32 tiles flushed into float64 match a float64 reference to better
+    # docs/engines.md: float32 tiles flushed into float64 match a float64 reference to better
     # than 1e-6 relative (measured <= 4e-7 here); 2e-6 keeps that claim with 5x margin.
     X = awkward_batch(303, 200, "float64", seed=m)
     W, b = random_params(m, 200, "float64", seed=20 + m)
@@ -137,8 +136,8 @@ def test_float32_gradient_is_close_to_float64_oracle(m: int) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_model_has_loss_one(dtype: str) -> None:
-    # PAPER.md section 1: with unit-norm inputs, predicting zero gives exactly L = 1.0 ("sum");
-    # all-zero rows contribute 0, so here L is the fraction of non-empty rows.
+    # docs/experiment.md section 1: with unit-norm inputs, predicting zero gives exactly
+    # L = 1.0 ("sum"); all-zero rows contribute 0, so here L is the fraction of non-empty rows.
     X = awkward_batch(100, 50, dtype)
     nonempty = float((np.diff(X.indptr) > 0).mean())
     zeros_W, zeros_b = np.zeros((2, 50), dtype), np.zeros(50, dtype)
@@ -269,7 +268,8 @@ def test_adamw_update_matches_torch(dtype: str) -> None:
     expected_p, expected_m, expected_v = torch_adamw_steps(p, grads, lr=1e-2, wd=1e-2)
     got_p, got_m, got_v = p.copy(), np.zeros_like(p), np.zeros_like(p)
     for step, g in enumerate(grads, start=1):
-        kernels.module(2).adamw(got_p, g, got_m, got_v, 1e-2, 1e-2, 0.9, 0.999, 1e-8, step)
+        kernels.module(2).adamw(got_p, g, got_m, got_v, lr=1e-2, weight_decay=1e-2, beta1=0.9,
+                                beta2=0.999, eps=1e-8, step=step)
     # torch's float32 arithmetic, done in the same order, is at most a few roundings
     # (2^-24 = 6e-8) away: 16 of them as the bound; in float64 the same reasoning gives ~1e-15,
     # bounded at 1e-12.
@@ -366,8 +366,9 @@ def test_cosine_schedule_warms_up_then_decays_to_exactly_zero(warmup: int) -> No
     lrs = learning_rates(config)
     assert lrs.shape == (200,) and lrs.dtype == np.float64
     assert lrs[0] == (0.0 if warmup else 3e-3)
-    # PAPER.md section 3: linear warmup from 0, peak at the end of warmup, cosine to 0 at the
-    # last step. lr * s / w and lr * 0.5 * (1 + cos(0)) are single roundings: 1e-15 relative.
+    # docs/experiment.md section 3: linear warmup from 0, peak at the end of warmup, cosine to
+    # 0 at the last step. lr * s / w and lr * 0.5 * (1 + cos(0)) are single roundings: 1e-15
+    # relative.
     assert_close(lrs[:warmup], 3e-3 * np.arange(warmup) / max(warmup, 1), rtol=1e-15,
                  what="warmup")
     assert lrs[warmup] == 3e-3
@@ -420,12 +421,13 @@ def run_module(config: RunConfig, parallel: bool, batch: int) -> tuple[np.ndarra
     """``config.steps`` AdamW steps through one compiled module, with ``batch`` tiles a region."""
     X = data.train_set(config)
     W, b = model.init_params(config)
-    moments = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
-    lrs = learning_rates(config)
     done, _ = kernels.module(config.n_hidden, parallel).run_steps(
-        W, b, X.indptr, X.indices, X.data, 1.0 / config.n_train, lrs, 0, config.steps,
-        config.weight_decay, config.weight_decay, config.beta1, config.beta2, config.eps,
-        *moments, batch,
+        W=W, b=b, indptr=X.indptr, indices=X.indices, data=X.data,
+        scale=1.0 / config.n_train, lrs=learning_rates(config), step_lo=0,
+        step_hi=config.steps, weight_decay_W=config.weight_decay,
+        weight_decay_b=config.weight_decay, beta1=config.beta1, beta2=config.beta2,
+        eps=config.eps, mW=np.zeros_like(W), vW=np.zeros_like(W), mb=np.zeros_like(b),
+        vb=np.zeros_like(b), batch=batch,
     )
     assert done == config.steps
     return W, b
@@ -479,23 +481,3 @@ def test_train_refuses_more_threads_than_numba_has() -> None:
 def test_default_threads_use_the_pool_only_for_big_steps() -> None:
     assert engine.default_threads(100, 10_000) == 1
     assert engine.default_threads(1_000, 10_000) == numba.get_num_threads()
-
-
-def test_prune_deletes_only_kernel_modules_unused_for_long(tmp_path) -> None:
-    """Modules older than the cut go with their numba cache files; recent ones, other files and
-    other hidden sizes' caches whose names share a prefix stay."""
-    cached = tmp_path / "__pycache__"
-    cached.mkdir()
-    files = {
-        "old": tmp_path / "fused_m1_aaaa.py", "new": tmp_path / "fused_m10_aaaa.py",
-        "old_nbi": cached / "fused_m1_aaaa.accumulate-13.py311.nbi",
-        "new_nbi": cached / "fused_m10_aaaa.accumulate-13.py311.nbi",
-        "stray": tmp_path / "abc.tmp", "other": tmp_path / "notes.txt",
-    }
-    for path in files.values():
-        path.write_text("")
-    for name in ("old", "old_nbi", "stray", "other"):
-        os.utime(files[name], (1_000.0, 1_000.0))
-    gone = kernels.prune(tmp_path, before=2_000.0)
-    assert sorted(gone) == sorted([files["old"], files["stray"]])
-    assert {name for name, path in files.items() if path.exists()} == {"new", "new_nbi", "other"}

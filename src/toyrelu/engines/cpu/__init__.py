@@ -1,2 +1,3 @@
-"""The fused CPU engine: ``engine`` trains, ``kernels`` generates and compiles the fused step,
-``cells`` the split-cell step, ``cache`` keeps the compiled kernels on disk."""
+"""The fused CPU engine: ``engine`` trains; ``kernels`` generates the fused step's kernels and
+``drivers`` holds its compiled loops; ``cells`` and ``cell_drivers`` do the same for the
+split-cell step; ``target`` sets what they compile for, and ``cache`` keeps them on disk."""

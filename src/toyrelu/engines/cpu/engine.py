@@ -5,14 +5,14 @@ accumulations (dL/db_i, dL/dW_i through the decoder, dL/dh_t). The dense pass tr
 everywhere; the ~10 nonzeros of x_t then enter as exact corrections:
 (a - x)^2 = a^2 - 2 a x + x^2, and dL/dz drops by 2x where z > 0. Finally dL/dh_t flows back
 through the encoder into the columns of W that x_t touches. One pass over (t, i) pairs, about
-(6 m + 2) flops each, compute-bound (PERFORMANCE.md).
+(6 m + 2) flops each, compute-bound (docs/engines.md, cost model).
 
 From CELLS_FROM examples up and below CELLS_BELOW_HIDDEN hidden dimensions, where most
 (example, feature) cells of a trained run are all-on or all-off, ``train`` takes the split-cell
-step of ``toyrelu.cells`` instead, while it pays.
+step of ``toyrelu.engines.cpu.cells`` instead, while it pays.
 
-The compiled kernels live in ``toyrelu.kernels`` and ``toyrelu.cells``; this module is the
-engine's public face.
+The compiled kernels live in ``toyrelu.engines.cpu.kernels`` and ``toyrelu.engines.cpu.cells``;
+this module is the engine's public face.
 Gradients accumulate in tiles of a few hundred examples in the working precision and are flushed
 into float64, which keeps float32 runs within 1e-6 of a float64 reference.
 """
@@ -39,20 +39,16 @@ from toyrelu.core.trainer import (
 )
 from toyrelu.engines.cpu import cells, kernels
 
-# The split-cell step (``toyrelu.cells``) is tried from this many examples, and kept while it
-# works at most this share of the pairs one by one. Its other work (bounds, all-on cells, the
-# gathers) costs 20-50% of a fused step in trained runs at n = 1,000 and 10,000, m = 2 to 16,
-# so near a share of 0.6 it breaks even (m = 16, n = 1,000, T = 50,000: 0.595, 1.09x faster
-# per step but 0.97x over a whole run; benchmarks/README.md); half keeps a margin. From 2,000
-# examples (16 groups) whole m = 2 runs gain (n = 1,000, 10,000 steps: 1.29x at T = 2,000,
-# 1.52x at T = 5,000), and below it they do not (1.00x at T = 1,000).
+# The split-cell step (``cells``) is tried from this many examples, and kept while it works at
+# most this share of the pairs one by one. Its other work (bounds, all-on cells, the gathers)
+# makes it break even a little above this share, so a half keeps a margin; below CELLS_FROM
+# examples whole runs do not gain. Both are tuned by benchmarks/bench_cells.py (the numbers are
+# in docs/engines.md, "Tuned constants").
 CELLS_FROM = 2_000
 PAIRS_AT_MOST = 0.5
 # From this many hidden dimensions the split-cell step is never taken by default: its bounds
-# leave nearly every cell mixed there (m = 16: 99%), and whole runs at m = 16, n = 1,000 were
-# no faster with it (0.99-1.01x at T = 20,000 and 50,000, benchmarks/README.md; heatmap-quick's
-# T = 10,000 runs took 154-168 s with it, 162-169 s without), while its kernels took over a
-# minute to compile. At m = 8 it still pays (2.0x per step at paper scale).
+# leave nearly every cell mixed there, whole runs are no faster with it, and its kernels take
+# long to compile (benchmarks/bench_cells.py --n-hidden 8,16; docs/engines.md).
 CELLS_BELOW_HIDDEN = 16
 
 
@@ -70,7 +66,7 @@ def loss_and_grad(
     split_cells: bool = False,
 ) -> tuple[float, NDArray[np.floating], NDArray[np.floating]]:
     """Loss and gradients (dW (n_hidden, n_features), db (n_features,)), as the reference gives;
-    with ``split_cells``, by the split-cell step on examples grouped afresh (``toyrelu.cells``)."""
+    with ``split_cells``, by the split-cell step on examples grouped afresh (``cells``)."""
     flush_denormals()
     W = np.ascontiguousarray(W)
     X = X.astype(W.dtype)
@@ -79,7 +75,8 @@ def loss_and_grad(
     if split_cells:
         Xg, H = cells.grouped(W, X)
         value = cells.module(W.shape[0]).loss_and_grad(W, b, Xg.indptr, Xg.indices, Xg.data, H,
-                                                       scale, gW, gb, 1, np.zeros(1))
+                                                       scale, gW, gb, batch=1,
+                                                       pair_share=np.zeros(1))
         return float(value), gW, gb
     threads = numba.get_num_threads()
     batch = tile_batch(threads)
@@ -95,7 +92,8 @@ def loss_and_grad(
 def default_threads(n_examples: int, n_features: int) -> int:
     """Threads for one run: all of numba's (``NUMBA_NUM_THREADS``, by default every core) once a
     step has ~1e7 (example, feature) pairs, else one, where dispatching to the pool costs about
-    as much as it saves. A sweep's worker processes are single-threaded (``sweep``)."""
+    as much as it saves (benchmarks/bench_engine.py, its 1-thread and all-thread columns). A
+    sweep's worker processes are single-threaded (``toyrelu.runs.sweep``)."""
     return numba.get_num_threads() if n_examples * n_features >= 10_000_000 else 1
 
 
@@ -162,7 +160,7 @@ def train(
     W, b)`` (if given) at every step of ``snapshot_steps(config)``, with copies of W and b
     after that many steps. ``threads`` share each step's row tiles (default:
     ``default_threads``). With a fixed training set, ``split_cells`` True takes the
-    split-cell step (``toyrelu.cells``) at every step, False the fused one; by default
+    split-cell step (``cells``) at every step, False the fused one; by default
     (None) sets that ``takes_cells`` names take it while it pays (``_Run.advance``). The
     result depends on none of ``chunk``, ``threads`` and ``on_snapshot``. Raises ``Diverged``
     on a non-finite loss."""
@@ -171,7 +169,7 @@ def train(
         return _train_stream(config, X, W0, b0, on_steps=on_steps, on_snapshot=on_snapshot,
                              threads=threads)
     snapshots = snapshot_plan(config, on_snapshot)
-    if chunk is None:  # ~0.2 ns per (example, feature) pair and step
+    if chunk is None:  # about a second of the fused step's work (docs/engines.md, cost model)
         chunk = int(min(1000, max(1, 5e9 / (X.n_examples * config.n_features + 1))))
     run = _Run.start(config, W0, b0, threads or default_threads(X.n_examples, config.n_features))
     X = X.astype(config.dtype)
@@ -284,17 +282,22 @@ class _Run:
         if split:
             assert self.grouped is not None
             X = self.grouped
-        scale = loss_scale(c.loss_reduction, X.n_examples, c.n_features)
-        wd_b = c.weight_decay if c.decay_bias else 0.0
-        args = (self.W, self.b, X.indptr, X.indices, X.data, scale, self.lrs, lo, hi,
-                c.weight_decay, wd_b, c.beta1, c.beta2, c.eps, state.mW, state.vW, state.mb,
-                state.vb, tile_batch(self.threads))
+        arguments = dict(
+            W=self.W, b=self.b, indptr=X.indptr, indices=X.indices, data=X.data,
+            scale=loss_scale(c.loss_reduction, X.n_examples, c.n_features),
+            lrs=self.lrs, step_lo=lo, step_hi=hi,
+            weight_decay_W=c.weight_decay,
+            weight_decay_b=c.weight_decay if c.decay_bias else 0.0,
+            beta1=c.beta1, beta2=c.beta2, eps=c.eps,
+            mW=state.mW, vW=state.vW, mb=state.mb, vb=state.vb,
+            batch=tile_batch(self.threads),
+        )
         with _numba_threads(self.threads):
             if split:
                 compiled = cells.module(c.n_hidden, self.threads > 1)
-                done, value, share = compiled.run_steps(*args)
+                done, value, share = compiled.run_steps(**arguments)
             else:
-                done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(*args)
+                done, value = kernels.module(c.n_hidden, self.threads > 1).run_steps(**arguments)
                 share = 0.0
         if done < hi:
             raise Diverged(f"loss is {value} at step {done}")
