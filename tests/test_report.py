@@ -28,9 +28,9 @@ from helpers import run_cli
 from toyrelu import analysis, cli
 from toyrelu.analysis.tables import Finding
 from toyrelu.experiments import double_descent
+from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import build as report
 from toyrelu.report.layout import display_width, markdown_html, md, verdict
-from toyrelu.report.sections import Figure, Section
 from toyrelu.runs.store import Store
 
 PNG_1x1 = base64.b64decode(
@@ -401,7 +401,7 @@ def test_optional_modules_are_used_when_present_and_listed_as_not_measured_when_
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "extra_ok.py").write_text(
-        "from toyrelu.report.sections import Section\n"
+        "from toyrelu.experiments.record import Section\n"
         "def section(store, out):\n    return [Section('Extra one'), Section('Extra two')]\n")
     (package / "extra_none.py").write_text("def section(store, out):\n    return None\n")
     (package / "extra_broken.py").write_text("raise RuntimeError('cannot import this')\n")

@@ -10,8 +10,9 @@ The notebook-facing API::
         runs = store.runs()                       # pandas DataFrame, one row per run
 
 The names are loaded on first use, so that ``import toyrelu`` (and the command line's commands
-that train nothing) do not load torch, numba or pandas. The layers are packages: ``core``,
-``engines``, ``runs``, ``analysis``, ``figures``, ``report`` and the ``cli`` (docs/architecture.md).
+that train nothing) do not load torch, numba or pandas. The layers are packages, from the bottom:
+``core``, ``engines``, ``runs``, ``analysis``, ``figures``, ``experiments``, ``report`` and the
+``cli`` (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from toyrelu import __version__, analysis
 from toyrelu.analysis.tables import Finding
 from toyrelu.core.config import field_names
 from toyrelu.experiments import RECORDS, Experiment
+from toyrelu.experiments.record import Section
 from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
-from toyrelu.report.sections import Section
 from toyrelu.runs.store import Store, StoreError
 
 SectionFn = Callable[[Store, Path], Any]

@@ -13,8 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from toyrelu.experiments import RECORDS
+from toyrelu.experiments.record import Section
 from toyrelu.report import table
-from toyrelu.report.sections import Section
 from toyrelu.runs.store import Store
 
 # The experiments ``sections`` looks for by default: all but the m = 2 sweep.

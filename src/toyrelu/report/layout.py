@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from toyrelu.analysis.tables import Finding
-from toyrelu.report.sections import Section
+from toyrelu.experiments.record import Section
 from toyrelu.report.table import Cell, frame_rows, html_table, number, setting
 from toyrelu.report.table import escape_markdown as md
 from toyrelu.report.table import markdown as md_table

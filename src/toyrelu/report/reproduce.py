@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from toyrelu.analysis.tables import Finding
-from toyrelu.report import experiments, m2, summary
+from toyrelu.experiments import double_descent
+from toyrelu.report import experiments, summary
 from toyrelu.runs.presets import Preset
 from toyrelu.runs.store import Store, StoreError
 
@@ -27,7 +28,8 @@ def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
     title = f"toyrelu reproduce: {preset.name}"
     counts = status_counts(store, run_ids)
     if preset.experiment == "double-descent":
-        names, (table, found) = m2.write_figures(store, out, preset.geometry_T, run_ids)
+        names, (table, found) = double_descent.write_figures(store, out, preset.geometry_T,
+                                                             run_ids)
         text = summary.markdown(title, settings(preset), table, found, names, counts)
     else:
         sections = experiments.sections(store, out, run_ids, only=[preset.experiment])

@@ -26,8 +26,8 @@ from toyrelu.analysis.sensitivity import (
 )
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import paper
+from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import table
-from toyrelu.report.sections import Figure, Section
 from toyrelu.runs.knobs import BASES, Study, knobs_for
 from toyrelu.runs.store import Store
 

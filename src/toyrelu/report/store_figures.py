@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from toyrelu.analysis.tables import ok_runs
 from toyrelu.core.config import field_names
-from toyrelu.report import m2
+from toyrelu.experiments import double_descent
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
@@ -30,7 +30,7 @@ def write(store: Store, out: Path) -> tuple[list[str], list[str]]:
     at the quick preset's T values; returns the PNG names and the ``pooled`` settings.
 
     Raises StoreError when the store holds no finished run."""
-    names, _ = m2.write_figures(store, out, PRESETS["quick"].geometry_T)
+    names, _ = double_descent.write_figures(store, out, PRESETS["quick"].geometry_T)
     return names, pooled(ok_runs(store))
 
 

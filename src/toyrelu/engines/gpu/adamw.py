@@ -1,7 +1,7 @@
 """AdamW's scalars for every step of a batch, computed once on the host in float64.
 
 The update kernel (``toyrelu.engines.gpu.kernels.update``) reads step s's value of each field
-and rounds it to the working precision, as ``engines.cpu.kernels.adamw`` does on the CPU.
+and rounds it to the working precision, as ``engines.cpu.drivers.adamw`` does on the CPU.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class AdamWSteps:
 
 def adamw_steps(config: RunConfig, device: torch.device) -> AdamWSteps:
     """The scalars of every step of ``config``'s schedule, computed in float64 as
-    ``engines.cpu.kernels.adamw`` computes them."""
+    ``engines.cpu.drivers.adamw`` computes them."""
     wd_b = config.weight_decay if config.decay_bias else 0.0
     lrs = learning_rates(config).tolist()
     steps = range(1, len(lrs) + 1)

@@ -15,7 +15,7 @@ import triton.language as tl
 @triton.jit
 def _adamw(p_ptr, m_ptr, v_ptr, g, mask, decay, step_size, root_bias2, one_minus_beta1, beta2,
            one_minus_beta2, eps):
-    """torch.optim.AdamW's update, operation by operation (as engines.cpu.kernels.adamw)."""
+    """torch.optim.AdamW's update, operation by operation (as engines.cpu.drivers.adamw)."""
     p = tl.load(p_ptr, mask=mask, other=0.0) * decay
     m = tl.load(m_ptr, mask=mask, other=0.0)
     m = m + one_minus_beta1 * (g - m)
