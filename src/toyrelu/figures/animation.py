@@ -30,7 +30,7 @@ MARGIN = 1.12  # as figures._plane: a little room around the longest vector
 class GifWriter(mpl_animation.PillowWriter):
     """matplotlib's PillowWriter, holding each frame as a 256-colour palette image (what a GIF
     stores anyway; Pillow would convert RGB frames the same way when writing) instead of RGB:
-    a third of the memory until the file is written, about 0.35 MB per frame at 800 x 440."""
+    a third of the memory until the file is written (docs/engines.md)."""
 
     def setup(self, fig: Figure, outfile: Any, dpi: float | None = None) -> None:
         super().setup(fig, outfile, dpi=dpi)

@@ -2,7 +2,7 @@
 
 Every plotting function has the shape ``plot_x(ax, table_or_arrays, *, style=None) -> Axes``: it
 draws onto the given Axes and returns it, computing no metrics and writing no files. ``save`` is
-the one function that touches the disk and is meant for the CLI edge.
+the one function that touches the disk.
 
 Inputs:
     runs: one row per training run with at least ``status``, ``n_hidden``, ``n_train``,

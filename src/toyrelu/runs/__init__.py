@@ -1,4 +1,5 @@
 """Running configs and keeping their results: ``training`` (one run: prepare, train, evaluate),
 ``grid`` (sweep grids and their cost), ``presets`` and ``knobs`` (named sweeps and the
-sensitivity study), ``executors`` (where runs train), ``sweep`` (resumable sweeps),
-``progress`` and ``store`` (the SQLite results)."""
+sensitivity study), ``resources`` (the device and the number of workers), ``executors``
+(where runs train), ``sweep`` (resumable sweeps), ``progress`` and ``store`` (the SQLite
+results)."""

@@ -114,15 +114,15 @@ def _drain(queue: Any, on_steps: StepsCallback) -> None:
 
 
 class GpuBatches:
-    """Trains runs on one CUDA device, many at a time (``toyrelu.gpu``): a small run cannot fill
-    a GPU, so runs that share a ``gpu.batch_key`` (everything but the data and init) are
+    """Trains runs on one CUDA device, many at a time (``toyrelu.engines.gpu``): a small run cannot
+    fill a GPU, so runs that share a ``gpu.batch_key`` (everything but the data and init) are
     stacked into one launch, up to ``max_rows`` training rows per batch.
 
     ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
     Runs that keep snapshots (``snapshot_every``) keep them here too. Runs for the reference
     engine are trained one by one in this process on the CPU. With ``cells``, fixed training
-    sets take the split-cell step (``toyrelu.gpu_split``) while it pays; with ``dots``, the
-    dense passes are the tensor-core ones (``toyrelu.gpu_dots``).
+    sets take the split-cell step (``toyrelu.engines.gpu.split``) while it pays; with ``dots``,
+    the dense passes are the tensor-core ones (``toyrelu.engines.gpu.kernels.dots``).
     """
 
     def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256,

@@ -1,9 +1,9 @@
 """The on-disk cache of generated kernel modules.
 
-``kernels`` and ``cells`` generate Python source, one module per hidden size; ``load`` writes
-it to a cache folder and imports it from there, so that numba can cache its machine code
-beside it and a new process starts in a fraction of a second instead of compiling for several
-seconds. ``prune`` deletes the modules no process has loaded for UNUSED_DAYS.
+``kernels`` and ``cells`` generate Python source, one module per hidden size; ``load`` writes it to
+a cache folder and imports it from there, so that numba can cache its machine code beside it and a
+new process loads the kernels instead of compiling them again. ``prune`` deletes the modules no
+process has loaded for UNUSED_DAYS.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ bounding box:
   work) sorts it out: all-off, all-on (summed as above), or mixed, which goes pair by pair
   through the fused engine's dense pass (``kernels.grad_pass``) on the mixed features gathered
   into contiguous arrays. In eight dimensions and more a group is too spread out for its ball
-  and box to decide most cells, and this second look leaves a quarter of the pairs they do.
+  and box to decide most cells, and this second look settles most of those they leave
+  (docs/engines.md gives the shares measured).
 
 Nothing is approximated: a pair that rounding puts on the wrong side of a bound has z within
 rounding of 0, where ReLU(z) and z agree. The nonzeros of x_t enter as exact corrections, as in

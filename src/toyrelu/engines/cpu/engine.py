@@ -93,7 +93,7 @@ def default_threads(n_examples: int, n_features: int) -> int:
     """Threads for one run: all of numba's (``NUMBA_NUM_THREADS``, by default every core) once a
     step has ~1e7 (example, feature) pairs, else one, where dispatching to the pool costs about
     as much as it saves (benchmarks/bench_engine.py, its 1-thread and all-thread columns). A
-    sweep's worker processes are single-threaded (``toyrelu.runs.sweep``)."""
+    sweep's worker processes are single-threaded (``toyrelu.runs.executors``)."""
     return numba.get_num_threads() if n_examples * n_features >= 10_000_000 else 1
 
 

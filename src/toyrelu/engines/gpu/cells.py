@@ -25,10 +25,11 @@ OFF, ON, MIXED = 0, 1, 2  # cell classes: no z > 0, every z > 0, either
 
 
 class KdTree:
-    """The balanced k-d tree of ``cells.kd_groups`` over each run's slots: a node of more
-    than ``size`` slots is cut at a multiple of ``size`` from its start (half its groups,
-    rounded down, on the left), so each run of ``size`` consecutive slots of a run (the last
-    may be shorter) is a leaf. The cuts depend only on the counts; ``order`` sorts by data."""
+    """The balanced k-d tree of the CPU step (``toyrelu.engines.cpu.cells.kd_groups``) over each
+    run's slots: a node of more than ``size`` slots is cut at a multiple of ``size`` from its start
+    (half its groups, rounded down, on the left), so each run of ``size`` consecutive slots of a run
+    (the last may be shorter) is a leaf. The cuts depend only on the counts; ``order`` sorts by
+    data."""
 
     def __init__(self, starts: Sequence[int], counts: Sequence[int], size: int,
                  device: torch.device | str) -> None:
@@ -58,7 +59,8 @@ class KdTree:
         """The slots in tree order: ``perm`` (n_slots,) int64 such that slot s of the grouped
         layout holds the example of slot perm[s] of H (n_slots, n_hidden); slots outside every
         run stay where they are. Each cut node is sorted along its widest dimension (the first
-        of equal widths) before its children are cut, as ``cells.kd_groups`` does."""
+        of equal widths) before its children are cut, as the CPU step's
+        ``toyrelu.engines.cpu.cells.kd_groups`` does."""
         perm = torch.arange(H.shape[0], device=H.device)
         at = self.positions.clone()  # current source slot of each position
         m = H.shape[1]
@@ -110,9 +112,10 @@ def _group_slots(slot: torch.Tensor, count: torch.Tensor,
 def group_stats(H: torch.Tensor, slot: torch.Tensor, count: torch.Tensor,
                 size: int) -> torch.Tensor:
     """Float64 statistics of each group g of slots [slot[g], slot[g] + count[g]) of H (n_slots,
-    n_hidden), one row each, laid out as ``cells.group_pass`` keeps them, then S2: the mean
-    (m), box centre (m), box half-widths (m), S1 = sum h (m), ball radius (the farthest h from
-    the mean), size, then S2 = sum h h^T (m * m, row-major)."""
+    n_hidden), one row each, laid out as the CPU step keeps them
+    (``toyrelu.engines.cpu.cell_drivers.group_stats``), then S2: the mean (m), box centre
+    (m), box half-widths (m), S1 = sum h (m), ball radius (the farthest h from the mean),
+    size, then S2 = sum h h^T (m * m, row-major)."""
     m = H.shape[1]
     valid, rows = _group_slots(slot, count, size)
     Hg = torch.where(valid[:, :, None], H[rows.clamp(max=H.shape[0] - 1)].double(), 0.0)

@@ -5,10 +5,10 @@ dh = a W^T and the column sums a^T H. ``kernels.dense`` runs them as m-fold unro
 multiply-adds on the FP32 units, (4m + 4) per pair and pass. Here each is one ``tl.dot`` per
 tile, m padded to MP (at least 16, the smallest dot side), so the work per pair no longer grows
 with m up to 16: two dots of 16 multiply-adds per pair and pass, each as three TF32 products
-(below), on units with about 7x the FP32 units' peak. They compile for sm_90 to wgmma
-instructions without register spills (``benchmarks/compile_sm90.py``); which passes are faster
-at each m is for ``benchmarks/bench_gpu.py`` to measure, so ``blocks.default_blocks`` keeps the
-FMA passes unless asked for dots:
+(below), on the tensor cores. They compile for sm_90 to wgmma instructions without register
+spills (``benchmarks/compile_sm90.py``); which passes are faster at each m is for
+``benchmarks/bench_gpu.py`` to measure, so ``blocks.default_blocks`` keeps the FMA passes
+unless asked for dots:
 
 - pass A, a block of BE examples against BF features at a time: z = h W + b as (BE, MP) x
   (MP, BF), a = ReLU(z), then dh += a W^T as (BE, BF) x (BF, MP); sum a^2 stays elementwise;
