@@ -24,7 +24,7 @@ from matplotlib.image import AxesImage
 
 from helpers import assert_close
 from toyrelu import analysis
-from toyrelu.analysis import experiments as shared
+from toyrelu.analysis import curves as shared
 from toyrelu.core import data, metrics
 from toyrelu.core.config import RunConfig
 from toyrelu.experiments import (
@@ -36,8 +36,8 @@ from toyrelu.experiments import (
     training_length,
     weight_decay,
 )
-from toyrelu.figures import experiments as fx
-from toyrelu.report import experiments as experiment_sections
+from toyrelu.figures import axes as fx
+from toyrelu.report import records
 from toyrelu.runs.presets import PAPER_T, PRESETS, Preset, cpu_seconds
 from toyrelu.runs.store import Store
 
@@ -471,7 +471,7 @@ def heatmap_store(tmp_path: Path) -> Path:
 def test_sections_of_a_heatmap_store(heatmap_store: Path, tmp_path: Path):
     out = tmp_path / "figs"
     with Store(heatmap_store, create=False) as store:
-        found = experiment_sections.sections(store, out)
+        found = records.sections(store, out)
     titles = [s.title for s in found]
     assert titles == ["Test loss over model size and data (heatmap)",
                       "Maximal data dimensionality D*"]
@@ -506,11 +506,11 @@ def test_every_preset_names_a_record_whose_claims_are_those_its_section_checks(
 
 def test_sections_only_and_run_ids(heatmap_store: Path, tmp_path: Path):
     with Store(heatmap_store, create=False) as store:
-        assert [s.title for s in experiment_sections.sections(
+        assert [s.title for s in records.sections(
             store, tmp_path, only=["max-dimensionality"])] == ["Maximal data dimensionality D*"]
-        assert experiment_sections.sections(store, tmp_path, run_ids=[]) == []
+        assert records.sections(store, tmp_path, run_ids=[]) == []
     with Store(tmp_path / "empty.sqlite") as store:
-        assert experiment_sections.sections(store, tmp_path) == []
+        assert records.sections(store, tmp_path) == []
 
 
 def test_repeated_section_from_a_hand_made_store(tmp_path: Path):
@@ -525,7 +525,7 @@ def test_repeated_section_from_a_hand_made_store(tmp_path: Path):
                 other = np.roll(x, 1) - (np.roll(x, 1) @ x) * x
                 W = np.stack([x, other / np.linalg.norm(other)]) if R >= 3 else small_W(2, 12, R)
                 put(store, config, 1.0, W)
-        (section,) = experiment_sections.sections(store, tmp_path / "out")
+        (section,) = records.sections(store, tmp_path / "out")
     assert section.title == "Repeated data"
     assert [f.name for f in section.figures] == ["repeated_geometry.png", "repeated.png"]
     caption, summary = section.tables[0]
@@ -551,8 +551,8 @@ def test_repeated_section_from_a_hand_made_store(tmp_path: Path):
 def test_markdown_lists_settings_findings_tables_and_figures(heatmap_store: Path,
                                                              tmp_path: Path):
     with Store(heatmap_store, create=False) as store:
-        found = experiment_sections.sections(store, tmp_path, only=["heatmap"])
-    text = experiment_sections.markdown("toyrelu reproduce: x", found, {"ok": 12, "failed": 1})
+        found = records.sections(store, tmp_path, only=["heatmap"])
+    text = records.markdown("toyrelu reproduce: x", found, {"ok": 12, "failed": 1})
     lines = text.splitlines()
     assert lines[0] == "# toyrelu reproduce: x" and "Runs: 12 finished, 1 failed." in lines
     assert "## Test loss over model size and data (heatmap)" in lines
@@ -607,7 +607,7 @@ def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_pa
         assert (f"{record.name}.section", record.section) in [
             (name, fn) for name, fn in report.providers()]
     with Store(heatmap_store, create=False) as store:
-        expected = [s.title for s in experiment_sections.sections(store, tmp_path / "a")]
+        expected = [s.title for s in records.sections(store, tmp_path / "a")]
         report.write(store, tmp_path / "b")
     page = (tmp_path / "b" / "report.md").read_text()
     assert expected and all(f"## {title}" in page for title in expected)

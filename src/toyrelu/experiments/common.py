@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
-from toyrelu.analysis import experiments as tables
-from toyrelu.analysis.experiments import fmt_T
+from toyrelu.analysis import curves
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import Finding
 from toyrelu.core.config import field_names
 from toyrelu.experiments.record import Experiment, Section
-from toyrelu.figures import experiments as fx
+from toyrelu.figures import axes as fx
 from toyrelu.figures.base import save
 
 COLUMNS = {
@@ -80,11 +80,11 @@ def sweep_section(record: Experiment, out: Path, runs: pd.DataFrame,
                   finding: Callable[[pd.DataFrame], Finding | None]) -> Section:
     """The section of a sweep of ``record.axis`` against T: test loss vs T per value (the
     figure named after the record's only figure), the bump per value, and ``finding`` of the
-    bumps (``analysis.experiments.bumps``)."""
+    bumps (``analysis.curves.bumps``)."""
     by = record.axis
     assert by is not None, "a sweep section needs the swept setting"
-    table = tables.curves(runs, by)
-    bump = tables.bumps(table, by)
+    table = curves.curves(runs, by)
+    bump = curves.bumps(table, by)
     (name,) = record.figures
     fig, ax = new_figure((7, 4.5))
     fx.plot_loss_by(ax, table, by=by)

@@ -18,13 +18,13 @@ from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FuncFormatter
 
-from toyrelu.analysis import experiments as tables
-from toyrelu.analysis.experiments import TREND, fmt_T, rank_correlation
+from toyrelu.analysis import curves
+from toyrelu.analysis.curves import TREND, fmt_T, rank_correlation
 from toyrelu.analysis.tables import POSITION_FACTOR, Finding
 from toyrelu.core import paper
 from toyrelu.experiments.common import COLUMNS, about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
-from toyrelu.figures import experiments as fx
+from toyrelu.figures import axes as fx
 from toyrelu.figures.base import T_LABEL, as_style, save
 from toyrelu.runs.store import Store
 
@@ -135,7 +135,7 @@ def build(record: Experiment, store: Store, runs: pd.DataFrame, out: Path) -> Se
     plot_heatmap(ax, table, ridge=ridge)
     save(fig, out, "heatmap")
     fig, ax = new_figure((7, 4.5))
-    fx.plot_loss_by(ax, tables.curves(runs, "n_hidden"), by="n_hidden")
+    fx.plot_loss_by(ax, curves.curves(runs, "n_hidden"), by="n_hidden")
     save(fig, out, "heatmap_curves")
     text, settings = about(runs, "n_hidden")
     cells = table.copy()

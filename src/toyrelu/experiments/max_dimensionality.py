@@ -17,8 +17,8 @@ from matplotlib.axes import Axes
 from toyrelu.core import metrics
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Experiment, Section, grouped, repeated_data
+from toyrelu.figures.axes import T_axis, T_positions
 from toyrelu.figures.base import as_style, save
-from toyrelu.figures.experiments import T_axis, T_positions
 from toyrelu.runs.store import Store
 
 MAX_POINTS_PER_T = 2_000  # the D* scatter draws at most this many examples per T

@@ -17,13 +17,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from numpy.typing import NDArray
 
-from toyrelu.analysis.experiments import fmt_T
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics, paper
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
+from toyrelu.figures.axes import plain_log_y, series_colors
 from toyrelu.figures.base import as_style, plot_features, save
-from toyrelu.figures.experiments import plain_log_y, series_colors
 from toyrelu.runs.store import Store
 
 MEMORISED_LOSS = 0.5  # a point is memorised once more than half its squared norm is rebuilt

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from toyrelu.analysis.experiments import fmt_T
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import LEARNED_D, POSITION_FACTOR, Finding
 from toyrelu.core import metrics, paper
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
+from toyrelu.figures.axes import plain_log_y, series_colors
 from toyrelu.figures.base import as_style, save
-from toyrelu.figures.experiments import plain_log_y, series_colors
 from toyrelu.runs.store import Store
 
 ONSET = Claim(f"generalization starts at T(1 - S) near {paper.ONSET_COUNT:g} across sparsities",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toyrelu.analysis.experiments import TREND, fmt_T, rank_correlation
+from toyrelu.analysis.curves import TREND, fmt_T, rank_correlation
 from toyrelu.analysis.tables import Finding
 from toyrelu.core import paper
 from toyrelu.experiments.common import sweep_section

@@ -3,7 +3,7 @@
 A folder may hold runs of several presets (the store is shared and resumable), so everything
 here is drawn and counted from the runs of the given preset only. The double-descent presets get
 the m = 2 figures and ``summary.markdown``; the presets of the other experiments (heatmap,
-weight decay, ...) get their experiment's section (``report.experiments``).
+weight decay, ...) get their experiment's section (``report.records``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from toyrelu.analysis.tables import Finding
 from toyrelu.experiments import double_descent
-from toyrelu.report import experiments, summary
+from toyrelu.report import records, summary
 from toyrelu.runs.presets import Preset
 from toyrelu.runs.store import Store, StoreError
 
@@ -32,11 +32,11 @@ def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
                                                              run_ids)
         text = summary.markdown(title, settings(preset), table, found, names, counts)
     else:
-        sections = experiments.sections(store, out, run_ids, only=[preset.experiment])
+        sections = records.sections(store, out, run_ids, only=[preset.experiment])
         if not sections:
             raise StoreError(f"store: {store.path} holds no finished runs of preset "
                              f"{preset.name}")
-        text = experiments.markdown(title, sections, counts, intro=preset.description)
+        text = records.markdown(title, sections, counts, intro=preset.description)
         found = [f for section in sections for f in section.findings]
     (out / "summary.md").write_text(text)
     return found

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toyrelu.analysis.experiments import fmt_T
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.sensitivity import (
     ONSET_FEATURES,
     Tables,

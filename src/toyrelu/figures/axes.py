@@ -1,4 +1,4 @@
-"""Plotting helpers the experiments share, drawn from ``toyrelu.analysis.experiments`` tables.
+"""Plotting helpers the experiments share, drawn from ``toyrelu.analysis.curves`` tables.
 
 Every plotting function has the shape ``plot_x(ax, table, *, style=None) -> Axes``: it draws
 what the table holds, computes nothing and writes no files. T = infinity is drawn at its own
