@@ -221,3 +221,14 @@ def test_mixed_lists_of_no_mixed_cell_are_empty() -> None:
     count, features, position = gpu_cells.mixed_lists(cls)
     assert count.tolist() == [0, 0]
     assert (features == -1).all() and (position == -1).all()
+
+
+def test_the_gpu_split_step_defaults_are_the_cpu_step_rules() -> None:
+    # The GPU step is the CPU step on the device: the same groups, the same regrouping and the
+    # same share rule, so that both engines take the split step on the same runs by default.
+    from toyrelu.engines.cpu import engine
+    from toyrelu.engines.gpu import Cells
+
+    defaults = Cells()
+    assert (defaults.size, defaults.regroup, defaults.pairs_at_most) == (
+        cells.GROUP, cells.REGROUP, engine.PAIRS_AT_MOST)

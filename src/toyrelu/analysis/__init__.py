@@ -8,7 +8,6 @@ its record, ``toyrelu.experiments``.
 
 from toyrelu.analysis.tables import (
     LEARNED_D,
-    PAPER_DENSITY,
     POSITION_FACTOR,
     SWEPT,
     Finding,
@@ -19,9 +18,8 @@ from toyrelu.analysis.tables import (
     mark_kept,
     ok_runs,
     per_T,
-    scale,
 )
 
-__all__ = ["LEARNED_D", "PAPER_DENSITY", "POSITION_FACTOR", "SWEPT", "Finding",
+__all__ = ["LEARNED_D", "POSITION_FACTOR", "SWEPT", "Finding",
            "dimensionality_table", "findings", "geometry", "label_T", "mark_kept", "ok_runs",
-           "per_T", "scale"]
+           "per_T"]

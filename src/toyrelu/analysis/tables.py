@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from toyrelu.core import metrics, paper
+from toyrelu.core import metrics
 from toyrelu.core.config import field_names
 from toyrelu.runs.store import Store
 
@@ -22,10 +22,6 @@ LEARNED_D = 0.1
 # Settings a sweep varies within one experiment; runs differing in anything else belong to
 # another experiment.
 SWEPT = ("n_train", "seed", "restart")
-# The paper's feature density 1 - S (n = 10,000, S = 0.999), and the factor that carries its T
-# positions to another sparsity.
-PAPER_DENSITY = paper.DENSITY
-scale = paper.scale
 # A position in T agrees with the paper's within this factor: half a decade of its log grid.
 POSITION_FACTOR = 3.0
 

@@ -10,6 +10,7 @@ import argparse
 from typing import NoReturn
 
 from toyrelu.cli.options import FieldValues, add_overrides
+from toyrelu.runs.knobs import BASES, KNOB_NAMES
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.resources import DEVICES
 
@@ -73,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sens = commands.add_parser("sensitivity", help="vary one setting at a time; rank what "
                                "sets the test-loss bump (resumable)")
-    sens.add_argument("--base", default="quick", help="quick, paper or smoke")
-    sens.add_argument("--knobs", default=None, help="comma list (default: all)")
+    sens.add_argument("--base", default="quick", help=f"one of {', '.join(BASES)}")
+    sens.add_argument("--knobs", default=None,
+                      help=f"comma list of {', '.join(KNOB_NAMES)} (default: all)")
     sens.add_argument("--out", required=True, help="output folder (store: OUT/runs.sqlite)")
     sens.add_argument("--seeds", type=FieldValues("seed", allow_empty=True), default=None,
                       metavar="INT", help="comma list (default: the base's)")

@@ -14,6 +14,8 @@ from numpy.typing import NDArray
 from toyrelu.core.config import RunConfig
 from toyrelu.core.data import Stream, rng
 
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 
 def init_params(config: RunConfig) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Initial ``W`` (n_hidden, n_features), Xavier-uniform, and ``b`` (n_features,).

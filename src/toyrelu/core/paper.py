@@ -41,7 +41,7 @@ ONSET_T = LARGE_T
 # Figures 3-4: at large T five features (a pentagon) at D 0.2-0.3; ‖W‖_F peaks near T = 30 in
 # the memorization regime and plateaus at sqrt(5), five unit-length features.
 LEARNED_FEATURES = 5
-LEARNED_D = (0.2, 0.3)
+PENTAGON_D = (0.2, 0.3)
 NORM_PEAK_T = 30
 W_NORM_PLATEAU = math.sqrt(LEARNED_FEATURES)
 

@@ -20,7 +20,6 @@ from toyrelu.core.data import SparseData
 from toyrelu.core.schedule import learning_rates
 from toyrelu.core.trainer import Diverged, SnapshotCallback, snapshot_plan
 
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PROGRESS_EVERY = 100
 
 
@@ -62,7 +61,7 @@ def train(
     ``trainer.snapshot_steps(config)`` (needs ``config.snapshot_every > 0``).
     """
     snapshots = snapshot_plan(config, on_snapshot)
-    dtype = TORCH_DTYPES[config.dtype]
+    dtype = model.TORCH_DTYPES[config.dtype]
     fixed = dense(X, config.dtype) if isinstance(X, SparseData) else None
     stream = iter(()) if isinstance(X, SparseData) else iter(X)
     W = torch.nn.Parameter(torch.tensor(W0, dtype=dtype))

@@ -43,7 +43,7 @@ ANALYSIS_CLAIMS = {
                             f"{paper.SPARSITY})"),
     "features with D": Claim("at large T a handful of features with D well above the rest, test "
                              "loss below 1", f"about {paper.LEARNED_FEATURES} features per seed "
-                             f"at D {paper.LEARNED_D[0]}-{paper.LEARNED_D[1]} (below 2/5), test "
+                             f"at D {paper.PENTAGON_D[0]}-{paper.PENTAGON_D[1]} (below 2/5), test "
                              f"loss about {paper.LARGE_T_LOSS}"),
 }
 BUMP_POSITION = Claim(f"the bump sits near T = {paper.BUMP_T:,} x {paper.DENSITY} / (1 - S)",

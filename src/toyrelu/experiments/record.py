@@ -4,7 +4,7 @@ An ``Experiment`` holds everything toyrelu knows about one experiment of the pap
 presets name it by, the setting it sweeps, which stored runs belong to it, the paper's claims it
 checks (with the paper's values, from ``toyrelu.core.paper``), the figures it draws and the
 function that builds its report ``Section`` from its runs. The report and ``toyrelu reproduce``
-look experiments up in ``toyrelu.experiments.RECORDS`` and know nothing else about them.
+look experiments up in ``toyrelu.experiments.RECORDS``.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from toyrelu.core import model
 from toyrelu.core.trainer import loss_scale
 from toyrelu.engines.gpu.blocks import Blocks
 
 ALIGN = 32  # each run's rows start at a multiple of this slot: aligned, vector-loadable rows
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -54,7 +54,7 @@ class Batch:
     def __init__(self, W0s: Sequence[NDArray], b0s: Sequence[NDArray], counts: Sequence[int],
                  reduction: str, device: torch.device, blocks: Blocks) -> None:
         dtype = str(np.asarray(W0s[0]).dtype)
-        dt = TORCH_DTYPES[dtype]
+        dt = model.TORCH_DTYPES[dtype]
         self.device, self.blocks, self.counts, self.dtype = device, blocks, list(counts), dtype
         self.W = torch.tensor(np.stack(W0s), dtype=dt, device=device).contiguous()
         self.b = torch.tensor(np.stack(b0s), dtype=dt, device=device).contiguous()
