@@ -375,3 +375,14 @@ def test_summary_findings_rows_have_three_cells(tmp_path: Path) -> None:
     for row in rows:
         cells = [c for c in row.replace("\\|", "").split("|")][1:-1]
         assert len(cells) == 3, row
+
+
+def test_setting_keys_are_equal_exactly_for_runs_that_differ_only_in_the_fields_left_out() -> None:
+    base = RunConfig(n_features=20, n_train=5, steps=10)
+    runs = pd.DataFrame([c.to_dict() for c in (base, base.replace(restart=1),
+                                               base.replace(seed=1), base.replace(n_train=7))])
+    keys, fields = analysis.setting_keys(runs, ("restart",))
+    assert "restart" not in fields and {"seed", "n_train"} <= set(fields)
+    assert keys[0] == keys[1] and len({keys[0], keys[2], keys[3]}) == 3
+    keys, _ = analysis.setting_keys(runs, ("restart", "seed", "n_train"))
+    assert keys.nunique() == 1

@@ -18,8 +18,9 @@ from toyrelu.analysis.tables import (
     mark_kept,
     ok_runs,
     per_T,
+    setting_keys,
 )
 
 __all__ = ["LEARNED_D", "POSITION_FACTOR", "SWEPT", "Finding",
            "dimensionality_table", "findings", "geometry", "label_T", "mark_kept", "ok_runs",
-           "per_T"]
+           "per_T", "setting_keys"]

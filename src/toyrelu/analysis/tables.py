@@ -26,6 +26,15 @@ SWEPT = ("n_train", "seed", "restart")
 POSITION_FACTOR = 3.0
 
 
+def setting_keys(runs: pd.DataFrame, but: Collection[str]) -> tuple[pd.Series, list[str]]:
+    """One key per run of ``runs``, equal for runs whose config fields agree in all but
+    ``but``, and the fields compared (those of the config that ``runs`` holds)."""
+    fields = [f for f in field_names() if f not in but and f in runs]
+    keys = pd.Series([repr(tuple(row)) for row in runs[fields].itertuples(index=False)],
+                     index=runs.index, dtype=object)
+    return keys, fields
+
+
 def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with a boolean ``kept`` column: among the restarts of one dataset (runs equal
     in every config field but ``restart``), the finished one with the lowest training loss, as
@@ -38,9 +47,7 @@ def mark_kept(runs: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return runs
     # Snapshots change what is stored, not the numbers: a run with and without them is one.
-    fields = [f for f in field_names() if f not in ("restart", "snapshot_every") and f in runs]
-    keys = pd.Series([repr(tuple(row)) for row in ok[fields].itertuples(index=False)],
-                     index=ok.index)
+    keys, _ = setting_keys(ok, ("restart", "snapshot_every"))
     best = ok.groupby(keys)["train_loss"].idxmin()
     runs.loc[best.to_numpy(), "kept"] = True
     return runs

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from toyrelu import analysis
-from toyrelu.analysis.tables import POSITION_FACTOR, SWEPT, Finding
+from toyrelu.analysis.tables import POSITION_FACTOR, SWEPT, Finding, setting_keys
 from toyrelu.core import paper
 from toyrelu.core.config import field_names
 from toyrelu.experiments.record import Claim, Experiment, Figure, Section
@@ -159,9 +159,7 @@ def sweep_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     two = runs[runs["n_hidden"] == 2]
     if two.empty:
         return two, []
-    fields = [f for f in field_names() if f not in SWEPT and f in two]
-    keys = pd.Series([repr(tuple(r)) for r in two[fields].itertuples(index=False)],
-                     index=two.index)
+    keys, fields = setting_keys(two, SWEPT)
     sizes = {key: (part["n_train"].nunique(), len(part), -int(part.index.min()))
              for key, part in two.groupby(keys)}
     best = max(sizes, key=lambda key: sizes[key])
@@ -209,10 +207,9 @@ def _restarts(stored: pd.DataFrame, kept: pd.DataFrame) -> int:
     if "restart" not in stored:  # a store written before restarts existed
         return 1
     stored = stored[stored["status"] == "ok"]
-    fields = [f for f in field_names() if f != "restart" and f in stored]
-    datasets = {repr(tuple(r)) for r in kept[fields].itertuples(index=False)}
-    ours = [repr(tuple(r)) in datasets for r in stored[fields].itertuples(index=False)]
-    return int(stored["restart"][ours].max()) + 1 if any(ours) else 1
+    datasets = set(setting_keys(kept, ("restart",))[0])
+    ours = setting_keys(stored, ("restart",))[0].isin(datasets)
+    return int(stored["restart"][ours].max()) + 1 if ours.any() else 1
 
 
 def paper_findings(

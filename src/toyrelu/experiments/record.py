@@ -17,8 +17,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from toyrelu import analysis
-from toyrelu.analysis.tables import SWEPT, Finding
-from toyrelu.core.config import field_names
+from toyrelu.analysis.tables import SWEPT, Finding, setting_keys
 from toyrelu.runs.store import Store
 
 
@@ -124,11 +123,9 @@ def grouped(axis: str | None, keep: Callable[[pd.DataFrame], pd.Series],
         if runs.empty:
             return runs
         runs = runs[keep(runs)]
-        fields = [f for f in field_names() if f not in (*SWEPT, axis) and f in runs]
         if runs.empty:
             return runs
-        keys = pd.Series([repr(tuple(r)) for r in runs[fields].itertuples(index=False)],
-                         index=runs.index)
+        keys, _ = setting_keys(runs, (*SWEPT, *([axis] if axis else [])))
         best, size = None, (0, 0)
         for key, part in runs.groupby(keys):
             values = part[axis or "n_train"].nunique()
