@@ -612,3 +612,11 @@ def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_pa
     page = (tmp_path / "b" / "report.md").read_text()
     assert expected and all(f"## {title}" in page for title in expected)
     assert "is not available" not in page
+
+
+@pytest.mark.parametrize(("flags", "start"), [
+    ([], 0), ([True, True], 0), ([False, True, True], 1), ([True, False, True], 2),
+    ([True, False], 2), ([False], 1),
+])
+def test_holds_from_is_where_the_flags_hold_to_the_end(flags: list[bool], start: int) -> None:
+    assert shared.holds_from(flags) == start

@@ -264,7 +264,7 @@ def test_huge_learning_rate_diverges_mid_run() -> None:
 def reference_on_batches(config: RunConfig, batches: list[SparseData], W0: np.ndarray,
                          b0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """reference.train's loop with one batch per step: torch autograd and torch.optim.AdamW."""
-    dtype = reference.TORCH_DTYPES[config.dtype]
+    dtype = model.TORCH_DTYPES[config.dtype]
     W = torch.nn.Parameter(torch.tensor(W0, dtype=dtype))
     b = torch.nn.Parameter(torch.tensor(b0, dtype=dtype))
     optimizer = torch.optim.AdamW(

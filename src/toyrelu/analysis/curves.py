@@ -8,6 +8,7 @@ them). Each experiment's own tables and claims live in its record (``toyrelu.exp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,13 @@ import pandas as pd
 # A rank correlation at least this large counts as "grows with" (at most its negative, as
 # "shrinks with"): a clear trend over a coarse grid of 4-5 values.
 TREND = 0.7
+
+
+def holds_from(flags: Sequence[bool] | np.ndarray) -> int:
+    """The index from which every one of ``flags`` holds to the end (``len(flags)`` when the
+    last does not): where a transition settles for good."""
+    failing = np.flatnonzero(~np.asarray(flags, dtype=bool))
+    return 0 if len(failing) == 0 else int(failing[-1]) + 1
 
 
 def curves(runs: pd.DataFrame, by: str) -> pd.DataFrame:

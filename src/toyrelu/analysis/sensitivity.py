@@ -18,15 +18,15 @@ T = 2,000, generalization from T = 10,000; about 10x smaller T at the reduced se
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
-from toyrelu.analysis.tables import LEARNED_D, mark_kept
-from toyrelu.core import metrics, paper
+from toyrelu.analysis.curves import holds_from
+from toyrelu.analysis.tables import learned_features, mark_kept
+from toyrelu.core import paper
 from toyrelu.runs.executors import Executor
 from toyrelu.runs.knobs import Base, Knob, KnobValue, Study
 from toyrelu.runs.store import Store
@@ -73,12 +73,6 @@ def runs_table(study: Study, runs: pd.DataFrame) -> pd.DataFrame:
                                        "n_train", "seed", "run_id", *METRICS])
 
 
-def learned_features(store: Store, run_ids: Sequence[str]) -> dict[str, float]:
-    """run_id -> number of features with D > LEARNED_D (the pentagon's spokes)."""
-    return {i: float((metrics.feature_dimensionality(store.arrays(i)["W"]) > LEARNED_D).sum())
-            for i in dict.fromkeys(run_ids)}
-
-
 def per_T(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (knob, value, T): seeds, the seeds' mean/min/max test loss, and the mean over
     seeds of each run's per-example median, 90th percentile and share of test losses above 2."""
@@ -110,8 +104,7 @@ def bumps(by_T: pd.DataFrame) -> pd.DataFrame:
         general = (part["test_mean"] < 1.0).to_numpy()
         if "features" in part:
             general = general & (part["features"] >= ONSET_FEATURES).to_numpy()
-        tail = np.flatnonzero(~general)
-        start = 0 if len(tail) == 0 else tail[-1] + 1
+        start = holds_from(general)
         rows.append({
             "knob": knob, "position": position, "value": top.value, "is_base": top.is_base,
             "stated": top.stated, "seeds": int(part["seeds"].min()),

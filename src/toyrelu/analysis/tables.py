@@ -6,7 +6,7 @@ Figures only draw; everything they draw is computed here from the stored arrays 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +63,12 @@ def ok_runs(store: Store, run_ids: Collection[str] | None = None) -> pd.DataFram
         runs = runs[runs["run_id"].isin(list(run_ids))]
     runs = mark_kept(runs)
     return runs[runs["kept"]].drop(columns="kept").reset_index(drop=True)
+
+
+def learned_features(store: Store, run_ids: Iterable[str]) -> dict[str, float]:
+    """run_id -> number of its features with D > LEARNED_D (the pentagon's spokes)."""
+    return {i: float((metrics.feature_dimensionality(store.arrays(i)["W"]) > LEARNED_D).sum())
+            for i in dict.fromkeys(run_ids)}
 
 
 def dimensionality_table(store: Store, runs: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from numpy.typing import NDArray
 
-from toyrelu.analysis.curves import fmt_T
+from toyrelu.analysis.curves import fmt_T, holds_from
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics, paper
 from toyrelu.experiments.common import about, new_figure, shown
@@ -111,9 +111,7 @@ def boundaries(summary: pd.DataFrame) -> pd.DataFrame:
     for T, part in summary.sort_values("repeats").groupby("n_train"):
         R = part["repeats"].to_numpy(float)
         memorised = part["memorised"].to_numpy() >= 0.5
-        first = len(R)
-        while first > 0 and memorised[first - 1]:
-            first -= 1
+        first = holds_from(memorised)
         R_hi = R[first] if first < len(R) else math.inf
         R_lo = R[first - 1] if first > 0 else math.nan
         predicted = paper.BOUNDARY_SLOPE * part["T_over_n"].iloc[0]

@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from toyrelu.analysis.curves import fmt_T
-from toyrelu.analysis.tables import LEARNED_D, POSITION_FACTOR, Finding
-from toyrelu.core import metrics, paper
+from toyrelu.analysis.curves import fmt_T, holds_from
+from toyrelu.analysis.tables import POSITION_FACTOR, Finding, learned_features
+from toyrelu.core import paper
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
 from toyrelu.figures.axes import plain_log_y, series_colors
@@ -48,9 +47,7 @@ def onsets(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for S, part in table.sort_values("n_train").groupby("sparsity"):
         below = part["test_mean"].to_numpy() < 1.0
-        first = len(below)
-        while first > 0 and below[first - 1]:
-            first -= 1
+        first = holds_from(below)
         T = part["n_train"].iloc[first] if first < len(below) else math.nan
         rows.append({"sparsity": S, "onset_T": T, "onset_count": T * (1.0 - S)})
     return pd.DataFrame(rows, columns=["sparsity", "onset_T", "onset_count"])
@@ -102,8 +99,7 @@ def plot_sparsity(ax: Axes, table: pd.DataFrame, *, onset: pd.DataFrame | None =
 
 def build(record: Experiment, store: Store, runs: pd.DataFrame, out: Path) -> Section:
     """The sparsity collapse: test loss vs T(1 - S) per S and the onset of generalization."""
-    learned = pd.Series({r: int(np.sum(metrics.feature_dimensionality(
-        store.arrays(r)["W"]) > LEARNED_D)) for r in runs["run_id"]}, dtype=float)
+    learned = pd.Series(learned_features(store, runs["run_id"]), dtype=float)
     table = sparsity_table(runs, learned)
     onset = onsets(table)
     fig, ax = new_figure((7, 4.5))
