@@ -24,6 +24,8 @@ LEARNED_D = 0.1
 SWEPT = ("n_train", "seed", "restart")
 # A position in T agrees with the paper's within this factor: half a decade of its log grid.
 POSITION_FACTOR = 3.0
+# A bump has the paper's height when its excess over 1 is within this factor of the paper's.
+EXCESS_FACTOR = 3.0
 
 
 def setting_keys(runs: pd.DataFrame, but: Collection[str]) -> tuple[pd.Series, list[str]]:

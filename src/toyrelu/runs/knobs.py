@@ -18,6 +18,7 @@ from typing import Any
 
 from toyrelu.core import paper
 from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.runs.presets import PAPER_BASE, QUICK_BASE
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,9 @@ BASES: dict[str, Base] = {
                   RunConfig(n_features=50, sparsity=0.9, steps=300, n_test=500),
                   (10, 30, 100), (0, 1)),
     "quick": Base("quick", "the reduced setting: n = 1,000, S = 0.99, m = 2, 10,000 steps",
-                  RunConfig(n_features=paper.REDUCED_N_FEATURES,
-                            sparsity=paper.REDUCED_SPARSITY, steps=10_000),
-                  (50, 100, 200, 300, 500, 1_000, 2_000), (0, 1)),
+                  QUICK_BASE, (50, 100, 200, 300, 500, 1_000, 2_000), (0, 1)),
     "paper": Base("paper", "paper scale: n = 10,000, S = 0.999, m = 2, 50,000 steps (a GPU)",
-                  RunConfig(n_features=paper.N_FEATURES, sparsity=paper.SPARSITY,
-                            steps=paper.STEPS),
-                  (1_000, 2_000, 5_000, 10_000, 20_000), (0, 1)),
+                  PAPER_BASE, (1_000, 2_000, 5_000, 10_000, 20_000), (0, 1)),
 }
 
 
