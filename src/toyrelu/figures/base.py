@@ -30,6 +30,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from toyrelu.runs.outputs import atomic
+
 T_LABEL = "training set size $T$"
 
 
@@ -263,11 +265,16 @@ def summary_figure(runs: pd.DataFrame, dims: pd.DataFrame, *, style=None) -> Fig
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``out_dir/name.png`` (150 dpi) and ``out_dir/name.svg``, close ``fig``; the paths."""
+    """Write ``out_dir/name.png`` (150 dpi) and ``out_dir/name.svg``, each whole or not at all
+    (``runs.outputs.atomic``), close ``fig``; the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
-    plt.close(fig)
+    try:
+        options: list[dict[str, Any]] = [{"format": "png", "dpi": 150}, {"format": "svg"}]
+        for path, option in zip(paths, options, strict=True):
+            with atomic(path, "wb") as f:
+                fig.savefig(f, **option)
+    finally:
+        plt.close(fig)
     return paths

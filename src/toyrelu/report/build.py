@@ -36,6 +36,7 @@ from toyrelu.core.config import field_names
 from toyrelu.experiments import RECORDS, Experiment
 from toyrelu.experiments.record import Section
 from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
+from toyrelu.runs import outputs
 from toyrelu.runs.store import Store, StoreError
 
 SectionFn = Callable[[Store, Path], Any]
@@ -87,6 +88,8 @@ def collect(
                 [result] if isinstance(result, Section) else list(result))
             if not all(isinstance(part, Section) for part in sections):
                 raise TypeError(f"{name} returned {result!r:.80}, not a Section or a list of them")
+        except OSError:
+            raise  # the disk, not the section: the report cannot be written either
         except Exception as exc:
             message = _describe(exc)
             warn(f"toyrelu: warning: section {name} failed: {message.splitlines()[0]}")
@@ -133,8 +136,8 @@ def write(
     report = collect(store, out, providers() if sources is None else sources,
                      warn or (lambda line: print(line, file=sys.stderr)))
     paths = out / "report.html", out / "report.md"
-    paths[0].write_text(to_html(report, out), encoding="utf-8")
-    paths[1].write_text(to_markdown(report, out), encoding="utf-8")
+    outputs.write_text(paths[0], to_html(report, out))
+    outputs.write_text(paths[1], to_markdown(report, out))
     return paths
 
 

@@ -9,11 +9,12 @@ order. Floats are written so that they read back exactly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import IO, TYPE_CHECKING, Literal, TextIO
 
 import numpy as np
 
 from toyrelu.analysis.tables import mark_kept
+from toyrelu.runs.outputs import atomic
 from toyrelu.runs.store import Store
 
 if TYPE_CHECKING:
@@ -34,22 +35,26 @@ def runs_table(store: Store) -> pd.DataFrame:
     return runs.reindex(columns=COLUMNS + [c for c in runs if c not in COLUMNS])
 
 
-def write_table(table: pd.DataFrame, target: str | Path | TextIO,
+def write_table(table: pd.DataFrame, target: str | Path | TextIO | IO[str],
                 format: Literal["csv", "json"] = "csv") -> None:
     """``table`` as CSV (repr precision) or JSON records (15 significant digits, so small
-    values such as eps = 1e-12 survive) to a path or an open text stream."""
-    if format == "csv":
-        table.to_csv(target, index=False)
-    elif format == "json":
-        table.to_json(target, orient="records", indent=1, double_precision=15)
-    else:
+    values such as eps = 1e-12 survive) to an open text stream, or to a path whole or not at
+    all (``runs.outputs.atomic``)."""
+    if format not in FORMATS:
         raise ValueError(f"format: {format!r} must be one of {', '.join(FORMATS)}")
+    if isinstance(target, (str, Path)):
+        with atomic(target, newline="") as f:
+            write_table(table, f, format)
+    elif format == "csv":
+        table.to_csv(target, index=False)
+    else:
+        table.to_json(target, orient="records", indent=1, double_precision=15)
 
 
 def write_arrays(store: Store, run_id: str, path: str | Path) -> list[str]:
     """Every array stored with run ``run_id`` into one .npz at ``path``, named exactly as given
     (``np.savez`` on a name would add ".npz"); returns the array names."""
     arrays = store.arrays(run_id)
-    with open(path, "wb") as f:
+    with atomic(path, "wb") as f:
         np.savez(f, **arrays)  # type: ignore[arg-type]
     return list(arrays)

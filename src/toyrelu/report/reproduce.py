@@ -15,6 +15,7 @@ from typing import Any
 from toyrelu.analysis.tables import Finding
 from toyrelu.experiments import double_descent
 from toyrelu.report import records, summary
+from toyrelu.runs import outputs
 from toyrelu.runs.presets import Preset
 from toyrelu.runs.store import Store, StoreError
 
@@ -38,7 +39,7 @@ def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
                              f"{preset.name}")
         text = records.markdown(title, sections, counts, intro=preset.description)
         found = [f for section in sections for f in section.findings]
-    (out / "summary.md").write_text(text)
+    outputs.write_text(out / "summary.md", text)
     return found
 
 

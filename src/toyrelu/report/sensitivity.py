@@ -28,6 +28,7 @@ from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import paper
 from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import table
+from toyrelu.runs import outputs
 from toyrelu.runs.knobs import BASES, Study, knobs_for
 from toyrelu.runs.store import Store
 
@@ -109,7 +110,7 @@ def write(study: Study, store: Store, out: Path) -> tuple[Tables, str, list[str]
     sentence = verdict(study.base, tables.bumps)
     names = draw(study, tables, out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.md").write_text(markdown(study, tables, sentence, names))
+    outputs.write_text(out / "sensitivity.md", markdown(study, tables, sentence, names))
     return tables, sentence, names
 
 

@@ -1,0 +1,89 @@
+"""Writing output files safely: whole or not at all, and never onto what is being read.
+
+Every file a command writes (exports, figures, reports, summaries) goes through ``atomic``: the
+bytes go to a temporary file in the same folder, which replaces the target by a rename only
+once it is complete and flushed to disk. A full disk or an interrupt leaves the old file (or
+none) and no partial one, and the error names the target. ``target`` refuses a path that is
+empty, a folder, or the very file a command reads from (the store), which a careless
+``--out runs.sqlite`` would otherwise overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+class OutputError(ValueError):
+    """A target that must not be written; the message is one line naming the option."""
+
+
+def target(path: str | os.PathLike, option: str, *,
+           inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` as the file an option names, refused (``OutputError``) when it is empty, an
+    existing folder, or the same file as one of ``inputs``."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputError(f"{option}: an empty path names no file")
+    out = Path(text)
+    if out.is_dir():
+        raise OutputError(f"{option}: {out} is a folder; give a file name")
+    for source in inputs:
+        if _same_file(out, Path(source)):
+            raise OutputError(f"{option}: {out} is the file being read ({source}); "
+                              "write to another path")
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+@contextlib.contextmanager
+def atomic(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """A file object to write ``path`` through: a temporary file beside it, renamed over
+    ``path`` when the block ends without error, and removed when it raises. ``mode`` is "w"
+    (text, ``kwargs`` as ``open`` takes them) or "wb". The folder must exist. An ``OSError``
+    (a full disk, a missing folder) is raised again with ``path`` as its file name."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode: {mode!r} must be 'w' or 'wb'")
+    out = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial",
+                                             dir=out.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    try:
+        with os.fdopen(handle, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, out)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise OSError(exc.errno, exc.strerror, str(out)) from None
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` into ``path`` (UTF-8), whole or not at all; returns the path."""
+    with atomic(path, encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then put back), so that a renamed temporary
+    file gets the permissions an ordinary new file would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,137 @@
+"""Output files are written whole or not at all, never onto the file being read
+(``toyrelu.runs.outputs``), and every command's outputs go through that."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from helpers import run_cli
+from toyrelu.runs import outputs
+from toyrelu.runs.outputs import OutputError, atomic, target
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One run of the smoke preset, stored."""
+    path = tmp_path_factory.mktemp("smoke") / "runs.sqlite"
+    from toyrelu import cli
+
+    assert cli.main(["sweep", "--preset", "smoke", "--n-train", "5", "--seeds", "0",
+                     "--store", str(path), "--workers", "1", "--device", "cpu"]) == 0
+    return path
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files an interrupted write would leave behind."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial"))
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every atomic write fails as a full disk fails it: when the data are flushed."""
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(outputs.os, "fsync", no_space)
+
+
+def test_a_completed_write_replaces_the_file_with_ordinary_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with atomic(path) as f:
+        f.write("new")
+    assert path.read_text() == "new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    full_disk(monkeypatch)
+    with pytest.raises(OSError) as caught, atomic(path, "wb") as f:
+        f.write(b"half of the new")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+def test_an_error_inside_the_block_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "new.txt"
+    with pytest.raises(KeyError), atomic(path) as f:
+        f.write("some")
+        raise KeyError("stop")
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_a_missing_folder_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "out.txt"
+    with pytest.raises(OSError) as caught, atomic(path):
+        pass
+    assert caught.value.filename == str(path)
+
+
+def test_target_refuses_empty_paths_folders_and_the_input_itself(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    store.write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    for bad, words in (("", "empty"), ("  ", "empty"), (tmp_path, "folder"),
+                       (store, "being read"), (tmp_path / "sub" / ".." / "runs.sqlite",
+                                               "being read")):
+        with pytest.raises(OutputError, match=f"^out: .*{words}"):
+            target(bad, "out", inputs=[store])
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(store)
+    with pytest.raises(OutputError, match="being read"):
+        target(link, "out", inputs=[store])
+    assert target(tmp_path / "runs.csv", "out", inputs=[store]) == tmp_path / "runs.csv"
+
+
+@pytest.mark.parametrize("options", [
+    ["--out", "{store}"], ["--format", "json", "--out", "{store}"],
+    ["--run", "any", "--arrays", "{store}"]], ids=["csv", "json", "arrays"])
+def test_export_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture,
+                                            options: list[str]) -> None:
+    store = tmp_path / "runs.sqlite"
+    shutil.copyfile(smoke_store, store)
+    before = store.read_bytes()
+    argv = [o.format(store=store) for o in options]
+    code, out, err = run_cli(capsys, "export", "--store", store, *argv)
+    option = "arrays" if "--arrays" in argv else "out"
+    assert (code, out) == (2, "")
+    assert err == (f"toyrelu: error: {option}: {store} is the file being read ({store}); "
+                   "write to another path\n")
+    assert store.read_bytes() == before
+
+
+def test_export_to_an_empty_path_names_the_option(smoke_store: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", "")
+    assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no file\n")
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
+        smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    full_disk(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = (["--out", out / "runs.csv"] if command == "export" else ["--out", out])
+    code, stdout, err = run_cli(capsys, command, "--store", smoke_store, *argv)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("toyrelu: error: No space left on device: ")
+    assert str(out) in err
+    written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert [p.name for p in written if p.stat().st_size == 0 or p.suffix == ".partial"] == []
+    assert not (out / "report.html").exists() and not (out / "runs.csv").exists()
