@@ -184,6 +184,32 @@ def test_sweep_overrides_make_a_new_grid(tmp_path: Path, capsys: pytest.CaptureF
     assert err.splitlines()[-1] == "toyrelu: 0 finished, 0 failed, 2 already stored"
 
 
+def test_a_sweep_whose_runs_all_fail_exits_1_and_says_where_the_reasons_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    argv = ["sweep", "--preset", "smoke", "--store", path, "--n-train", "3", "--seeds", "0,1",
+            "--steps", "50", "--n-features", "20", "--lr", "1e6", "--workers", "1"]
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-2:] == [
+        "toyrelu: 0 finished, 2 failed, 0 already stored",
+        "toyrelu: error: every run trained failed (2); the reasons are in the error column of "
+        f"toyrelu export --store {path}"]
+    # Nothing new trained and nothing failed: the rerun itself went well.
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == "toyrelu: 0 finished, 0 failed, 2 already stored"
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["--bogus", "sweep"], ["-x"]])
+def test_an_option_before_the_command_is_named_as_unknown(argv: list[str],
+                                                           capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == (f"toyrelu: error: unrecognized arguments: {argv[0]} (options follow a "
+                   "command: toyrelu COMMAND --help)\n")
+
+
 def test_sweep_with_a_diverging_run_stores_it_as_failed(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toyrelu.cli.options import overrides
-from toyrelu.cli.parser import UsageError
+from toyrelu.cli.parser import RunsFailed, UsageError
 from toyrelu.runs.presets import PRESETS, Preset
 from toyrelu.runs.resources import default_workers, resolve_device
 
@@ -73,12 +73,17 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from toyrelu.report import export
+    from toyrelu.runs.outputs import target
     from toyrelu.runs.store import Store
 
+    if args.run or args.arrays:
+        if not (args.run and args.arrays):
+            raise UsageError("export: --run and --arrays go together")
+        target(args.arrays, "arrays", inputs=[args.store])
+    elif args.out != "-":
+        target(args.out, "out", inputs=[args.store])
     with Store(args.store, create=False) as store:
-        if args.run or args.arrays:
-            if not (args.run and args.arrays):
-                raise UsageError("export: --run and --arrays go together")
+        if args.arrays:
             names = export.write_arrays(store, args.run, args.arrays)
             print(f"toyrelu: wrote {', '.join(names)} of run {args.run} to {args.arrays}")
             return
@@ -200,3 +205,6 @@ def _sweep(preset: Preset, store: Store, args: argparse.Namespace, workers: int,
     report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
           f"stored", file=sys.stderr)
+    if report.failed and not report.ok:
+        raise RunsFailed(f"every run trained failed ({report.failed}); the reasons are in the "
+                         f"error column of toyrelu export --store {store.path}")

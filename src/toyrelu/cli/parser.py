@@ -7,6 +7,8 @@ numerical library, so ``toyrelu --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
 from toyrelu.cli.options import FieldValues, add_overrides
@@ -22,10 +24,25 @@ class UsageError(Exception):
     """Bad command-line input; the message is one line."""
 
 
+class RunsFailed(Exception):
+    """A command trained runs and every one of them failed; the message is one line."""
+
+
 class _Parser(argparse.ArgumentParser):
     # argparse would print the usage and exit; the caller prints one line instead.
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``argv`` (default: this process's) parsed by ``build_parser``. An option before any
+    command is unknown, since the options belong to the commands; argparse would report it as
+    a missing command instead."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
+        raise UsageError(f"unrecognized arguments: {args[0]} (options follow a command: "
+                         "toyrelu COMMAND --help)")
+    return build_parser().parse_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
