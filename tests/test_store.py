@@ -4,6 +4,8 @@ foreign files (left byte-for-byte unchanged) and survival of a writer killed mid
 from __future__ import annotations
 
 import math
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toyrelu.runs import store_leases
 from toyrelu.runs.store import Store, StoreError
 
 SRC = Path(__file__).parents[1] / "src"
@@ -183,11 +186,11 @@ def test_missing_file_without_create_raises(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def _assert_refused_unchanged(path: Path, reason: str) -> None:
+def _assert_refused_unchanged(path: Path, reason: str, create: bool = True) -> None:
     before, listing = path.read_bytes(), sorted(path.parent.iterdir())
     match = rf"^store: .* is not a toyrelu store \(.*{reason}.*\)$"
     with pytest.raises(StoreError, match=match) as excinfo:
-        Store(path)
+        Store(path, create=create)
     check_one_line(excinfo)
     assert path.read_bytes() == before
     assert sorted(path.parent.iterdir()) == listing
@@ -274,3 +277,290 @@ def test_writer_killed_mid_sweep_leaves_committed_runs_intact(tmp_path: Path) ->
             loaded = store.arrays(f"run-{i}")
             assert_same_array(loaded["W"], np.random.default_rng(i).standard_normal((128, 256)))
             assert_same_array(loaded["b"], np.full(i, i, dtype=np.int32))
+
+
+# ------------------------------------------------------------------------- statuses and schema
+
+
+def test_error_runs_are_not_finished_and_ids_select_by_status(store: Store) -> None:
+    store.put("ok", {}, {"status": "ok"}, {})
+    store.put("failed", {}, {"status": "failed", "error": "diverged: loss is nan"}, {})
+    store.put("error", {}, {"status": "error", "error": "MemoryError: "}, {})
+    assert store.finished_ids() == {"ok", "failed"}
+    assert store.ids("error") == {"error"}
+    assert store.ids("ok", "error") == {"ok", "error"}
+    assert store.ids() == set()
+
+
+def v1_store_without_leases(path: Path) -> Path:
+    """A store as toyrelu wrote it before leases: schema version 1, three tables, one run."""
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("CREATE TABLE runs (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE,"
+                     " status TEXT NOT NULL, error TEXT, config TEXT NOT NULL,"
+                     " result TEXT NOT NULL)")
+        conn.execute("CREATE TABLE arrays (run_id TEXT NOT NULL, name TEXT NOT NULL,"
+                     " npy BLOB NOT NULL, UNIQUE (run_id, name))")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO runs (run_id, status, error, config, result)"
+                     " VALUES ('a', 'ok', NULL, '{\"x\": 1}', '{\"loss\": 0.5}')")
+    conn.close()
+    return path
+
+
+def test_a_store_written_before_leases_opens_to_read_unchanged_and_gains_them_to_write(
+    tmp_path: Path,
+) -> None:
+    path = v1_store_without_leases(tmp_path / "old.sqlite")
+    before = path.read_bytes()
+    with Store(path, create=False) as s:
+        assert s.finished_ids() == {"a"} and s.config("a") == {"x": 1}
+    assert path.read_bytes() == before
+    with Store(path) as s:
+        assert s.claim("b")
+        s.put("b", {"x": 2}, {"status": "ok"}, {})
+    conn = sqlite3.connect(path)
+    assert [r[1] for r in conn.execute("PRAGMA table_info(leases)")] == [
+        "run_id", "owner", "host", "pid", "pid_start", "heartbeat"]
+    assert conn.execute("SELECT COUNT(*) FROM leases").fetchone() == (0,)
+    conn.close()
+
+
+@pytest.mark.parametrize(("table", "column", "reason"), [
+    ("runs", "result", "table runs has no column result"),
+    ("arrays", "npy", "table arrays has no column npy"),
+    ("meta", "value", "table meta has no column value"),
+])
+def test_a_store_missing_a_column_is_refused_at_open_naming_it(
+    tmp_path: Path, table: str, column: str, reason: str
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        s.put("a", {"x": 1}, {"status": "ok"}, {"W": np.ones(2)})
+    conn = sqlite3.connect(path)
+    conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.close()
+    for create in (True, False):
+        _assert_refused_unchanged(path, reason, create=create)
+
+
+def test_a_column_of_another_type_is_refused(tmp_path: Path) -> None:
+    path = v1_store_without_leases(tmp_path / "runs.sqlite")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE leases (run_id TEXT PRIMARY KEY, owner TEXT, host TEXT,"
+                 " pid TEXT, pid_start TEXT, heartbeat REAL)")
+    conn.close()
+    _assert_refused_unchanged(path, r"column leases\.pid is TEXT, expected INTEGER")
+
+
+def test_a_new_store_on_a_full_disk_says_so(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect = sqlite3.connect
+
+    def full_disk(*failing: str) -> None:
+        """Every later connection fails the statements that start with ``failing`` as SQLite
+        does when the disk is full."""
+        class FullDisk(sqlite3.Connection):
+            def execute(self, sql, *args):
+                if sql.startswith(failing):
+                    raise sqlite3.OperationalError("database or disk is full")
+                return super().execute(sql, *args)
+
+        monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: real_connect(
+            *args, factory=FullDisk, **kwargs))
+
+    path = tmp_path / "runs.sqlite"
+    full_disk("CREATE")
+    with pytest.raises(StoreError) as excinfo:
+        Store(path)
+    assert str(excinfo.value) == (f"store: {path} cannot be written: the disk is full "
+                                  "(database or disk is full)")
+    monkeypatch.undo()
+    Store(path).close()  # the schema was rolled back: the file is still a new store
+    full_disk("INSERT")
+    with Store(path) as s, pytest.raises(StoreError) as excinfo:
+        s.put("a", {}, {"status": "ok"}, {})
+    assert str(excinfo.value) == (f"store: {path} cannot be written: the disk is full "
+                                  "(database or disk is full)")
+
+
+def read_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the store at ``path`` read-only: its mode 0444, or for root (whom modes do not stop)
+    every connection opened read-only, as SQLite opens a file it may not write."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        return
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda target, **kwargs: real_connect(
+        f"file:{target}?mode=ro", uri=True, **kwargs))
+
+
+def test_a_read_only_store_is_refused_for_writing_at_open_and_read_as_usual(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as s:
+        s.put("a", {"x": 1}, {"status": "ok"}, {})
+    before = path.read_bytes()
+    read_only(path, monkeypatch)
+    with pytest.raises(StoreError, match=rf"^store: {path} is read-only.*; a sweep writes each "
+                                         "run to it$") as excinfo:
+        Store(path)
+    check_one_line(excinfo)
+    with Store(path, create=False) as s:
+        assert s.finished_ids() == {"a"}
+    assert path.read_bytes() == before
+
+
+def test_a_store_in_a_read_only_folder_is_refused_for_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "shelf"
+    path = folder / "runs.sqlite"
+    with Store(path) as s:
+        s.put("a", {}, {"status": "ok"}, {})
+    if os.geteuid() == 0:  # root writes anywhere: let os.access answer as for another user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: (
+            False if Path(p) == folder and mode == os.W_OK else real_access(p, mode)))
+    else:
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(StoreError, match=r"is in a read-only folder; SQLite writes a "
+                                             "journal beside the store") as excinfo:
+            Store(path)
+        check_one_line(excinfo)
+        with Store(path, create=False) as s:
+            assert len(s) == 1
+    finally:
+        folder.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------- leases
+
+
+def lease_rows(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT run_id, host, pid FROM leases ORDER BY run_id").fetchall()
+    conn.close()
+    return rows
+
+
+def test_claim_leases_a_run_until_put_or_release(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as first, Store(path) as second:
+        assert first.claim("a") and first.claim("b")
+        assert first.claim("a")  # the owner may claim again
+        assert lease_rows(path) == [("a", socket.gethostname(), os.getpid()),
+                                    ("b", socket.gethostname(), os.getpid())]
+        # A live owner (this very process) holds both.
+        assert not second.claim("a") and not second.claim("b")
+        first.put("a", {}, {"status": "ok"}, {})
+        assert [r[0] for r in lease_rows(path)] == ["b"]
+        assert not second.claim("a")  # finished
+        first.release()
+        assert lease_rows(path) == []
+        assert second.claim("b")
+    assert lease_rows(path) == []  # closing released the second's lease
+
+
+@pytest.mark.parametrize(("status", "retry_failed", "claimed"), [
+    ("ok", False, False), ("failed", False, False), ("error", False, True),
+    ("ok", True, False), ("failed", True, True),
+])
+def test_claim_skips_finished_runs(store: Store, status: str, retry_failed: bool,
+                                   claimed: bool) -> None:
+    store.put("a", {}, {"status": status}, {})
+    assert store.claim("a", retry_failed=retry_failed) is claimed
+
+
+def put_lease(path: Path, run_id: str, host: str, pid: int, pid_start: str,
+              heartbeat: float) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO leases VALUES (?, 'other', ?, ?, ?, ?)",
+                     (run_id, host, pid, pid_start, heartbeat))
+    conn.close()
+
+
+def test_a_lease_whose_pid_was_reused_is_taken_over(store: Store) -> None:
+    start = store_leases.process_start(os.getpid())
+    assert start  # this process runs, on Linux with its start time
+    here = socket.gethostname()
+    put_lease(store.path, "alive", here, os.getpid(), start, 0.0)
+    # The pid runs, but started at another time: it is another process now.
+    put_lease(store.path, "reused", here, os.getpid(), str(int(start) - 1), time.time())
+    assert not store.claim("alive")
+    assert store.claim("reused")
+
+
+def test_a_lease_of_another_host_expires_without_heartbeats(store: Store) -> None:
+    now = time.time()
+    put_lease(store.path, "fresh", "elsewhere", 1, "1", now - 10)
+    put_lease(store.path, "stale", "elsewhere", 1, "1", now - store_leases.LEASE_TIMEOUT_S - 1)
+    assert not store.claim("fresh")
+    assert store.claim("stale")
+
+
+def test_heartbeat_renews_the_owners_leases_at_most_every_interval(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def beats() -> dict[str, float]:
+        conn = sqlite3.connect(store.path)
+        with conn:
+            found = dict(conn.execute("SELECT run_id, heartbeat FROM leases").fetchall())
+            conn.execute("UPDATE leases SET heartbeat = 0")
+        conn.close()
+        return found
+
+    start = time.time()
+    assert store.claim("a") and store.claim("b")
+    beats()
+    store.heartbeat()
+    assert all(beat >= start for beat in beats().values())
+    assert store.claim("c")  # a claim is no heartbeat of the other leases
+    store.heartbeat()  # within HEARTBEAT_S of the last one
+    assert beats() == {"a": 0.0, "b": 0.0, "c": pytest.approx(time.time(), abs=60)}
+    monkeypatch.setattr(store_leases, "HEARTBEAT_S", 0.0)
+    store.heartbeat()
+    assert all(beat >= start for beat in beats().values())
+
+
+CLAIMER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from toyrelu.runs.store import Store
+
+    store = Store(sys.argv[2])
+    assert store.claim("a")
+    print("claimed", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_the_lease_of_a_killed_owner_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "runs.sqlite"
+    Store(path).close()
+    owner = subprocess.Popen([sys.executable, "-c", CLAIMER, str(SRC), str(path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline() == "claimed\n"
+        with Store(path) as store:
+            assert not store.claim("a")
+            owner.kill()
+            owner.wait()
+            assert lease_rows(path) == [("a", socket.gethostname(), owner.pid)]
+            assert store.claim("a")
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdout.close()
+
+
+def test_a_reader_of_an_old_store_cannot_claim(tmp_path: Path) -> None:
+    path = v1_store_without_leases(tmp_path / "old.sqlite")
+    with Store(path, create=False) as s, pytest.raises(StoreError, match="opened to read"):
+        s.claim("b")

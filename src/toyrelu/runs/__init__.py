@@ -2,4 +2,5 @@
 ``grid`` (sweep grids and their cost), ``presets`` and ``knobs`` (named sweeps and the
 sensitivity study), ``resources`` (the device and the number of workers), ``executors``
 (where runs train), ``sweep`` (resumable sweeps), ``progress``, ``store`` (the SQLite
-results) and ``outputs`` (output files written whole, never onto an input)."""
+results, with ``store_schema``, ``store_leases`` and ``store_check``) and ``outputs`` (output
+files written whole, never onto an input)."""
