@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -31,6 +37,7 @@ from toyrelu.runs.store import Store
 from toyrelu.runs.sweep import run_sweep
 from toyrelu.runs.training import Outcome, run_one
 
+SRC = Path(__file__).parents[1] / "src"
 BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
 REQUIRED_METRICS = ("train_loss", "test_loss", "W_norm", "b_norm", "wall_seconds")
 
@@ -46,10 +53,11 @@ class Recording:
     def __init__(self) -> None:
         self.ran: list[RunConfig] = []
 
-    def map(self, configs: Sequence[RunConfig], on_steps) -> Iterator[Outcome]:
+    def map(self, configs: Sequence[RunConfig], on_steps, start=None) -> Iterator[Outcome]:
         for config in configs:
-            self.ran.append(config)
-            yield run_one(config, on_steps)
+            if start is None or start(config):
+                self.ran.append(config)
+                yield run_one(config, on_steps)
 
 
 class InterruptAfter:
@@ -59,8 +67,8 @@ class InterruptAfter:
     def __init__(self, k: int) -> None:
         self.k = k
 
-    def map(self, configs: Sequence[RunConfig], on_steps) -> Iterator[Outcome]:
-        inner = InProcess().map(configs, on_steps)
+    def map(self, configs: Sequence[RunConfig], on_steps, start=None) -> Iterator[Outcome]:
+        inner = InProcess().map(configs, on_steps, start)
         for _ in range(self.k):
             yield next(inner)
         raise KeyboardInterrupt
@@ -158,8 +166,9 @@ def test_run_sweep_stores_one_ok_row_per_config(tmp_path: Path) -> None:
     steps_seen: list[tuple[str, int]] = []
 
     class Watching(Recording):
-        def map(self, configs, on_steps):
-            return super().map(configs, lambda r, k: (steps_seen.append((r, k)), on_steps(r, k)))
+        def map(self, configs, on_steps, start=None):
+            return super().map(configs, lambda r, k: (steps_seen.append((r, k)), on_steps(r, k)),
+                               start)
 
     with Store(tmp_path / "runs.sqlite") as store:
         report = run_sweep(configs, store, Watching())
@@ -484,3 +493,196 @@ def test_progress_on_a_terminal_redraws_in_place(monkeypatch: pytest.MonkeyPatch
     text = stream.getvalue()
     assert text.count("\r") == 2 and text.endswith("\r\n")
     assert text.split("\r")[1].startswith("runs 0/2 | 30 steps/s")
+
+
+# ------------------------------------------------------------- statuses, retries and leases
+
+
+@pytest.mark.parametrize(("exc", "status"), [
+    (MemoryError("out of memory"), "error"),
+    (OSError(28, "No space left on device"), "error"),
+    (FileNotFoundError(2, "No such file or directory"), "error"),
+    (ValueError("bad shape"), "failed"),
+])
+def test_run_one_tells_errors_of_the_machine_from_failures_of_the_config(
+    monkeypatch: pytest.MonkeyPatch, exc: Exception, status: str
+) -> None:
+    def run(config, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(training, "run", run)
+    outcome = run_one(BASE)
+    assert outcome.metrics == {"status": status, "error": f"{type(exc).__name__}: {exc}"}
+    assert outcome.arrays == {}
+
+
+def test_error_runs_are_stored_and_trained_again_by_the_next_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs = [BASE, BASE.replace(seed=1), BASE.replace(seed=2)]
+    unlucky = configs[1]
+    real_run = training.run
+
+    def run(config, **kwargs):
+        if config == unlucky:
+            raise MemoryError("worker out of memory")
+        return real_run(config, **kwargs)
+
+    monkeypatch.setattr(training, "run", run)
+    with Store(tmp_path / "runs.sqlite") as store:
+        report = run_sweep(configs, store)
+        assert report == sweep.SweepReport(total=3, skipped=0, ok=2, failed=0, errors=1)
+        assert store.status(unlucky.run_id) == "error"
+        assert store.finished_ids() == {configs[0].run_id, configs[2].run_id}
+
+        monkeypatch.setattr(training, "run", real_run)
+        again = Recording()
+        report = run_sweep(configs, store, again)
+        assert [c.run_id for c in again.ran] == [unlucky.run_id]
+        assert report == sweep.SweepReport(total=3, skipped=2, ok=1, failed=0, errors=0)
+        assert store.status(unlucky.run_id) == "ok"
+
+
+def test_retry_failed_trains_failed_runs_again(tmp_path: Path) -> None:
+    diverging = BASE.replace(lr=1e6, steps=60)
+    configs = [BASE, diverging]
+    with Store(tmp_path / "runs.sqlite") as store:
+        run_sweep(configs, store)
+        assert store.status(diverging.run_id) == "failed"
+        skipping, retrying = Recording(), Recording()
+        assert run_sweep(configs, store, skipping).skipped == 2
+        report = run_sweep(configs, store, retrying, retry_failed=True)
+        assert [c.run_id for c in retrying.ran] == [diverging.run_id]
+        assert report == sweep.SweepReport(total=2, skipped=1, ok=0, failed=1)
+
+
+def test_a_run_leased_by_a_live_sweep_is_skipped_and_leaves_the_progress_line(
+    tmp_path: Path,
+) -> None:
+    configs = small_grid()
+    taken = sorted(configs, key=cost, reverse=True)[0]
+    stream = io.StringIO()
+    with Store(tmp_path / "runs.sqlite") as other, Store(tmp_path / "runs.sqlite") as store:
+        assert other.claim(taken.run_id)
+        recording = Recording()
+        report = run_sweep(configs, store, recording, progress=stream)
+        assert report == sweep.SweepReport(total=6, skipped=1, ok=5, failed=0)
+        assert taken not in recording.ran and len(recording.ran) == 5
+        assert store.status(taken.run_id) is None
+        assert stream.getvalue().splitlines()[-1].startswith("runs 5/5 | ")
+        # The sweep dropped its leases; the other holds its own until it stores or releases.
+        other.release()
+        assert run_sweep(configs, store, Recording()).ok == 1
+
+
+def test_an_interrupted_sweep_releases_its_leases(tmp_path: Path) -> None:
+    configs = small_grid()
+    with Store(tmp_path / "runs.sqlite") as store, Store(tmp_path / "runs.sqlite") as other:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(configs, store, InterruptAfter(2))
+        order = sorted(configs, key=cost, reverse=True)
+        # The third run had been claimed when the interruption came; another sweep takes it.
+        assert other.claim(order[2].run_id)
+
+
+SWEEPER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from toyrelu.core.config import RunConfig
+    from toyrelu.runs import executors
+    from toyrelu.runs.grid import grid
+    from toyrelu.runs.store import Store
+    from toyrelu.runs.sweep import run_sweep
+    from toyrelu.runs.training import Outcome
+
+    store_path, log, go, hang = sys.argv[2:6]
+
+    def run_one(config, on_steps=None):
+        # Counts trainings instead of training: one line per run started, then a short wait
+        # so that the sweeps overlap.
+        with open(log, "a") as f:
+            f.write(f"{config.run_id} {os.getpid()}\\n")
+        if config.run_id == hang:
+            time.sleep(600)
+        time.sleep(0.05)
+        on_steps(config.run_id, config.steps)
+        return Outcome(config.run_id, config.to_dict(), {"status": "ok", "error": None}, {})
+
+    executors.run_one = run_one
+    base = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
+    configs = grid(base, {"seed": list(range(int(sys.argv[6])))})
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    with Store(store_path) as store:
+        report = run_sweep(configs, store)
+    print(json.dumps(report.__dict__), flush=True)
+    """
+)
+
+
+def sweepers(tmp_path: Path, n: int, runs: int, hang: str = "") -> list[subprocess.Popen]:
+    """``n`` processes that sweep ``runs`` configs into tmp_path/runs.sqlite at once, once
+    tmp_path/go exists, logging each training to tmp_path/trained; a run ``hang`` never
+    ends."""
+    args = [str(tmp_path / name) for name in ("runs.sqlite", "trained", "go")]
+    return [subprocess.Popen([sys.executable, "-c", SWEEPER, str(SRC), *args, hang, str(runs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(n)]
+
+
+def trained(tmp_path: Path) -> list[tuple[str, int]]:
+    lines = (tmp_path / "trained").read_text().splitlines()
+    return [(run_id, int(pid)) for run_id, pid in (line.split() for line in lines)]
+
+
+def test_concurrent_sweeps_on_one_store_train_each_run_once(tmp_path: Path) -> None:
+    runs = 30
+    children = sweepers(tmp_path, 3, runs)
+    (tmp_path / "go").touch()
+    reports = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        reports.append(json.loads(out))
+    log = trained(tmp_path)
+    assert len(log) == runs and len({run_id for run_id, _ in log}) == runs
+    assert sum(r["ok"] for r in reports) == runs
+    assert all(r["ok"] + r["skipped"] == runs for r in reports)
+    assert len({pid for _, pid in log}) > 1, "the sweeps did not overlap"
+    with Store(tmp_path / "runs.sqlite") as store:
+        assert len(store) == runs and store.finished_ids() == set(store.runs()["run_id"])
+    assert lease_count(tmp_path / "runs.sqlite") == 0
+
+
+def lease_count(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    (count,) = conn.execute("SELECT COUNT(*) FROM leases").fetchone()
+    conn.close()
+    return count
+
+
+def test_the_runs_of_a_killed_sweep_are_taken_over(tmp_path: Path) -> None:
+    configs = grid(BASE, {"seed": [0, 1, 2]})  # the sweeper's first three runs
+    hang = configs[1].run_id
+    [child] = sweepers(tmp_path, 1, 3, hang)
+    (tmp_path / "go").touch()
+    log = tmp_path / "trained"
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and hang in log.read_text()):
+            assert child.poll() is None, child.communicate()[1]
+            assert time.monotonic() < deadline, "the sweeper never reached its second run"
+            time.sleep(0.02)
+        with Store(tmp_path / "runs.sqlite") as store:
+            assert store.finished_ids() == {configs[0].run_id}
+            assert not store.claim(hang)  # alive, the sweeper holds the run it trains
+            child.kill()
+            child.wait()
+            recording = Recording()
+            report = run_sweep(configs, store, recording)
+            assert [c.run_id for c in recording.ran] == [hang, configs[2].run_id]
+            assert report == sweep.SweepReport(total=3, skipped=1, ok=2, failed=0)
+    finally:
+        child.kill()
+        child.communicate()

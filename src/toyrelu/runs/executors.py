@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
@@ -22,19 +22,26 @@ from toyrelu.runs.grid import cost
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback, run_one
 
+# start(config): called in the main process right before ``config`` starts training; a config
+# for which it returns False is skipped (another sweep trains it).
+StartCallback = Callable[[RunConfig], bool]
+
 
 class Executor(Protocol):
     """Runs ``run_one`` over configs, yielding outcomes as they finish (in any order)."""
 
-    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]: ...
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]: ...
 
 
 class InProcess:
     """Runs one config after another in this process."""
 
-    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]:
         for config in configs:
-            yield run_one(config, on_steps)
+            if start is None or start(config):
+                yield run_one(config, on_steps)
 
 
 _progress_queue: Any = None
@@ -81,7 +88,9 @@ class LocalProcesses:
     def __init__(self, workers: int | None = None):
         self.workers = workers or default_workers()
 
-    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]:
+        configs = [c for c in configs if start is None or start(c)]
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         with ProcessPoolExecutor(
@@ -155,7 +164,9 @@ class GpuBatches:
             out.append(batch)
         return sorted(out, key=lambda b: -sum(cost(c) for c in b))
 
-    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]:
+        configs = [c for c in configs if start is None or start(c)]
         yield from InProcess().map([c for c in configs if c.engine == "reference"], on_steps)
         for batch in self.batches([c for c in configs if c.engine != "reference"]):
             yield from self._train(batch, on_steps)

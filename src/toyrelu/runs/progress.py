@@ -32,6 +32,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.total_runs = len(configs)
         self.step_cost = {c.run_id: cost(c) / c.steps for c in configs}
+        self.run_cost = {c.run_id: cost(c) for c in configs}
         self.total_work = sum(cost(c) for c in configs) or 1.0
         self.work = 0.0
         self.steps = 0
@@ -49,6 +50,13 @@ class Progress:
 
     def on_run(self) -> None:
         self.runs += 1
+        self.draw(force=True)
+
+    def on_skip(self, run_id: str) -> None:
+        """``run_id`` will not train here (another sweep trains it): it leaves the runs and the
+        work to do."""
+        self.total_runs -= 1
+        self.total_work = max(self.total_work - self.run_cost.get(run_id, 0.0), 1.0)
         self.draw(force=True)
 
     def line(self) -> str:

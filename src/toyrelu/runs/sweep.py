@@ -1,12 +1,16 @@
 """Sweeps: a grid of run configs mapped over a swappable executor, one stored row per run.
 
-A sweep is resumable by construction: runs already in the store (finished or failed) are
-skipped, every finished run is committed before the next is written, and an interrupted sweep
-rerun with the same arguments picks up where it stopped.
+A sweep is resumable by construction: runs already finished in the store (``ok`` or ``failed``)
+are skipped, every run is committed before the next is written, and an interrupted sweep rerun
+with the same arguments picks up where it stopped; runs stored with status ``error`` (the
+machine failed them) are trained again. Several sweeps may share a store at once: each claims a
+run right before it starts (``Store.claim``), so each run is trained by one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TextIO
@@ -15,17 +19,19 @@ from toyrelu.core.config import RunConfig
 from toyrelu.runs.executors import Executor, InProcess
 from toyrelu.runs.grid import cost
 from toyrelu.runs.progress import Progress
-from toyrelu.runs.store import Store
+from toyrelu.runs.store import FINISHED, Store, StoreError
 
 
 @dataclass(frozen=True)
 class SweepReport:
-    """Counts of one sweep call."""
+    """Counts of one sweep call: ``skipped`` runs were finished in the store, or trained by
+    another sweep; ``errors`` were stopped by the machine and are trained again next time."""
 
     total: int
     skipped: int
     ok: int
     failed: int
+    errors: int = 0
 
 
 def run_sweep(
@@ -34,31 +40,52 @@ def run_sweep(
     runner: Executor | None = None,
     *,
     progress: TextIO | None = None,
+    retry_failed: bool = False,
 ) -> SweepReport:
-    """Run every config not yet in ``store``, largest first, storing each as it finishes.
+    """Run every config not yet finished in ``store``, largest first, storing each as it
+    finishes.
 
     ``progress``, if given, is a text stream that receives a progress line (``Progress``).
+    ``retry_failed`` trains the runs stored as ``failed`` again too.
 
     Largest first, because the few largest runs hold most of the work (docs/engines.md) and a
-    worker left alone with one of them at the end would idle the others.
+    worker left alone with one of them at the end would idle the others. Each run is claimed
+    in the store right before it starts (the executor's ``start``); a run another sweep holds
+    or has finished meanwhile is skipped.
     """
     configs = list(configs)
-    finished = store.finished_ids()
+    finished = store.ids("ok") if retry_failed else store.ids(*FINISHED)
     todo = sorted((c for c in configs if c.run_id not in finished), key=cost, reverse=True)
     runner = runner or InProcess()
     bar = Progress(todo, progress) if progress is not None else None
-    ok = failed = 0
-    on_steps = bar.on_steps if bar is not None else (lambda run_id, k: None)
+    counts: Counter[str] = Counter()
+
+    def start(config: RunConfig) -> bool:
+        if store.claim(config.run_id, retry_failed=retry_failed):
+            return True
+        counts["taken"] += 1
+        if bar is not None:
+            bar.on_skip(config.run_id)
+        return False
+
+    def on_steps(run_id: str, k: int) -> None:
+        # A missed heartbeat only brings the lease's expiry nearer for sweeps on other hosts;
+        # a store that cannot be written fails the put that follows.
+        with contextlib.suppress(StoreError):
+            store.heartbeat()
+        if bar is not None:
+            bar.on_steps(run_id, k)
+
     try:
-        for outcome in runner.map(todo, on_steps):
+        for outcome in runner.map(todo, on_steps, start):
             store.put(outcome.run_id, outcome.config, outcome.metrics, outcome.arrays)
-            if outcome.metrics["status"] == "ok":
-                ok += 1
-            else:
-                failed += 1
+            status = outcome.metrics["status"]
+            counts[status if status in FINISHED else "error"] += 1
             if bar is not None:
                 bar.on_run()
     finally:
+        store.release()
         if bar is not None:
             bar.close()
-    return SweepReport(len(configs), len(configs) - len(todo), ok, failed)
+    skipped = len(configs) - len(todo) + counts["taken"]
+    return SweepReport(len(configs), skipped, counts["ok"], counts["failed"], counts["error"])

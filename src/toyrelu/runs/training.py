@@ -126,15 +126,21 @@ class Outcome:
 
 
 def run_one(config: RunConfig, on_steps: StepsCallback | None = None) -> Outcome:
-    """Train one run and package it for the store; never raises for a failing run."""
+    """Train one run and package it for the store; never raises for a failing run.
+
+    A run that diverges, or raises, comes back ``failed``: the same config would fail the same
+    way, so a resumed sweep keeps it. One that runs out of memory or meets an OSError (a disk,
+    a file, a device) comes back ``error``: the machine failed it, and the next sweep trains it
+    again. The error's first line is the reason."""
     try:
         result = run(
             config, on_steps=None if on_steps is None else lambda k: on_steps(config.run_id, k)
         )
         return Outcome.of(result)
-    except Exception as exc:  # noqa: BLE001 - a crashed run is stored as failed, the sweep goes on
+    except Exception as exc:  # noqa: BLE001 - a crashed run is stored, the sweep goes on
+        status = "error" if isinstance(exc, (MemoryError, OSError)) else "failed"
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return Outcome(config.run_id, config.to_dict(), {"status": "failed", "error": reason}, {})
+        return Outcome(config.run_id, config.to_dict(), {"status": status, "error": reason}, {})
 
 
 # A kind of compiled kernels: (n_hidden, dtype, whether the split-cell step)
