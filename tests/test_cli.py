@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from helpers import assert_close, run_cli
 from toyrelu import cli
 from toyrelu.cli import commands, options
 from toyrelu.core.config import RunConfig, field_docs
-from toyrelu.runs import executors, sweep
+from toyrelu.runs import executors, sweep, training
 from toyrelu.runs.executors import InProcess
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
@@ -60,6 +61,12 @@ def store_copy(smoke_store: Path, tmp_path: Path) -> Path:
     path = tmp_path / "copy.sqlite"
     shutil.copyfile(smoke_store, path)
     return path
+
+
+def end_line(ok: int, failed: int, errors: int, stored: int) -> str:
+    """The last line a sweep writes to stderr."""
+    return (f"toyrelu: {ok} finished, {failed} failed, {errors} errors (retried by the next "
+            f"run), {stored} already stored")
 
 
 def stored_runs(path: Path) -> pd.DataFrame:
@@ -161,7 +168,7 @@ def test_sweep_overrides_make_a_new_grid(tmp_path: Path, capsys: pytest.CaptureF
     code, out, err = run_cli(capsys, *argv)
     assert (code, out) == (0, "")
     assert f"toyrelu: preset smoke: 2 runs into {path}" in err
-    assert err.splitlines()[-1] == "toyrelu: 2 finished, 0 failed, 0 already stored"
+    assert err.splitlines()[-1] == end_line(2, 0, 0, 0)
     runs = stored_runs(path)
     assert sorted(runs["n_train"]) == [3, 7]
     expected = [SMOKE.base.replace(n_train=T, seed=0, steps=50, n_features=20) for T in (3, 7)]
@@ -181,7 +188,7 @@ def test_sweep_overrides_make_a_new_grid(tmp_path: Path, capsys: pytest.CaptureF
     # The same command again runs nothing.
     code, _, err = run_cli(capsys, *argv)
     assert code == 0
-    assert err.splitlines()[-1] == "toyrelu: 0 finished, 0 failed, 2 already stored"
+    assert err.splitlines()[-1] == end_line(0, 0, 0, 2)
 
 
 def test_a_sweep_whose_runs_all_fail_exits_1_and_says_where_the_reasons_are(
@@ -193,12 +200,87 @@ def test_a_sweep_whose_runs_all_fail_exits_1_and_says_where_the_reasons_are(
     code, out, err = run_cli(capsys, *argv)
     assert (code, out) == (1, "")
     assert err.splitlines()[-2:] == [
-        "toyrelu: 0 finished, 2 failed, 0 already stored",
+        end_line(0, 2, 0, 0),
         "toyrelu: error: every run trained failed (2); the reasons are in the error column of "
         f"toyrelu export --store {path}"]
     # Nothing new trained and nothing failed: the rerun itself went well.
     code, _, err = run_cli(capsys, *argv)
-    assert code == 0 and err.splitlines()[-1] == "toyrelu: 0 finished, 0 failed, 2 already stored"
+    assert code == 0 and err.splitlines()[-1] == end_line(0, 0, 0, 2)
+
+
+def test_a_sweep_whose_runs_all_stop_on_errors_exits_1_and_the_next_run_retries_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def no_memory(config, **kwargs):
+        raise MemoryError("cannot allocate W")
+
+    path = tmp_path / "runs.sqlite"
+    argv = ["sweep", "--preset", "smoke", "--store", path, "--n-train", "3", "--seeds", "0,1",
+            "--steps", "50", "--n-features", "20", "--workers", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "run", no_memory)
+        code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-2:] == [
+        end_line(0, 0, 2, 0),
+        "toyrelu: error: no run trained finished (0 failed, 2 errors); the reasons are in the "
+        f"error column of toyrelu export --store {path}"]
+    assert set(stored_runs(path)["error"]) == {"MemoryError: cannot allocate W"}
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == end_line(2, 0, 0, 0)
+
+
+def test_retry_failed_trains_the_failed_runs_again(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "runs.sqlite"
+    argv = ["sweep", "--preset", "smoke", "--store", path, "--n-train", "3", "--seeds", "0",
+            "--steps", "50", "--n-features", "20", "--lr", "1e6,1e-3", "--workers", "1"]
+    assert run_cli(capsys, *argv)[0] == 0
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == end_line(0, 0, 0, 2)
+    code, _, err = run_cli(capsys, *argv, "--retry-failed")
+    assert err.splitlines()[-2] == end_line(0, 1, 0, 1)
+    assert code == 1  # every run it trained failed again
+    args = cli.build_parser().parse_args(["reproduce", "--retry-failed"])
+    assert args.retry_failed
+
+
+def untrainable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any sweep that gets as far as training fail the test."""
+    def run_sweep(*args, **kwargs):
+        raise AssertionError("the sweep trained")
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+
+
+def test_a_sweep_into_a_read_only_store_fails_before_training(
+    store_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    before = store_copy.read_bytes()
+    untrainable(monkeypatch)
+    if os.geteuid() == 0:
+        # File modes do not stop root: open every connection read-only instead, as SQLite
+        # opens a file its user may not write.
+        real_connect = sqlite3.connect
+        monkeypatch.setattr(sqlite3, "connect", lambda target, **kwargs: real_connect(
+            f"file:{target}?mode=ro", uri=True, **kwargs))
+    else:
+        store_copy.chmod(0o444)
+    argv = ["sweep", "--preset", "smoke", "--store", store_copy, "--workers", "1"]
+    assert_one_error_line(*run_cli(capsys, *argv), f"store: {store_copy} is read-only")
+    assert store_copy.read_bytes() == before
+
+
+def test_a_sweep_into_a_store_missing_a_column_fails_before_training(
+    store_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    conn = sqlite3.connect(store_copy)
+    conn.execute("ALTER TABLE runs DROP COLUMN error")
+    conn.close()
+    untrainable(monkeypatch)
+    argv = ["sweep", "--preset", "smoke", "--store", store_copy, "--workers", "1"]
+    assert_one_error_line(*run_cli(capsys, *argv), f"store: {store_copy} is not a toyrelu "
+                          "store (table runs has no column error)")
 
 
 @pytest.mark.parametrize("argv", [["--bogus"], ["--bogus", "sweep"], ["-x"]])
@@ -218,7 +300,7 @@ def test_sweep_with_a_diverging_run_stores_it_as_failed(
                            "3", "--seeds", "0,1", "--steps", "50", "--n-features", "20",
                            "--lr", "1e6,1e-3", "--workers", "1")
     assert code == 0
-    assert err.splitlines()[-1] == "toyrelu: 2 finished, 2 failed, 0 already stored"
+    assert err.splitlines()[-1] == end_line(2, 2, 0, 0)
     code, out, _ = run_cli(capsys, "export", "--store", path)
     table = pd.read_csv(io.StringIO(out))
     failed = table[table["lr"] == 1e6]
@@ -296,7 +378,7 @@ def test_reproduce_writes_summary_figures_and_store(tmp_path: Path,
     code, out, err = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", folder,
                              "--workers", "1")
     assert code == 0
-    assert "toyrelu: 8 finished, 0 failed, 0 already stored" in err
+    assert end_line(8, 0, 0, 0) in err
     lines = out.splitlines()
     assert len(lines) == 4 and lines[-1] == f"toyrelu: figures and summary.md in {folder}"
     assert all(line[:3] in ("ok ", "NOT") for line in lines[:3])

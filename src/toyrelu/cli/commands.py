@@ -202,9 +202,12 @@ def _sweep(preset: Preset, store: Store, args: argparse.Namespace, workers: int,
           file=sys.stderr)
     from toyrelu.runs.sweep import run_sweep
 
-    report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr)
-    print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.skipped} already "
-          f"stored", file=sys.stderr)
-    if report.failed and not report.ok:
-        raise RunsFailed(f"every run trained failed ({report.failed}); the reasons are in the "
-                         f"error column of toyrelu export --store {store.path}")
+    report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr,
+                       retry_failed=args.retry_failed)
+    print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
+          f"(retried by the next run), {report.skipped} already stored", file=sys.stderr)
+    if (report.failed or report.errors) and not report.ok:
+        what = (f"every run trained failed ({report.failed})" if not report.errors else
+                f"no run trained finished ({report.failed} failed, {report.errors} errors)")
+        raise RunsFailed(f"{what}; the reasons are in the error column of toyrelu export "
+                         f"--store {store.path}")

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restarts", type=int, default=None, metavar="K",
                         help="train K initialisations per dataset, keep the lowest training loss")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="train the runs stored as failed (diverged or crashed) again; runs "
+                             "stopped by an error of the machine are trained again anyway")
     _add_device_options(parser)
 
 
