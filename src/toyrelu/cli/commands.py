@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from toyrelu.cli.options import overrides
-from toyrelu.cli.parser import RunsFailed, UsageError
+from toyrelu.cli.parser import DamagedRuns, RunsFailed, UsageError
 from toyrelu.runs.presets import PRESETS, Preset
 from toyrelu.runs.resources import default_workers, resolve_device
 
@@ -106,6 +106,24 @@ def cmd_animate(args: argparse.Namespace) -> None:
     print(f"toyrelu: wrote {len(trajectory)} frames of run {args.run} to {out}")
 
 
+def cmd_check(args: argparse.Namespace) -> None:
+    from toyrelu.runs.store import Store
+
+    with Store(args.store, create=False, write=args.drop) as store:
+        damaged = store.check(drop=args.drop)
+        total = len(store)
+    for run_id, problem in damaged:
+        print(f"{run_id}: {problem}")
+    if not damaged:
+        print(f"toyrelu: {total} runs in {args.store}, none damaged")
+    elif args.drop:
+        print(f"toyrelu: dropped {len(damaged)} damaged runs from {args.store}; {total} runs "
+              "left")
+    else:
+        raise DamagedRuns(f"{len(damaged)} of {total} runs in {args.store} are damaged; "
+                          f"toyrelu check --store {args.store} --drop removes them")
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     for name, preset in PRESETS.items():
         print(f"{name}: {preset.description} ({len(preset.configs())} runs)")
@@ -139,6 +157,7 @@ COMMANDS = {
     "figures": cmd_figures,
     "report": cmd_report,
     "export": cmd_export,
+    "check": cmd_check,
     "animate": cmd_animate,
     "presets": cmd_presets,
     "sensitivity": cmd_sensitivity,

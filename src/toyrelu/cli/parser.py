@@ -28,6 +28,11 @@ class RunsFailed(Exception):
     """A command trained runs and every one of them failed; the message is one line."""
 
 
+class DamagedRuns(RunsFailed):
+    """``check`` found damaged runs and left them; the message is one line (exit code 1, as
+    for failed runs: the input was fine, the runs are not)."""
+
+
 class _Parser(argparse.ArgumentParser):
     # argparse would print the usage and exit; the caller prints one line instead.
     def error(self, message: str) -> NoReturn:
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", help="run_id whose arrays to export (with --arrays)")
     export.add_argument("--arrays", help="output .npz for --run")
 
+    _add_check(commands)
     animate = commands.add_parser("animate", help="a run's snapshots as a GIF or MP4")
     animate.add_argument("--store", required=True)
     animate.add_argument("--run", required=True, help="run_id (trained with --snapshot-every)")
@@ -100,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
     _add_device_options(sens)
     return parser
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser("check", help="read every run of a store back; name (or drop) "
+                                "the damaged ones")
+    check.add_argument("--store", required=True)
+    check.add_argument("--drop", action="store_true",
+                       help="delete the damaged runs (a sweep trains them again)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:

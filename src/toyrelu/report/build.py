@@ -13,7 +13,8 @@ experiments' records (``toyrelu.experiments.RECORDS``, in ``PROVIDERS``); the ``
 function of each module in ``OPTIONAL_MODULES`` is added when that module exists. A new
 experiment is a new record; another section can be a module in ``OPTIONAL_MODULES`` or a
 provider passed to ``write``. A provider that raises is shown as an error box in its place and
-the report goes on.
+the report goes on, unless the error is the disk's (OSError) or the store's (StoreError, such
+as a damaged run): then there is no report.
 
 Verdicts: a Finding is "ok" when it holds, "not ok" when it does not, and "not measured" when
 the runs cannot check it: its ``measured`` text is empty or starts with "not measured" (or its
@@ -88,8 +89,10 @@ def collect(
                 [result] if isinstance(result, Section) else list(result))
             if not all(isinstance(part, Section) for part in sections):
                 raise TypeError(f"{name} returned {result!r:.80}, not a Section or a list of them")
-        except OSError:
-            raise  # the disk, not the section: the report cannot be written either
+        except (OSError, StoreError):
+            # The disk or the store, not the section: the report cannot be written either,
+            # or would miss runs (a damaged one) without saying so.
+            raise
         except Exception as exc:
             message = _describe(exc)
             warn(f"toyrelu: warning: section {name} failed: {message.splitlines()[0]}")
