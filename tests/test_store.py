@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toyrelu.runs import store_leases
+from toyrelu.runs import store_leases, store_schema
 from toyrelu.runs.store import Store, StoreError
 
 SRC = Path(__file__).parents[1] / "src"
@@ -378,7 +378,7 @@ def test_a_new_store_on_a_full_disk_says_so(tmp_path: Path,
                                   "(database or disk is full)")
     monkeypatch.undo()
     Store(path).close()  # the schema was rolled back: the file is still a new store
-    full_disk("INSERT")
+    full_disk("INSERT INTO runs")
     with Store(path) as s, pytest.raises(StoreError) as excinfo:
         s.put("a", {}, {"status": "ok"}, {})
     assert str(excinfo.value) == (f"store: {path} cannot be written: the disk is full "
@@ -435,6 +435,22 @@ def test_a_store_in_a_read_only_folder_is_refused_for_writing(
             assert len(s) == 1
     finally:
         folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(("name", "text", "said"), [
+    ("SQLITE_FULL", "database or disk is full", "cannot be written: the disk is full"),
+    ("SQLITE_READONLY", "attempt to write a readonly database", "is read-only"),
+    # A writable file in a read-only folder: SQLite cannot create the journal beside it.
+    ("SQLITE_READONLY_DIRECTORY", "attempt to write a readonly database",
+     "SQLite writes a journal beside the store, so its folder must be writable"),
+    ("SQLITE_BUSY", "database is locked", "is locked by another process"),
+    ("SQLITE_CORRUPT", "database disk image is malformed", None),
+])
+def test_what_a_failed_write_means(name: str, text: str, said: str | None) -> None:
+    exc = sqlite3.OperationalError(text)
+    exc.sqlite_errorname = name
+    found = store_schema.write_problem(exc)
+    assert found == said if said is None else said in found and text in found
 
 
 # ------------------------------------------------------------------------------------- leases

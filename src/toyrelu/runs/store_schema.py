@@ -80,11 +80,12 @@ def add_leases(conn: sqlite3.Connection) -> None:
 def probe_write(conn: sqlite3.Connection) -> None:
     """Raise the sqlite3 error a write would meet (a read-only file, no room for the journal),
     leaving the file unchanged."""
-    # BEGIN IMMEDIATE succeeds even on a read-only connection; changing a page is what needs
-    # the file and the journal beside it to be writable. The rollback undoes it.
+    # BEGIN IMMEDIATE succeeds even on a read-only connection, and SQLite skips an UPDATE that
+    # changes nothing: changing a page is what needs the file and the journal beside it to be
+    # writable. The rollback undoes it.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('write_probe', '')")
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
@@ -120,11 +121,11 @@ def write_problem(exc: sqlite3.Error) -> str | None:
     text = str(exc)
     if name == "SQLITE_FULL" or "disk is full" in text:
         return f"cannot be written: the disk is full ({text})"
+    if name in ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN") or "unable to open" in text:
+        return (f"cannot be written ({text}); SQLite writes a journal beside the store, so "
+                "its folder must be writable")
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
         return f"is read-only ({text}); a sweep writes each run to it"
     if name.startswith("SQLITE_BUSY") or "database is locked" in text:
         return f"is locked by another process ({text})"
-    if name == "SQLITE_CANTOPEN" or "unable to open" in text:
-        return (f"cannot be written ({text}); SQLite writes a journal beside the store, so "
-                "its folder must be writable")
     return None
