@@ -606,6 +606,7 @@ def parsed_overrides(*argv: str) -> dict:
     (["--sparsity", "0.5,1e-1", "--lr", "inf"], {"sparsity": [0.5, 0.1], "lr": [math.inf]}),
     (["--schedule", "constant", "--dtype", "float64"],
      {"schedule": ["constant"], "dtype": ["float64"]}),
+    (["--loss-reduction", "mean,sum"], {"loss_reduction": ["mean", "sum"]}),
     ([], {}),
 ])
 def test_overrides_are_parsed_by_the_fields_type(argv: list[str], expected: dict) -> None:
@@ -628,6 +629,11 @@ def test_overrides_are_parsed_by_the_fields_type(argv: list[str], expected: dict
                                "constant"),
     (["--n-repeated", "2", "--repeats", "2"], "repeats: 2 examples x 2 repeats must fit in "
                                               "n_train = 3"),
+    (["--eps", "0"], "eps: 0.0 must be in (0, inf)"),
+    (["--eps", "nan"], "eps: nan must be in (0, inf)"),
+    (["--lr", "inf"], "lr: inf must be in (0, inf)"),
+    (["--beta1", "1"], "beta1: 1.0 must be in [0, 1)"),
+    (["--weight-decay", "inf"], "weight_decay: inf must be in [0, inf)"),
 ])
 def test_a_value_the_field_cannot_take_is_one_line(argv: list[str], message: str,
                                                    tmp_path: Path,

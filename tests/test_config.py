@@ -65,6 +65,14 @@ INVALID = [
     ("beta2", float("nan")),
     ("eps", 0.0),
     ("eps", -1e-8),
+    ("eps", float("nan")),
+    ("eps", float("inf")),
+    ("eps", True),
+    ("weight_decay", float("inf")),
+    ("beta1", float("nan")),
+    ("beta1", float("-inf")),
+    ("beta2", float("inf")),
+    ("beta2", -0.1),
     ("decay_bias", 1),
     ("decay_bias", "yes"),
     ("dtype", "float16"),
@@ -118,6 +126,23 @@ def test_invalid_value_raises_one_line_error_starting_with_the_field(name: str, 
 def test_replace_validates_again(name: str, value) -> None:
     with pytest.raises(ConfigError, match=f"^{name}:"):
         RunConfig().replace(**{name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("lr", float("nan"), "lr: nan must be in (0, inf)"),
+        ("eps", 0.0, "eps: 0.0 must be in (0, inf)"),
+        ("eps", float("inf"), "eps: inf must be in (0, inf)"),
+        ("weight_decay", -1e-2, "weight_decay: -0.01 must be in [0, inf)"),
+        ("beta1", float("nan"), "beta1: nan must be in [0, 1)"),
+        ("beta2", 1.0, "beta2: 1.0 must be in [0, 1)"),
+    ],
+)
+def test_adam_errors_name_the_allowed_range(name: str, value: float, message: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        RunConfig(**{name: value})
+    assert str(excinfo.value) == message
 
 
 def test_warmup_longer_than_steps_is_an_error() -> None:
@@ -203,6 +228,28 @@ def test_run_id_is_stable_and_short_hex() -> None:
         env=env, capture_output=True, text=True, check=True, timeout=60,
     )
     assert out.stdout.strip() == run_id
+
+
+# Golden values: RunConfig(**changes).run_id as computed at commit 03bcd31. Every store names
+# its runs by these ids, so a new field must leave them unchanged (hash it only when it is off
+# its default), or no store resumes.
+GOLDEN_RUN_IDS = [
+    ({}, "ed9a53189a421e35"),
+    ({"loss_reduction": "mean"}, "bc6cfd1a074d3876"),
+    ({"n_train": math.inf}, "ff609eaf5caa0ee9"),
+]
+
+
+@pytest.mark.parametrize(("changes", "run_id"), GOLDEN_RUN_IDS)
+def test_run_ids_of_stored_configs_never_change(changes: dict, run_id: str) -> None:
+    assert RunConfig(**changes).run_id == run_id
+
+
+def test_a_stored_config_without_the_loss_reduction_trains_on_the_sum() -> None:
+    old = RunConfig(n_train=30).to_dict()
+    del old["loss_reduction"]
+    assert RunConfig.from_dict(old).loss_reduction == "sum"
+    assert RunConfig.from_dict(old).run_id == RunConfig(n_train=30).run_id
 
 
 # A valid value different from the default for every field.

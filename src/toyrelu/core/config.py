@@ -62,8 +62,13 @@ class RunConfig:
         beta1, beta2, eps: Adam hyper-parameters.
         schedule: after the warmup, "cosine" (half a cosine period, to 0 at the last step),
             "quarter_cosine" (lr cos(pi/2 p) over progress p, also to 0) or "constant" (flat).
-        loss_reduction: "sum" over features (the paper's scale, zero prediction gives 1.0) or
-            "mean" over features; both average over examples.
+        loss_reduction: the training loss's squared error, "sum" or "mean" over features
+            (with "sum", predicting zero gives 1.0); both average over examples, and the stored
+            losses are summed over features either way. "mean" with the default eps is most
+            likely the paper's procedure: the 2022 paper's code averages over features, and
+            Adam then trains as on the sum with eps n_features x eps, 1e-4 at n = 10,000, where
+            the bump and the onset of generalization take the paper's values
+            (docs/experiment.md section 9).
         bias_init: "zeros" (the 2022 notebook) or "normal" (N(0, 1)).
         dtype: "float32" or "float64" for parameters and arithmetic.
         n_test: size of the test set, drawn from its own seed stream.

@@ -54,7 +54,8 @@ def loss(
     """Squared error summed (or averaged) over features and averaged over examples.
 
     With ``reduction="sum"`` and unit-norm inputs, predicting zero gives exactly 1.0
-    (docs/experiment.md, section 1).
+    (docs/experiment.md, section 1). ``"mean"`` is most likely the paper's training loss; Adam
+    with eps e trains on it as on the sum with eps n_features x e (section 9).
     """
     per_example = ((forward(W, b, X) - X) ** 2).sum(dim=1)
     if reduction == "mean":

@@ -55,7 +55,9 @@ def train(
     """Train from (W0, b0) on ``X`` with torch.optim.AdamW for ``config.steps`` steps.
 
     ``X`` is the fixed training set, or (T = infinity) an iterable of one batch per step.
-    Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite.
+    Returns the final (W, b). Raises ``Diverged`` if the loss stops being finite. The loss is
+    ``config.loss_reduction``'s itself, so with "mean" this is the oracle of the paper's
+    procedure (docs/experiment.md section 9).
     ``on_steps(k)`` (if given) is called every ``PROGRESS_EVERY`` steps and at the end;
     ``on_snapshot(step, W, b)`` (if given) with copies of W and b at every step of
     ``trainer.snapshot_steps(config)`` (needs ``config.snapshot_every > 0``).
