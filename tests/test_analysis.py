@@ -20,6 +20,7 @@ import pytest
 
 from helpers import assert_close
 from toyrelu import analysis
+from toyrelu.analysis import curves, procedures
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics
 from toyrelu.core.config import RunConfig
@@ -62,9 +63,11 @@ def put_run(
     m: int = 2,
     H: np.ndarray | None = None,
     train_loss: float = 0.1,
+    loss_reduction: str = "sum",
 ) -> RunConfig:
     """Store a hand-made run; returns its config. H defaults to a regular T-gon (m = 2)."""
-    config = RunConfig(n_features=N_FEATURES, n_hidden=m, n_train=T, seed=seed, steps=10, n_test=5)
+    config = RunConfig(n_features=N_FEATURES, n_hidden=m, n_train=T, seed=seed, steps=10, n_test=5,
+                       loss_reduction=loss_reduction)
     if m == 2:
         W = make_W(n_long, seed)
         H = polygon(T, radius=0.5 + seed, phase=0.1 * seed) if H is None else H
@@ -132,8 +135,9 @@ def test_dimensionality_table_matches_the_metrics(mixed) -> None:
     store, configs = mixed
     runs = analysis.ok_runs(store)
     dims = analysis.dimensionality_table(store, runs)
-    assert list(dims.columns) == ["run_id", "n_hidden", "n_train", "seed", "kind",
+    assert list(dims.columns) == ["procedure", "run_id", "n_hidden", "n_train", "seed", "kind",
                                   "dimensionality"]
+    assert set(dims["procedure"]) == {"summed loss (eps 1e-8)"}
     assert len(dims) == sum(N_FEATURES + T for T in runs["n_train"])
     for row in runs.itertuples():
         arrays = store.arrays(row.run_id)
@@ -171,8 +175,9 @@ def test_per_T_aggregates_over_seeds(mixed) -> None:
     store, configs = mixed
     runs, dims, table = tables(store)
     assert list(table.columns) == [
-        "n_hidden", "n_train", "seeds", "test_mean", "test_median", "test_min", "test_max",
-        "train_mean", "W_norm", "b_norm", "learned_features", "example_D_median", "m_over_T",
+        "procedure", "n_hidden", "n_train", "seeds", "test_mean", "test_median", "test_min",
+        "test_max", "train_mean", "W_norm", "b_norm", "learned_features", "example_D_median",
+        "m_over_T",
     ]
     assert list(zip(table["n_hidden"], table["n_train"], strict=True)) == [
         (2, 5), (2, 8), (2, 20), (3, 50)
@@ -386,3 +391,82 @@ def test_setting_keys_are_equal_exactly_for_runs_that_differ_only_in_the_fields_
     assert keys[0] == keys[1] and len({keys[0], keys[2], keys[3]}) == 3
     keys, _ = analysis.setting_keys(runs, ("restart", "seed", "n_train"))
     assert keys.nunique() == 1
+
+
+# ---------------------------------------------------------------------- two procedures
+
+SUMMED, PAPERS = "summed loss (eps 1e-8)", "paper's procedure: mean over features"
+# Per T the two seeds' test losses under each procedure: the same sweep, a bump of mean 3.1 on
+# the summed loss and of 1.5 on the mean over features, both at T = 20.
+BY_PROCEDURE = {
+    "sum": {5: [0.3, 0.3], 8: [1.5, 1.5], 20: [3.0, 3.2], 50: [1.2, 1.2], 200: [0.4, 0.4]},
+    "mean": {5: [0.3, 0.3], 8: [1.1, 1.1], 20: [1.4, 1.6], 50: [1.0, 1.0], 200: [0.4, 0.4]},
+}
+
+
+@pytest.fixture
+def both(tmp_path: Path):
+    with Store(tmp_path / "runs.sqlite") as store:
+        for reduction, losses in BY_PROCEDURE.items():
+            for T, per_seed in losses.items():
+                for seed, loss in enumerate(per_seed):
+                    put_run(store, T=T, seed=seed, test_loss=loss, loss_reduction=reduction)
+        yield store
+
+
+def test_runs_of_the_two_procedures_are_two_settings(both) -> None:
+    runs = analysis.ok_runs(both)
+    assert len(runs) == 20  # none dropped as a restart of the other procedure
+    keys, fields = analysis.setting_keys(runs, ("n_train", "seed"))
+    assert "loss_reduction" in fields and keys.nunique() == 2
+    assert [name for name, _ in procedures.split(runs)] == [SUMMED, PAPERS]
+
+
+def test_per_T_and_findings_never_pool_the_procedures(both) -> None:
+    runs, dims, table = tables(both)
+    assert list(table["procedure"]) == [SUMMED] * 5 + [PAPERS] * 5
+    assert set(dims["procedure"]) == {SUMMED, PAPERS}
+    for name, reduction in ((SUMMED, "sum"), (PAPERS, "mean")):
+        rows = table[table["procedure"] == name].set_index("n_train")
+        expected = {T: np.mean(v) for T, v in BY_PROCEDURE[reduction].items()}
+        assert_close(rows["test_mean"].to_numpy(), list(expected.values()), rtol=1e-12,
+                     what=name)
+        assert (rows["seeds"] == 2).all()
+    found = analysis.findings(table, dims)
+    assert [f.procedure for f in found] == [SUMMED] * 3 + [PAPERS] * 3
+    summed, averaged = find(found[:3], "bump"), find(found[3:], "bump")
+    assert summed.measured.startswith("peak mean test loss 3.1 at T = 20")
+    assert averaged.measured.startswith("peak mean test loss 1.5 at T = 20")
+
+
+def test_loss_curves_refuse_runs_of_two_procedures(both) -> None:
+    runs = analysis.ok_runs(both)
+    with pytest.raises(ValueError, match="2 procedures"):
+        curves.curves(runs, "n_hidden")
+    by = curves.curves(runs, "loss_reduction")  # the procedure itself as the swept setting
+    assert sorted(set(by["loss_reduction"])) == ["mean", "sum"]
+    one = curves.curves(runs[runs["loss_reduction"] == "mean"], "n_hidden")
+    assert_close(one["test_mean"].to_numpy(), [0.3, 1.1, 1.5, 1.0, 0.4], rtol=1e-12)
+
+
+def test_the_procedure_sentence_is_computed_from_the_runs(both) -> None:
+    runs, _, table = tables(both)
+    # n = 12, eps 1e-8: the mean trains as the sum with eps 1.2e-7 (docs/experiment.md 9).
+    assert procedures.comparison(runs, table) == (
+        "Averaging the loss over the n = 12 features, as the paper most likely did, lowers the "
+        "bump (the highest mean test loss over T at m = 2) from 3.1 to 1.5 at T = 20: Adam "
+        "then trains as on the summed loss with eps n × 1e-8 = 1.2e-7 (docs/experiment.md "
+        "section 9).")
+    assert procedures.comparison(runs[runs["loss_reduction"] == "sum"], table) == ""
+
+
+def test_summary_of_two_procedures_opens_with_the_sentence_and_splits_its_tables(both) -> None:
+    runs, dims, table = tables(both)
+    sentence = procedures.comparison(runs, table)
+    text = summary.markdown("toyrelu reproduce: test", {"preset": "test"}, table,
+                            analysis.findings(table, dims), [], {"ok": 20}, sentence)
+    lines = text.splitlines()
+    assert lines[4] == sentence
+    assert lines.count(f"m = 2, {SUMMED}") == lines.count(f"m = 2, {PAPERS}") == 1
+    rows = [line for line in lines if "a test-loss bump" in line]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {SUMMED}", f"| {PAPERS}"]

@@ -1,9 +1,10 @@
 """Tables and checked claims computed from stored runs; nothing here draws.
 
-``tables`` (the m = 2 sweep's tables and findings, re-exported here), ``experiments`` (the
-tables the other experiments share: curves, bumps, trends), ``sensitivity`` (the sensitivity
-study) and ``dynamics`` (one run's snapshots). Each experiment's own tables and claims are in
-its record, ``toyrelu.experiments``.
+``tables`` (the m = 2 sweep's tables and findings, re-exported here), ``curves`` (the
+tables the other experiments share: curves, bumps, trends), ``procedures`` (which training
+procedure runs follow: a summed or an averaged loss, never pooled), ``sensitivity`` (the
+sensitivity study) and ``dynamics`` (one run's snapshots). Each experiment's own tables and
+claims are in its record, ``toyrelu.experiments``.
 """
 
 from toyrelu.analysis.tables import (

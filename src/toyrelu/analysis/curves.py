@@ -2,7 +2,8 @@
 curve, and the rank trend of one column against another.
 
 Pure pandas/numpy, computed from finished runs (one row each, as ``analysis.ok_runs`` gives
-them). Each experiment's own tables and claims live in its record (``toyrelu.experiments``).
+them) of one training procedure (``analysis.procedures``). Each experiment's own tables and
+claims live in its record (``toyrelu.experiments``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from toyrelu.analysis import procedures
 
 # A rank correlation at least this large counts as "grows with" (at most its negative, as
 # "shrinks with"): a clear trend over a coarse grid of 4-5 values.
@@ -27,7 +30,15 @@ def holds_from(flags: Sequence[bool] | np.ndarray) -> int:
 
 def curves(runs: pd.DataFrame, by: str) -> pd.DataFrame:
     """Test and train loss per (``by``, T) across seeds: columns ``by``, n_train, seeds,
-    test_mean, test_median, test_min, test_max, train_mean."""
+    test_mean, test_median, test_min, test_max, train_mean.
+
+    The runs must follow one procedure (``procedures.split`` them first) unless ``by`` is the
+    loss reduction itself: a mean over runs of both would mix two settings. ValueError
+    otherwise."""
+    found = procedures.split(runs)
+    if len(found) > 1 and by != procedures.FIELD:
+        raise ValueError(f"curves: the runs follow {len(found)} procedures ("
+                         + "; ".join(name for name, _ in found) + "); split them first")
     table = runs.groupby([by, "n_train"]).agg(
         seeds=("seed", "nunique"), test_mean=("test_loss", "mean"),
         test_median=("test_loss", "median"), test_min=("test_loss", "min"),

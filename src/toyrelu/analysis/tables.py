@@ -6,12 +6,14 @@ Figures only draw; everything they draw is computed here from the stored arrays 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from toyrelu.analysis import procedures
 from toyrelu.core import metrics
 from toyrelu.core.config import field_names
 from toyrelu.runs.store import Store
@@ -76,21 +78,24 @@ def learned_features(store: Store, run_ids: Iterable[str]) -> dict[str, float]:
 def dimensionality_table(store: Store, runs: pd.DataFrame) -> pd.DataFrame:
     """Long table of every feature's and every training example's D, one row per vector.
 
-    Columns: run_id, n_hidden, n_train, seed, kind ("feature" or "example"), dimensionality.
+    Columns: procedure (``procedures.labels``), run_id, n_hidden, n_train, seed, kind ("feature"
+    or "example"), dimensionality.
     """
     frames = []
-    for row in runs.itertuples(index=False):
+    names = procedures.labels(runs)
+    for row, procedure in zip(runs.itertuples(index=False), names, strict=True):
         arrays = store.arrays(row.run_id)
         for kind, values in (
             ("feature", metrics.feature_dimensionality(arrays["W"])),
             ("example", metrics.dimensionality(arrays["H"])),
         ):
             frames.append(pd.DataFrame({
-                "run_id": row.run_id, "n_hidden": row.n_hidden, "n_train": row.n_train,
-                "seed": row.seed, "kind": kind, "dimensionality": values,
+                "procedure": procedure, "run_id": row.run_id, "n_hidden": row.n_hidden,
+                "n_train": row.n_train, "seed": row.seed, "kind": kind, "dimensionality": values,
             }))
     if not frames:
-        columns = ["run_id", "n_hidden", "n_train", "seed", "kind", "dimensionality"]
+        columns = ["procedure", "run_id", "n_hidden", "n_train", "seed", "kind",
+                   "dimensionality"]
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)
 
@@ -115,11 +120,23 @@ def geometry(
 
 
 def per_T(runs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
-    """One row per (n_hidden, T): losses across seeds and the dimensionality summaries.
+    """One row per (procedure, n_hidden, T): losses across seeds and the dimensionality
+    summaries. Runs of different procedures (``procedures.split``: the summed loss first) are
+    never pooled.
 
-    Columns: n_hidden, n_train, seeds, test_mean, test_median, test_min, test_max, train_mean,
-    W_norm, b_norm, learned_features (mean count with D > LEARNED_D), example_D_median, m_over_T.
+    Columns: procedure, n_hidden, n_train, seeds, test_mean, test_median, test_min, test_max,
+    train_mean, W_norm, b_norm, learned_features (mean count with D > LEARNED_D),
+    example_D_median, m_over_T.
     """
+    parts = procedures.split(runs) or [("", runs)]
+    frames = [_per_T(part, dims[dims["run_id"].isin(part["run_id"])]) for _, part in parts]
+    for (name, _), frame in zip(parts, frames, strict=True):
+        frame.insert(0, "procedure", name)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _per_T(runs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
+    """``per_T`` of runs of one procedure."""
     grouped = runs.groupby(["n_hidden", "n_train"])
     table = grouped.agg(
         seeds=("seed", "nunique"),
@@ -153,23 +170,34 @@ def label_T(T: float) -> str:
 @dataclass(frozen=True)
 class Finding:
     """One phenomenon of the paper checked against the stored runs: the claim, toyrelu's
-    measured evidence, the verdict computed from it, and the paper's own value where it gives
-    one (docs/experiment.md section 5)."""
+    measured evidence, the verdict computed from it, the paper's own value where it gives one
+    (docs/experiment.md section 5), and the procedure of the runs it was checked on
+    (``procedures.label``; "" when not one procedure's)."""
 
     claim: str
     measured: str
     holds: bool
     paper: str = ""
+    procedure: str = ""
 
 
 def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
-    """The m = 2 phenomena of docs/experiment.md section 5, each with its measured evidence.
+    """The m = 2 phenomena of docs/experiment.md section 5, each with its measured evidence,
+    checked on each procedure of ``table`` (a ``per_T`` table) apart and tagged with it.
 
     T-gons: at the smallest T from 5 up, the training examples' D lies near m/T. Bump: the highest
     mean test loss sits strictly inside the T range, above both neighbours and above 1.
     Generalization: at the largest T a handful of features have D well above the rest and the
     mean test loss is below 1.
     """
+    return [dataclasses.replace(found, procedure=name)
+            for name in procedures.ordered(table)
+            for found in _findings(procedures.rows_of(table, name),
+                                   procedures.rows_of(dims, name))]
+
+
+def _findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
+    """``findings`` of one procedure's rows."""
     rows = table[table["n_hidden"] == 2].sort_values("n_train").reset_index(drop=True)
     if len(rows) < 3:
         return []
