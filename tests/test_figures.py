@@ -109,6 +109,44 @@ def test_plot_loss_gives_each_n_hidden_its_own_colour():
     assert line(ax, "train, $m$ = 4").get_linestyle() == "--"
 
 
+def two_procedures():
+    """make_runs under the summed loss and, 1.0 lower, under the mean over features."""
+    summed = make_runs().assign(loss_reduction="sum", eps=1e-8)
+    averaged = make_runs(offset=-1.0).assign(loss_reduction="mean", eps=1e-8)
+    averaged["run_id"] = "mean-" + averaged["run_id"]
+    return pd.concat([summed, averaged], ignore_index=True)
+
+
+@pytest.mark.parametrize("plot", [figures.plot_loss, figures.plot_norms])
+def test_loss_and_norms_draw_each_procedure_in_its_own_style_never_pooled(plot):
+    fig, ax = plt.subplots()
+    plot(ax, two_procedures())
+    texts = legend_texts(ax)
+    assert "summed loss (eps 1e-8)" in texts
+    assert "paper's procedure: mean over features" in texts
+    # One mean line per quantity and procedure, each the seed mean of its own runs.
+    drawn = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert len(drawn) == 4
+    solid = [ln for ln in drawn if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in drawn if ln.get_linestyle() == "--"]
+    assert len(solid) == len(dashed) == 2
+    if plot is figures.plot_loss:
+        test_means = [np.mean(v) for v in TEST_LOSS.values()]
+        (summed,) = [ln for ln in solid if ln.get_label() == "test"]
+        (averaged,) = [ln for ln in dashed if ln.get_color() == summed.get_color()]
+        np.testing.assert_allclose(summed.get_ydata(), test_means, rtol=1e-12)
+        np.testing.assert_allclose(averaged.get_ydata(), np.subtract(test_means, 1.0),
+                                   rtol=1e-12)
+        assert averaged.get_markerfacecolor() == "white"
+
+
+def test_one_procedure_draws_as_before():
+    fig, ax = plt.subplots()
+    figures.plot_loss(ax, make_runs().assign(loss_reduction="mean", eps=1e-8))
+    assert legend_texts(ax) == ["test", "train", "predict zero ($L$ = 1)"]
+    assert line(ax, "train").get_linestyle() == "--"
+
+
 def test_style_overrides_defaults_and_rejects_unknown_fields():
     fig, ax = plt.subplots()
     figures.plot_loss(ax, make_runs(), style={"test_color": "#ff0000"})

@@ -30,6 +30,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from toyrelu.analysis import procedures
 from toyrelu.runs.outputs import atomic
 
 T_LABEL = "training set size $T$"
@@ -86,34 +87,53 @@ def _ok(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["status"] == "ok") & np.isfinite(T) & (T > 0)]
 
 
+# Line style and marker fill per procedure when a figure draws several (analysis.procedures:
+# the summed loss first, then the paper's mean over features).
+PROCEDURE_STYLES = (("-", True), ("--", False), ("-.", False), (":", False))
+
+
 def _series(
     ax: Axes, table: pd.DataFrame, column: str, *, color: Any, label: str, marker: str,
-    linestyle: str, st: Style,
+    linestyle: str, st: Style, filled: bool = True,
 ) -> None:
-    """Mean over seeds per T as a line, min..max as a band, every run as a faint dot."""
+    """Mean over seeds per T as a line, min..max as a band, every run as a faint dot; hollow
+    markers unless ``filled``."""
     stats = table.groupby("n_train")[column].agg(["mean", "min", "max"]).sort_index()
     T = stats.index.to_numpy(dtype=float)
     ax.fill_between(T, stats["min"], stats["max"], color=color, alpha=st.band_alpha, linewidth=0)
     ax.scatter(table["n_train"], table[column], s=st.dot_size, color=color, alpha=st.dot_alpha,
                linewidths=0, zorder=2)
     ax.plot(T, stats["mean"], color=color, marker=marker, linestyle=linestyle, label=label,
-            markersize=st.marker_size, linewidth=1.5, zorder=3)
+            markersize=st.marker_size, linewidth=1.5, zorder=3,
+            markerfacecolor=color if filled else "white")
 
 
 def _by_hidden(ax: Axes, runs: pd.DataFrame, quantities: Sequence[tuple], st: Style) -> None:
-    """One series per quantity; with several n_hidden, one colour per m and a style per quantity.
+    """One series per quantity; with several n_hidden, one colour per m and a style per quantity;
+    with several procedures (``procedures.split``), one line style per procedure, each named
+    once in the legend, and a quantity told by its colour and marker.
 
     ``quantities`` holds (column, label, colour, marker, linestyle) tuples.
     """
     ms = sorted(runs["n_hidden"].unique())
     cmap = plt.get_cmap(st.cmap)
-    for j, m in enumerate(ms):
-        rows = runs[runs["n_hidden"] == m]
-        for column, name, color, marker, linestyle in quantities:
-            several = len(ms) > 1
-            _series(ax, rows, column, st=st, marker=marker, linestyle=linestyle,
-                    color=cmap(0.85 * j / (len(ms) - 1)) if several else color,
-                    label=f"{name}, $m$ = {m}" if several else name)
+    parts = procedures.split(runs)
+    several = len(parts) > 1
+    for k, (_, part) in enumerate(parts):
+        procedure_line, filled = PROCEDURE_STYLES[k % len(PROCEDURE_STYLES)]
+        for j, m in enumerate(ms):
+            rows = part[part["n_hidden"] == m]
+            for column, name, color, marker, linestyle in quantities:
+                label = f"{name}, $m$ = {m}" if len(ms) > 1 else name
+                _series(ax, rows, column, st=st, marker=marker, filled=filled,
+                        linestyle=procedure_line if several else linestyle,
+                        color=cmap(0.85 * j / (len(ms) - 1)) if len(ms) > 1 else color,
+                        label=label if k == 0 else "_nolegend_")
+    for k, (name, _) in enumerate(parts if several else []):
+        procedure_line, filled = PROCEDURE_STYLES[k % len(PROCEDURE_STYLES)]
+        ax.plot([], [], color="0.2", linestyle=procedure_line, marker="o",
+                markersize=st.marker_size, markerfacecolor="0.2" if filled else "white",
+                label=name)
 
 
 def _faint(alpha: float, count: int) -> float:
@@ -172,9 +192,11 @@ def plot_hidden(ax: Axes, H: NDArray[np.floating], *, style=None) -> Axes:
 
 
 def geometry_grid(
-    geometry: Sequence[tuple[float, NDArray[np.floating], NDArray[np.floating]]], *, style=None
+    geometry: Sequence[tuple[float, NDArray[np.floating], NDArray[np.floating]]], *,
+    title: str = "", style=None,
 ) -> Figure:
-    """Features (top row) and training hidden vectors (bottom row), one column per T.
+    """Features (top row) and training hidden vectors (bottom row), one column per T, under
+    ``title`` if given (the procedure, when a store holds several).
 
     ``geometry`` holds (T, W (2, n_features), H (T, 2)) per run; columns are sorted by T.
     """
@@ -190,6 +212,8 @@ def geometry_grid(
         axes[0, j].set_title("T = ∞" if T == float("inf") else f"T = {int(T):,}")
     axes[0, 0].set_ylabel("features $W_i$")
     axes[1, 0].set_ylabel("hidden vectors $h_t$")
+    if title:
+        fig.suptitle(title, fontsize="medium")
     return fig
 
 
@@ -251,14 +275,19 @@ def plot_norms(ax: Axes, runs: pd.DataFrame, *, style=None) -> Axes:
 
 
 def summary_figure(runs: pd.DataFrame, dims: pd.DataFrame, *, style=None) -> Figure:
-    """Loss, dimensionality and norms vs T side by side (figures 2-4)."""
+    """Loss, dimensionality and norms vs T side by side (figures 2-4). Loss and norms draw
+    every procedure of ``runs``; the dimensionality panel draws ``dims``, whose procedure its
+    title names when ``runs`` hold several."""
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_loss, ax_dims, ax_norms = fig.subplots(1, 3)
     plot_loss(ax_loss, runs, style=style)
     plot_dimensionality(ax_dims, dims, style=style)
     plot_norms(ax_norms, runs, style=style)
+    drawn = procedures.ordered(dims)
+    several = len(procedures.split(runs)) > 1 and len(drawn) == 1 and drawn[0]
     for ax, title in [(ax_loss, "(a) test and train loss"),
-                      (ax_dims, "(b) fractional dimensionality"),
+                      (ax_dims, "(b) fractional dimensionality"
+                                + (f"\n{drawn[0]}" if several else "")),
                       (ax_norms, "(c) weight norms")]:
         ax.set_title(title, loc="left")
     return fig
