@@ -492,13 +492,42 @@ def test_sections_of_a_heatmap_store(heatmap_store: Path, tmp_path: Path):
     assert plt.get_fignums() == []
 
 
+def test_each_procedure_of_a_store_gets_its_own_sections_never_pooled(tmp_path: Path):
+    """The heatmap store under both procedures, the mean's losses 0.5 lower at m = 2: each
+    record gives one section per procedure, tagged, its figures in a folder of its own."""
+    base = RunConfig(n_features=20, sparsity=0.8, steps=10, n_test=10, batch_size=4)
+    with Store(tmp_path / "runs.sqlite") as store:
+        for reduction, shift in (("sum", 0.0), ("mean", -0.5)):
+            for m, row in HEATMAP.items():
+                for T, loss in row.items():
+                    config = base.replace(n_hidden=m, n_train=T, loss_reduction=reduction)
+                    put(store, config, loss + (shift if m == 2 else 0.0), small_W(m, 20, m))
+        found = records.sections(store, tmp_path / "out")
+    names = ("summed loss (eps 1e-8)", "paper's procedure: mean over features")
+    assert [s.title for s in found] == [
+        f"{title} — {name}" for title in ("Test loss over model size and data (heatmap)",
+                                          "Maximal data dimensionality D*") for name in names]
+    summed, averaged = found[0], found[1]
+    assert {f.procedure for f in summed.findings} == {names[0]}
+    assert {f.procedure for f in averaged.findings} == {names[1]}
+    # Each section's table holds its own procedure's losses: 1.5 and 1.0 at m = 2, T = 200.
+    for section, expected in ((summed, 1.5), (averaged, 1.0)):
+        (_, cells), _ = section.tables
+        assert cells.set_index("m").loc[2, "200"] == expected
+    assert {f.name for f in summed.figures} == {"heatmap.png", "heatmap_curves.png"}
+    assert {f.name for f in averaged.figures} == {"loss-mean/heatmap.png",
+                                                  "loss-mean/heatmap_curves.png"}
+    for f in summed.figures + averaged.figures:
+        assert (tmp_path / "out" / f.name).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_every_preset_names_a_record_whose_claims_are_those_its_section_checks(
         heatmap_store: Path, tmp_path: Path):
     assert {preset.experiment for preset in PRESETS.values()} <= set(RECORDS)
     with Store(heatmap_store, create=False) as store:
-        heat = RECORDS["heatmap"].section(store, tmp_path)
-        assert RECORDS["repeated"].section(store, tmp_path) is None
-    assert heat is not None and len(heat.findings) == len(RECORDS["heatmap"].claims)
+        (heat,) = RECORDS["heatmap"].sections(store, tmp_path)
+        assert RECORDS["repeated"].sections(store, tmp_path) == []
+    assert len(heat.findings) == len(RECORDS["heatmap"].claims)
     for finding, claim in zip(heat.findings, RECORDS["heatmap"].claims, strict=True):
         assert finding.claim.startswith(claim.text) and finding.paper.startswith(
             claim.paper.split(";")[0])
@@ -605,7 +634,7 @@ def test_the_report_shows_the_experiments_of_a_store(heatmap_store: Path, tmp_pa
     from toyrelu.report import build as report
 
     for record in RECORDS.values():
-        assert (f"{record.name}.section", record.section) in [
+        assert (f"{record.name}.section", record.sections) in [
             (name, fn) for name, fn in report.providers()]
     with Store(heatmap_store, create=False) as store:
         expected = [s.title for s in records.sections(store, tmp_path / "a")]

@@ -372,6 +372,87 @@ def test_a_provider_that_raises_is_shown_in_place_and_the_report_goes_on(
     assert "```\nValueError: <b>bad</b> & worse" in md_path.read_text()
 
 
+SUMMED, PAPERS = "summed loss (eps 1e-8)", "paper's procedure: mean over features"
+
+
+def two_procedure_sections(store: Store, out: Path) -> list[Section]:
+    """Hand-made sections of two procedures: claim X holds under the paper's procedure only,
+    Y under both, Z under neither; W was not measured; V was checked on both together."""
+    found = {SUMMED: {"X": False, "Y": True, "Z": False},
+             PAPERS: {"X": True, "Y": True, "Z": False}}
+    sections = [Section(f"Part {name}", findings=[
+        Finding(f"claim {c}", f"value {c} {k}", holds, f"paper {c}", procedure=name)
+        for k, (c, holds) in enumerate(claims.items())]) for name, claims in found.items()]
+    sections[0].findings += [Finding("claim W", "not measured: no run", False, "paper W"),
+                             Finding("claim V", "across", True, "paper V")]
+    return sections
+
+
+def test_claims_table_has_a_column_per_procedure_when_the_findings_name_two(
+    smoke_store: Path, tmp_path: Path
+) -> None:
+    page, _, md_path = write_report(tmp_path, [("two.section", two_procedure_sections)],
+                                    smoke_store)
+    part = page.by_id("paper-vs-toyrelu")
+    first, across = part.find_all("table")
+    header, rows = table_rows(first)
+    assert header == ["claim", "paper", SUMMED, PAPERS, "holds under"]
+    cells = {r[0].text(): [c.text() for c in r[1:]] for r in rows}
+    assert cells["claim X"] == ["paper X", "✗ not ok: value X 0 (Part summed loss (eps 1e-8))",
+                                f"✓ ok: value X 0 (Part {PAPERS})", f"only {PAPERS}"]
+    assert cells["claim Y"][-1] == "both" and cells["claim Z"][-1] == "neither"
+    assert cells["claim W"][1:] == ["– not measured: no run (Part summed loss (eps 1e-8))",
+                                    "– not measured: no run (Part summed loss (eps 1e-8))",
+                                    "not measured"]
+    classes = {r[0].text(): [c.classes() for c in r[2:4]] for r in rows}
+    assert classes["claim X"] == [{"not-ok"}, {"ok"}]
+    assert [[c.text() for c in r] for r in table_rows(across)[1]] == [
+        ["claim V (Part summed loss (eps 1e-8))", "paper V", "across", "✓ ok"]]
+    said = [p.text() for p in part.find_all("p")]
+    assert said == [f"Under the {SUMMED}: 1 ok, 2 not ok, 1 not measured. Not reproduced "
+                    "under it: claim X; claim Z.",
+                    f"Under the {PAPERS}: 2 ok, 1 not ok, 1 not measured. Not reproduced "
+                    "under it: claim Z."]
+    text = md_path.read_text()
+    assert f"| claim | paper | {SUMMED} | {PAPERS} | holds under |" in text
+    assert f"| claim X | paper X | not ok: value X 0 | ok: value X 0 | only {PAPERS} |" in text
+    assert said[1] in text
+
+
+@pytest.fixture(scope="module")
+def both_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("both") / "runs.sqlite"
+    assert cli.main(["sweep", "--preset", "smoke", "--store", str(path), "--workers", "1",
+                     "--loss-reduction", "sum,mean"]) == 0
+    return path
+
+
+def test_report_of_a_store_of_both_procedures_gives_each_claim_a_verdict_per_procedure(
+    both_store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["report", "--store", str(both_store), "--out", str(out)]) == 0
+    page = parse(out / "report.html")
+    header, rows = table_rows(page.by_id("paper-vs-toyrelu").find_all("table")[0])
+    assert header == ["claim", "paper", SUMMED, PAPERS, "holds under"]
+    # Each procedure's verdicts are analysis's own findings on that procedure's runs alone.
+    with Store(both_store, create=False) as store:
+        runs = analysis.ok_runs(store)
+        for k, reduction in enumerate(("sum", "mean")):
+            own = runs[runs["loss_reduction"] == reduction]
+            dims = analysis.dimensionality_table(store, own)
+            for f in analysis.findings(analysis.per_T(own, dims), dims):
+                (row,) = [r for r in rows if r[0].text() == f.claim]
+                mark = "✓ ok" if f.holds else "✗ not ok"
+                assert row[2 + k].text().startswith(f"{mark}: {f.measured}")
+    # One m = 2 section draws both; the twins' claims are listed, not measured, per procedure.
+    part = page.by_id("part-1")
+    assert part.find_all("h2")[0].text() == "Double descent at m = 2"
+    assert [t.find_all("caption")[0].text() for t in part.find_all("table")][:2] == [
+        f"Per training-set size (mean over seeds), {SUMMED}",
+        f"Per training-set size (mean over seeds), {PAPERS}"]
+
+
 def test_user_data_is_escaped_in_the_page_and_the_markdown(tmp_path: Path) -> None:
     """Run settings and error strings come from the store: a '<script>' there stays text."""
     path = tmp_path / "hostile.sqlite"
@@ -446,7 +527,7 @@ def test_without_m2_runs_the_m2_claims_are_listed_as_not_measured(tmp_path: Path
 def test_default_providers_start_with_the_m2_section() -> None:
     sources = report.providers()
     assert sources[0] == ("toyrelu.experiments.double_descent.section",
-                          double_descent.RECORD.section)
+                          double_descent.RECORD.sections)
     names = [name.removesuffix(".section") for name, _ in sources[len(report.PROVIDERS):]]
     assert names == list(report.OPTIONAL_MODULES)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import run_cli
 from toyrelu.core.config import RunConfig
 from toyrelu.report import reproduce, store_figures
 from toyrelu.runs.presets import PRESETS
@@ -62,3 +63,33 @@ def test_pooled_names_the_settings_that_vary_but_are_drawn_as_one() -> None:
 def test_pooled_follows_the_config_field_order() -> None:
     runs = pd.DataFrame({"eps": [1e-8, 1e-7], "n_features": [10, 20], "n_train": [math.inf, 3]})
     assert store_figures.pooled(runs) == ["n_features", "eps"]
+
+
+def test_pooled_never_names_the_loss_reduction_which_the_figures_split() -> None:
+    runs = pd.DataFrame({"n_train": [3, 3], "seed": [0, 0], "loss_reduction": ["sum", "mean"],
+                         "eps": [1e-8, 1e-8]})
+    assert store_figures.pooled(runs) == []
+
+
+def test_reproduce_under_both_procedures_checks_each_and_says_what_the_mean_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "out"
+    code, out, err = run_cli(capsys, "reproduce", "--preset", "smoke", "--out", folder,
+                             "--workers", "1", "--loss-reduction", "sum,mean")
+    assert code == 0, err
+    names = ("summed loss (eps 1e-8)", "paper's procedure: mean over features")
+    claims = out.splitlines()[:-1]
+    assert len(claims) == 6
+    assert [line[4:].split("]")[0] for line in claims] == [f"[{n}" for n in names for _ in "abc"]
+    # The sentence's numbers, from the stored runs themselves: the highest mean test loss over
+    # T per procedure, and the eps the mean trains with on the summed scale (n = 50).
+    with Store(folder / "runs.sqlite", create=False) as store:
+        runs = store.runs()
+    peaks = runs.groupby(["loss_reduction", "n_train"])["test_loss"].mean().groupby(level=0).max()
+    text = (folder / "summary.md").read_text().splitlines()
+    (sentence,) = [line for line in text if line.startswith("Averaging the loss over")]
+    assert "over the n = 50 features" in sentence and "eps n × 1e-8 = 5e-7" in sentence
+    assert f"{peaks['sum']:.3g}" in sentence and f"{peaks['mean']:.3g}" in sentence
+    assert "m = 2, summed loss (eps 1e-8)" in text
+    assert "m = 2, paper's procedure: mean over features" in text

@@ -9,6 +9,7 @@ look experiments up in ``toyrelu.experiments.RECORDS``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from toyrelu import analysis
+from toyrelu.analysis import procedures
 from toyrelu.analysis.tables import SWEPT, Finding, setting_keys
 from toyrelu.runs.store import Store
 
@@ -73,10 +75,13 @@ class Experiment:
         claims: the paper's claims its section checks, each with the paper's value.
         figures: figure name (without ".png") -> caption, for every figure it may draw; a
             caption may hold ``{fields}`` that ``figure`` fills in.
-        select: its runs among finished ones (``analysis.ok_runs``, one row per run), empty if
-            the store holds none.
+        select: its runs among finished ones (``analysis.ok_runs``, one row per run) of one
+            procedure, empty if the store holds none.
         build: ``build(record, store, runs, out)``: draws its figures into ``out`` and returns
             its Section from its (non-empty) runs.
+        joint: whether ``select`` and ``build`` take the runs of every procedure at once and
+            keep them apart themselves (one section); otherwise each procedure
+            (``analysis.procedures``) gets its own selection and section.
     """
 
     key: str
@@ -86,22 +91,45 @@ class Experiment:
     figures: Mapping[str, str]
     select: Select
     build: Build
+    joint: bool = False
 
     @property
     def name(self) -> str:
         """How the report names it (in warnings and in its list of claims): its module."""
         return f"toyrelu.experiments.{self.key.replace('-', '_')}"
 
-    def runs(self, store: Store, run_ids: Collection[str] | None = None) -> pd.DataFrame:
-        """Its finished runs in ``store`` (only those in ``run_ids`` if given)."""
-        return self.select(analysis.ok_runs(store, run_ids))
+    def runs(self, store: Store, run_ids: Collection[str] | None = None
+             ) -> list[tuple[str, pd.DataFrame]]:
+        """Its finished runs in ``store`` (only those in ``run_ids`` if given), as (procedure,
+        runs) per procedure it holds, the summed loss first; one entry, named "", for a joint
+        record."""
+        runs = analysis.ok_runs(store, run_ids)
+        if self.joint:
+            chosen = self.select(runs)
+            return [] if chosen.empty else [("", chosen)]
+        found = [self.select(part) for _, part in procedures.split(runs)]
+        return [(procedures.name(part), part) for part in found if not part.empty]
 
-    def section(self, store: Store, out: str | Path,
-                run_ids: Collection[str] | None = None) -> Section | None:
-        """Its Section, figures drawn into ``out``; None when the store holds none of its
-        runs. The report's provider signature: ``section(store, out)``."""
-        runs = self.runs(store, run_ids)
-        return None if runs.empty else self.build(self, store, runs, Path(out))
+    def sections(self, store: Store, out: str | Path,
+                 run_ids: Collection[str] | None = None) -> list[Section]:
+        """Its Sections, figures drawn into ``out``: one per procedure the store holds, each
+        finding tagged with its procedure; none when the store holds none of its runs. With
+        several procedures, each section's title names its procedure and each after the first
+        draws into its own folder of ``out`` (``loss-mean``), so their figures keep their
+        names. The report's provider signature: ``sections(store, out)``."""
+        parts = self.runs(store, run_ids)
+        built = []
+        for k, (name, runs) in enumerate(parts):
+            folder = "" if k == 0 else f"loss-{procedures.reductions(runs).iloc[0]}"
+            section = self.build(self, store, runs, Path(out) / folder)
+            section.findings = [f if f.procedure else dataclasses.replace(f, procedure=name)
+                                for f in section.findings]
+            if len(parts) > 1:
+                section.title = f"{section.title} — {name}"
+                section.figures = [dataclasses.replace(f, name=f"{folder}/{f.name}")
+                                   if folder else f for f in section.figures]
+            built.append(section)
+        return built
 
     def figure(self, key: str, name: str | None = None, **fields: object) -> Figure:
         """The Figure of ``figures[key]`` saved as ``name`` (default ``key``) + ".png"."""

@@ -9,17 +9,19 @@ other file; ``report.md`` beside it refers to the PNG files in the same folder.
 
 Sections come from providers, callables ``section(store, out) -> Section | None`` (a list of
 Sections is accepted too) that draw their figures into ``out``. The built-in ones are the
-experiments' records (``toyrelu.experiments.RECORDS``, in ``PROVIDERS``); the ``section``
+experiments' records (``toyrelu.experiments.RECORDS``, in ``PROVIDERS``: one section per
+training procedure the store holds, or one for the m = 2 sweep that draws them all); the ``section``
 function of each module in ``OPTIONAL_MODULES`` is added when that module exists. A new
 experiment is a new record; another section can be a module in ``OPTIONAL_MODULES`` or a
 provider passed to ``write``. A provider that raises is shown as an error box in its place and
 the report goes on, unless the error is the disk's (OSError) or the store's (StoreError, such
 as a damaged run): then there is no report.
 
-Verdicts: a Finding is "ok" when it holds, "not ok" when it does not, and "not measured" when
-the runs cannot check it: its ``measured`` text is empty or starts with "not measured" (or its
-``holds`` is None). The claims of a provider that gives no section (``EXPECTED``, from each
-record's ``claims``) are listed as not measured.
+Verdicts (``report.claims``): a Finding is "ok" when it holds, "not ok" when it does not, and
+"not measured" when the runs cannot check it. The claims of a provider that gives no section
+(``EXPECTED``, from each record's ``claims``) are listed as not measured. When the findings
+come from several training procedures (docs/experiment.md section 9), the table has one
+column per procedure.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from toyrelu.analysis.tables import Finding
 from toyrelu.core.config import field_names
 from toyrelu.experiments import RECORDS, Experiment
 from toyrelu.experiments.record import Section
+from toyrelu.report import claims as claim_table
 from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
 from toyrelu.runs import outputs
 from toyrelu.runs.store import Store, StoreError
 
 SectionFn = Callable[[Store, Path], Any]
 
-PROVIDERS: tuple[SectionFn, ...] = tuple(record.section for record in RECORDS.values())
+PROVIDERS: tuple[SectionFn, ...] = tuple(record.sections for record in RECORDS.values())
 OPTIONAL_MODULES: tuple[str, ...] = ("toyrelu.report.sensitivity",)
 # The claims each provider checks, by its name: listed as not measured when it gives no
 # section.
@@ -120,6 +123,10 @@ def collect(
         "measured from the stored runs and the verdict; every number on this page is computed "
         f"from the store. Written by toyrelu {__version__}."
     )
+    names = claim_table.procedures(claims)
+    if len(names) > 1:
+        intro += (f" The runs follow {len(names)} training procedures (docs/experiment.md "
+                  "section 9), never pooled: each claim has one column per procedure.")
     return Report(f"toyrelu report: {store.path.name}", intro, parts, claims, runs, varying,
                   shared)
 

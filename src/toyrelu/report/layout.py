@@ -19,12 +19,14 @@ import pandas as pd
 
 from toyrelu.analysis.tables import Finding
 from toyrelu.experiments.record import Section
+from toyrelu.report import claims as claim_table
+from toyrelu.report.claims import VERDICT_CLASS, VERDICT_MARK, verdict
 from toyrelu.report.table import Cell, frame_rows, html_table, number, setting
 from toyrelu.report.table import escape_markdown as md
 from toyrelu.report.table import markdown as md_table
 
-VERDICT_CLASS = {"ok": "ok", "not ok": "not-ok", "not measured": "not-measured"}
-VERDICT_MARK = {"ok": "✓ ok", "not ok": "✗ not ok", "not measured": "– not measured"}
+__all__ = ["VERDICT_CLASS", "VERDICT_MARK", "Failure", "Report", "to_html", "to_markdown",
+           "verdict"]
 RUN_METRICS = {"train_loss": "train loss", "test_loss": "test loss"}
 CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; color: #1b1b1b; margin: 0; background: #fafafa; }
@@ -75,15 +77,6 @@ class Report:
     shared: dict[str, object]
 
 
-def verdict(finding: Finding) -> str:
-    """"ok", "not ok", or "not measured" when the runs cannot check the claim: its ``measured``
-    text is empty or starts with "not measured", or its ``holds`` is None."""
-    measured = (finding.measured or "").strip()
-    if finding.holds is None or not measured or measured.startswith("not measured"):
-        return "not measured"
-    return "ok" if finding.holds else "not ok"
-
-
 def to_html(report: Report, out: Path) -> str:
     """The page; figures are read from ``out`` and embedded."""
     e = html.escape
@@ -109,9 +102,7 @@ def to_html(report: Report, out: Path) -> str:
 def to_markdown(report: Report, out: Path) -> str:
     """The markdown twin; figures are referenced by their file names in ``out``."""
     lines = [f"# {md(report.title)}", "", md_text(report.intro), "",
-             "## Paper vs toyrelu", ""]
-    rows = [[f.claim, f.paper or "–", f.measured or "–", verdict(f)] for _, f in report.claims]
-    lines += [md_table(["claim", "paper", "toyrelu", "verdict"], rows), ""]
+             "## Paper vs toyrelu", "", *_claims_markdown(report.claims)]
     for part in report.parts:
         lines += [f"## {md(part.title)}", ""]
         if isinstance(part, Failure):
@@ -136,22 +127,73 @@ def to_markdown(report: Report, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _claims_markdown(claims: list[tuple[int | None, Finding]]) -> list[str]:
+    names = claim_table.procedures(claims)
+    if len(names) < 2:
+        rows = [[f.claim, f.paper or "–", f.measured or "–", verdict(f)] for _, f in claims]
+        return [md_table(["claim", "paper", "toyrelu", "verdict"], rows), ""]
+    pivot, across = claim_table.per_procedure(claims)
+    lines = [md_text(line) for line in claim_table.summary(pivot, names)]
+    lines = [x for line in lines for x in (line, "")]
+    lines += [md_table(*claim_table.markdown_rows(claims)), ""]
+    if across:
+        lines += ["Claims checked on the runs of several procedures together:", "", md_table(
+            ["claim", "paper", "toyrelu", "verdict"],
+            [[f.claim, f.paper or "–", f.measured or "–", verdict(f)] for _, f in across]), ""]
+    return lines
+
+
 def _claims_html(report: Report) -> str:
     e = html.escape
-    counts = {v: 0 for v in VERDICT_CLASS}
-    rows = []
-    for where, finding in report.claims:
-        v = verdict(finding)
-        counts[v] += 1
-        source = "" if where is None else (
-            f' <a class="from" href="#part-{where + 1}">({e(report.parts[where].title)})</a>')
-        rows.append([Cell(finding.claim, after=source), Cell(finding.paper or "–"),
-                     Cell(finding.measured or "–"),
-                     Cell(VERDICT_MARK[v], css=f"verdict {VERDICT_CLASS[v]}")])
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    names = claim_table.procedures(report.claims)
+    if len(names) >= 2:
+        return _claims_per_procedure_html(report, names)
+    rows = [_claim_cells(report, where, f) for where, f in report.claims]
+    tally = claim_table.tally([f for _, f in report.claims])
     return (f'<section id="paper-vs-toyrelu"><h2>Paper vs toyrelu</h2><p>{e(tally)}.</p>'
             + html_table(["claim", "paper", "toyrelu", "verdict"], rows, css="claims")
             + "</section>")
+
+
+def _source(report: Report, where: int | None) -> str:
+    """A link to the part a finding came from."""
+    if where is None:
+        return ""
+    return (f' <a class="from" href="#part-{where + 1}">'
+            f"({html.escape(report.parts[where].title)})</a>")
+
+
+def _claim_cells(report: Report, where: int | None, finding: Finding) -> list[Cell]:
+    v = verdict(finding)
+    return [Cell(finding.claim, after=_source(report, where)), Cell(finding.paper or "–"),
+            Cell(finding.measured or "–"),
+            Cell(VERDICT_MARK[v], css=f"verdict {VERDICT_CLASS[v]}")]
+
+
+def _claims_per_procedure_html(report: Report, names: list[str]) -> str:
+    """One row per claim, one column per procedure (verdict and value), and where it holds."""
+    pivot, across = claim_table.per_procedure(report.claims)
+    rows = []
+    for row in pivot:
+        cells = [Cell(row.claim), Cell(row.paper or "–")]
+        for name in names:
+            if name not in row.cells:
+                cells.append(Cell("–"))
+                continue
+            where, finding = row.cells[name]
+            v = verdict(finding)
+            text = claim_table.cell_text(finding).removeprefix(v).removeprefix(": ")
+            cells.append(Cell(f"{VERDICT_MARK[v]}: {text}", css=VERDICT_CLASS[v],
+                              after=_source(report, where)))
+        rows.append([*cells, Cell(claim_table.holds_under(row, names))])
+    text = "".join(f"<p>{inline_html(line)}</p>" for line in claim_table.summary(pivot, names))
+    table = html_table(["claim", "paper", *names, "holds under"], rows, css="claims")
+    if across:
+        table += html_table(["claim", "paper", "toyrelu", "verdict"],
+                            [_claim_cells(report, where, f) for where, f in across],
+                            "Claims checked on the runs of several procedures together",
+                            css="claims")
+    return f'<section id="paper-vs-toyrelu"><h2>Paper vs toyrelu</h2>{text}{table}</section>'
 
 
 def _part_html(part: Section | Failure, anchor: str, out: Path) -> str:

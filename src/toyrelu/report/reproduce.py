@@ -8,10 +8,13 @@ weight decay, ...) get their experiment's section (``report.records``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from toyrelu import analysis
+from toyrelu.analysis import procedures
 from toyrelu.analysis.tables import Finding
 from toyrelu.experiments import double_descent
 from toyrelu.report import records, summary
@@ -22,7 +25,9 @@ from toyrelu.runs.store import Store, StoreError
 
 def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
     """Draw the figures of ``preset``'s finished runs in ``store`` into ``out`` and write
-    ``out/summary.md``; returns the paper's claims checked on those runs.
+    ``out/summary.md``; returns the paper's claims checked on those runs. When the runs follow
+    several procedures, each claim is checked under each apart and its text starts with the
+    procedure's name, so that a line printed from it says which.
 
     Raises StoreError when the store holds no finished run of the preset."""
     run_ids = {c.run_id for c in preset.configs()}
@@ -31,7 +36,8 @@ def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
     if preset.experiment == "double-descent":
         names, (table, found) = double_descent.write_figures(store, out, preset.geometry_T,
                                                              run_ids)
-        text = summary.markdown(title, settings(preset), table, found, names, counts)
+        sentence = procedures.comparison(analysis.ok_runs(store, run_ids), table)
+        text = summary.markdown(title, settings(preset), table, found, names, counts, sentence)
     else:
         sections = records.sections(store, out, run_ids, only=[preset.experiment])
         if not sections:
@@ -40,6 +46,8 @@ def write(preset: Preset, store: Store, out: Path) -> list[Finding]:
         text = records.markdown(title, sections, counts, intro=preset.description)
         found = [f for section in sections for f in section.findings]
     outputs.write_text(out / "summary.md", text)
+    if len({f.procedure for f in found}) > 1:
+        found = [dataclasses.replace(f, claim=f"[{f.procedure}] {f.claim}") for f in found]
     return found
 
 

@@ -1,9 +1,10 @@
 """What ``toyrelu figures`` draws: the m = 2 figures of every finished run in a store, and the
 settings those figures pool.
 
-The figures put T on the x axis, average over seeds (and keep one restart per dataset) and split
-by m, so runs that differ in any other setting land in one curve. ``pooled`` names those
-settings, for the user to hear about.
+The figures put T on the x axis, average over seeds (and keep one restart per dataset), split
+by m and by the loss reduction (one line style per procedure, docs/experiment.md section 9; the
+geometry and dimensionality figures draw one procedure and name it), so runs that differ in any
+other setting land in one curve. ``pooled`` names those settings, for the user to hear about.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from toyrelu.runs.store import Store
 if TYPE_CHECKING:
     import pandas as pd
 
-# Settings the figures tell apart (T on x, m as panels or curves) or average over (seed,
-# restart); snapshots change what is stored, not the trained numbers.
-DRAWN = ("n_train", "seed", "n_hidden", "restart", "snapshot_every")
+# Settings the figures tell apart (T on x, m as panels or curves, the loss reduction as line
+# styles) or average over (seed, restart); snapshots change what is stored, not the trained
+# numbers.
+DRAWN = ("n_train", "seed", "n_hidden", "loss_reduction", "restart", "snapshot_every")
 
 
 def write(store: Store, out: Path) -> tuple[list[str], list[str]]:
