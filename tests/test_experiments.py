@@ -82,7 +82,7 @@ def test_paper_preset_covers_the_full_m2_T_list_with_infinity():
     assert sorted({c.n_train for c in configs}) == [
         3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000,
         100_000, 200_000, 500_000, math.inf]
-    assert PAPER_T[-1] == math.inf and len(configs) == 21 * 4
+    assert PAPER_T[-1] == math.inf and len(configs) == 21 * 4 * 2  # both procedures
     assert all(c.infinite == (c.n_train == math.inf) for c in configs)
 
 
@@ -113,13 +113,13 @@ def test_sparsity_blocks_give_each_S_its_own_T_list():
     assert by_S[0.99] == {100, 200, 500, 1_000, 2_000, 5_000}
     assert by_S[0.98] == {50, 100, 250, 500, 1_000, 2_500}
     assert by_S[0.97] == {33, 67, 167, 333, 667, 1_667}
-    assert len(configs) == 4 * 6 * 3
+    assert len(configs) == 4 * 6 * 3 * 2  # both procedures
     # An override of a block's field replaces it in every block; other fields keep the blocks.
     one = PRESETS["sparsity-quick"].override({"n_train": [10, 20]})
     assert {(c.sparsity, c.n_train) for c in one.configs() if c.seed == 0} == {
         (S, T) for S in (0.97, 0.98, 0.99, 0.995) for T in (10, 20)}
     seeds = PRESETS["sparsity-quick"].override({"seed": [7]})
-    assert len(seeds.configs()) == 24 and seeds.experiment == "sparsity"
+    assert len(seeds.configs()) == 24 * 2 and seeds.experiment == "sparsity"
 
 
 def test_repeated_presets_repeat_one_point_at_three_T_over_n():
@@ -130,11 +130,45 @@ def test_repeated_presets_repeat_one_point_at_three_T_over_n():
         assert sorted({c.repeats for c in configs}) == [1, 2, 3, 5, 10, 20, 50]
 
 
-def test_existing_m2_presets_are_unchanged():
-    assert len(PRESETS["smoke"].configs()) == 8 and len(PRESETS["quick"].configs()) == 60
+# Golden value: the run id of the quick preset's T = 300, seed 0 run on the summed loss, as
+# computed before the preset trained under both procedures; stores keyed by it must resume.
+QUICK_T300_SUM = "2400600beecf9307"
+
+
+def test_m2_presets_add_the_paper_procedure_and_keep_their_summed_runs():
+    assert len(PRESETS["smoke"].configs()) == 8
+    quick = PRESETS["quick"].configs()
+    summed = [c for c in quick if c.loss_reduction == "sum"]
+    assert len(quick) == 120 and len(summed) == 60
+    assert {c.replace(loss_reduction="sum").run_id for c in quick} == {c.run_id for c in summed}
+    assert {c.loss_reduction for c in quick} == {"sum", "mean"}
+    assert QUICK_T300_SUM in {c.run_id for c in summed}
+    assert {c.run_id for c in summed} == {c.run_id for c in PRESETS["quick"].override(
+        {"loss_reduction": ["sum"]}).configs()}
     full = PRESETS["quick-full"].configs()
-    assert {c.run_id for c in PRESETS["quick"].configs()} < {c.run_id for c in full}
+    assert {c.run_id for c in quick} < {c.run_id for c in full}
     assert cpu_seconds(full) <= BUDGET_S
+
+
+@pytest.mark.parametrize("name", [name for name in PRESETS if name.endswith("-quick")])
+def test_every_twin_trains_under_both_procedures(name: str) -> None:
+    configs = PRESETS[name].configs()
+    by = {r: {c.replace(loss_reduction="sum").run_id for c in configs if c.loss_reduction == r}
+          for r in ("sum", "mean")}
+    assert by["sum"] and by["sum"] == by["mean"]  # the same grid under each
+    assert cpu_seconds(configs) <= BUDGET_S
+
+
+def test_paper_scale_presets_train_both_procedures_where_it_costs_no_more_than_the_m2_sweep():
+    """A paper-scale preset sweeps both procedures when its sweep under one costs no more than
+    the paper's m = 2 sweep under one (runs/presets.py); the costlier keep the summed loss."""
+    def summed(name: str) -> float:
+        return cpu_seconds([c for c in PRESETS[name].configs() if c.loss_reduction == "sum"])
+
+    for name in ("paper", "heatmap", "weight-decay", "training-length", "repeated", "sparsity"):
+        both = {c.loss_reduction for c in PRESETS[name].configs()} == {"sum", "mean"}
+        assert both == (summed(name) <= summed("paper")), name
+        assert ("both procedures" in PRESETS[name].description) == both, name
 
 
 # ------------------------------------------------------------------------ hand-made tables
@@ -618,15 +652,22 @@ def test_reproduce_a_twin_draws_its_experiment_not_the_m2_figures(tmp_path: Path
                      "--n-test", "100"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert ("toyrelu: 4 finished, 0 failed, 0 errors (retried by the next run), 0 already "
+    # 2 T x 2 m x 1 seed under both procedures.
+    assert ("toyrelu: 8 finished, 0 failed, 0 errors (retried by the next run), 0 already "
             "stored") in err
     # At this size every model learns (test loss below 1): no ridge, so no claim to check.
     assert out.splitlines() == [f"toyrelu: figures and summary.md in {folder}"]
     md = (folder / "summary.md").read_text().splitlines()
     assert "| 2 | – | 0.8" in "\n".join(md) and "phenomenon" not in "\n".join(md)
-    assert md[0] == "# toyrelu reproduce: heatmap-quick" and "Runs: 4 finished, 0 failed." in md
-    assert "## Test loss over model size and data (heatmap)" in md
-    assert (folder / "heatmap.png").is_file() and not (folder / "summary.png").exists()
+    assert md[0] == "# toyrelu reproduce: heatmap-quick" and "Runs: 8 finished, 0 failed." in md
+    # One section per procedure, each with its own figures.
+    title = "## Test loss over model size and data (heatmap)"
+    assert [line for line in md if line.startswith(title)] == [
+        f"{title} — summed loss (eps 1e-8)", f"{title} — paper's procedure: mean over features"]
+    assert "![heatmap.png](heatmap.png)" in md
+    assert "![loss-mean/heatmap.png](loss-mean/heatmap.png)" in md
+    assert (folder / "heatmap.png").is_file() and (folder / "loss-mean" / "heatmap.png").is_file()
+    assert not (folder / "summary.png").exists()
     assert plt.get_fignums() == []
 
 

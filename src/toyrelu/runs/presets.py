@@ -5,7 +5,10 @@ into ``Preset.override`` calls, never into branches in shared code. Every experi
 docs/experiment.md section 5 has a preset at paper scale (n = 10,000, S = 0.999, 50,000 steps,
 ``toyrelu.core.paper``) and a reduced twin named ``NAME-quick`` (n = 1,000, S = 0.99, where the
 transitions sit at about 10x smaller T) whose estimated cost (``cpu_seconds``) fits a budget of
-15 minutes on 2 CPU cores. A preset names its experiment by the key of its record in
+15 minutes on 2 CPU cores. Every reduced twin trains under both procedures (``PROCEDURES``,
+docs/experiment.md section 9); a paper-scale preset does when its sweep under one procedure
+costs no more than the ``paper`` m = 2 sweep's, while the costlier ones keep the summed loss
+rather than double GPU hours. A preset names its experiment by the key of its record in
 ``toyrelu.experiments``; this module imports neither pandas nor matplotlib, so listing the
 presets stays light.
 """
@@ -31,6 +34,10 @@ REPEATS = (1, 2, 3, 5, 10, 20, 50)
 # Appearances per feature, T (1 - S), of the sparsity experiment's training sets.
 FEATURE_COUNTS = (1, 2, 5, 10, 20, 50)
 SEEDS = tuple(range(paper.SEEDS))
+# Both training procedures (docs/experiment.md section 9): the summed loss, toyrelu's default,
+# and the loss averaged over features, the paper's most likely. A preset sweeps them as an axis,
+# so its summed runs keep the ids they had before and stores resume.
+PROCEDURES = ("sum", "mean")
 
 # The experiment a preset belongs to (``Preset.experiment``), the key of its record in
 # ``toyrelu.experiments`` (which tests that each key has one): the figures and summary
@@ -123,73 +130,89 @@ _PRESETS = [
     Preset(
         "quick",
         "the reduced setting (n = 1,000, S = 0.99, m = 2), memorization to generalization, "
-        "4 seeds, 10,000 steps",
+        "4 seeds, 10,000 steps, under both procedures (the summed loss and the paper's mean "
+        "over features)",
         QUICK_BASE,
-        {"n_train": QUICK_T, "seed": SEEDS},
+        {"n_train": QUICK_T, "seed": SEEDS, "loss_reduction": PROCEDURES},
     ),
     Preset(
         "paper",
         "the paper's m = 2 setting: n = 10,000, S = 0.999, 50,000 steps, 4 seeds, T from 3 to "
-        "500k and infinity (a fresh batch of 1,000 per step)",
+        "500k and infinity (a fresh batch of 1,000 per step), under both procedures: at this "
+        "scale the paper's mean over features should give the paper's numbers",
         PAPER_BASE,
-        {"n_train": PAPER_T, "seed": SEEDS},
+        {"n_train": PAPER_T, "seed": SEEDS, "loss_reduction": PROCEDURES},
     ),
     Preset(
         "quick-full",
         "quick with the large T of the paper's list scaled to the reduced setting: T up to "
-        "20,000 and infinity (a fresh batch of 1,000 per step), 4 seeds, 10,000 steps",
+        "20,000 and infinity (a fresh batch of 1,000 per step), 4 seeds, 10,000 steps, both "
+        "procedures",
         QUICK_BASE,
-        {"n_train": (*QUICK_T, 10_000, 20_000, math.inf), "seed": SEEDS},
+        {"n_train": (*QUICK_T, 10_000, 20_000, math.inf), "seed": SEEDS,
+         "loss_reduction": PROCEDURES},
     ),
     Preset(
         "heatmap",
-        "figure 5: mean test loss over m = 2..10, 16 and T = 200..500k, paper scale, 4 seeds",
+        "figure 5: mean test loss over m = 2..10, 16 and T = 200..500k, paper scale, 4 seeds; "
+        "summed loss only: the paper's procedure as well would double GPU hours "
+        "(--loss-reduction sum,mean adds it)",
         PAPER_BASE,
         {"n_hidden": HEATMAP_M, "n_train": HEATMAP_T, "seed": SEEDS},
         experiment="heatmap",
     ),
     Preset(
         "heatmap-quick",
-        "figure 5, reduced: m = 2, 3, 4, 6, 8, 16 and T = 100..10,000, 3 seeds, 5,000 steps",
+        "figure 5, reduced: m = 2, 3, 4, 6, 8, 16 and T = 100..10,000, 5,000 steps, both "
+        "procedures, 2 seeds (3 would not fit both in the budget)",
         QUICK_BASE.replace(steps=5_000),
         {"n_hidden": (2, 3, 4, 6, 8, 16), "n_train": (100, 300, 1_000, 3_000, 10_000),
-         "seed": (0, 1, 2)},
+         "seed": (0, 1), "loss_reduction": PROCEDURES},
         experiment="heatmap",
     ),
     Preset(
         "weight-decay",
-        "appendix: weight decay 0..1 at m = 4, T = 200..100k, paper scale, 4 seeds",
+        "appendix: weight decay 0..1 at m = 4, T = 200..100k, paper scale, 4 seeds; summed "
+        "loss only: the paper's procedure as well would double GPU hours (--loss-reduction "
+        "sum,mean adds it)",
         PAPER_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"weight_decay": WEIGHT_DECAYS, "n_train": HEATMAP_T[:9], "seed": SEEDS},
         experiment="weight-decay",
     ),
     Preset(
         "weight-decay-quick",
-        "appendix, reduced: weight decay 0..1 at m = 4, T = 50..5,000, 3 seeds, 10,000 steps",
+        "appendix, reduced: weight decay 0..1 at m = 4, T = 50..5,000, 10,000 steps, both "
+        "procedures, 2 seeds (3 would not fit both in the budget)",
         QUICK_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"weight_decay": WEIGHT_DECAYS,
-         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
+         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1),
+         "loss_reduction": PROCEDURES},
         experiment="weight-decay",
     ),
     Preset(
         "training-length",
-        "appendix: 12.5k to 100k steps at m = 4 (warmup 5%), T = 200..100k, paper scale, 4 seeds",
+        "appendix: 12.5k to 100k steps at m = 4 (warmup 5%), T = 200..100k, paper scale, "
+        "4 seeds; summed loss only: the paper's procedure as well would double GPU hours "
+        "(--loss-reduction sum,mean adds it)",
         PAPER_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"steps": (12_500, 25_000, 50_000, 100_000), "n_train": HEATMAP_T[:9], "seed": SEEDS},
         experiment="training-length",
     ),
     Preset(
         "training-length-quick",
-        "appendix, reduced: 2,500 to 20,000 steps at m = 4 (warmup 5%), T = 50..5,000, 3 seeds",
+        "appendix, reduced: 2,500 to 20,000 steps at m = 4 (warmup 5%), T = 50..5,000, 3 seeds, "
+        "both procedures",
         QUICK_BASE.replace(n_hidden=paper.APPENDIX_N_HIDDEN),
         {"steps": (2_500, 5_000, 10_000, 20_000),
-         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2)},
+         "n_train": (50, 100, 200, 500, 1_000, 2_000, 5_000), "seed": (0, 1, 2),
+         "loss_reduction": PROCEDURES},
         experiment="training-length",
     ),
     Preset(
         "repeated",
         "repeated data: one training point repeated R = 1..50 times, m = 2, T = 10k, 30k, "
-        "100k (T/n = 1, 3, 10), paper scale, 4 seeds",
+        "100k (T/n = 1, 3, 10), paper scale, 4 seeds; summed loss only: the paper's procedure "
+        "as well would double GPU hours (--loss-reduction sum,mean adds it)",
         PAPER_BASE.replace(n_repeated=1),
         {"repeats": REPEATS, "n_train": (10_000, 30_000, 100_000), "seed": SEEDS},
         experiment="repeated",
@@ -197,26 +220,28 @@ _PRESETS = [
     Preset(
         "repeated-quick",
         "repeated data, reduced: one point repeated R = 1..50 times, m = 2, T = 1k, 3k, 10k "
-        "(T/n = 1, 3, 10), 2 seeds, 10,000 steps",
+        "(T/n = 1, 3, 10), 2 seeds, 10,000 steps, both procedures",
         QUICK_BASE.replace(n_repeated=1),
-        {"repeats": REPEATS, "n_train": (1_000, 3_000, 10_000), "seed": (0, 1)},
+        {"repeats": REPEATS, "n_train": (1_000, 3_000, 10_000), "seed": (0, 1),
+         "loss_reduction": PROCEDURES},
         experiment="repeated",
     ),
     Preset(
         "sparsity",
         "generalization onset vs T(1 - S) = 1..50 for S = 0.997, 0.999, 0.9997, m = 2, paper "
-        "scale, 4 seeds",
+        "scale, 4 seeds, under both procedures: together they cost less than the m = 2 sweep "
+        "under both",
         PAPER_BASE,
-        {"seed": SEEDS},
+        {"seed": SEEDS, "loss_reduction": PROCEDURES},
         experiment="sparsity",
         blocks=per_sparsity((0.997, 0.999, 0.9997), FEATURE_COUNTS),
     ),
     Preset(
         "sparsity-quick",
         "generalization onset vs T(1 - S) = 1..50 for S = 0.97, 0.98, 0.99, 0.995, m = 2, "
-        "n = 1,000, 3 seeds, 10,000 steps",
+        "n = 1,000, 3 seeds, 10,000 steps, both procedures",
         QUICK_BASE,
-        {"seed": (0, 1, 2)},
+        {"seed": (0, 1, 2), "loss_reduction": PROCEDURES},
         experiment="sparsity",
         blocks=per_sparsity((0.97, 0.98, 0.99, 0.995), FEATURE_COUNTS),
     ),
