@@ -36,7 +36,8 @@ FEATURE_COUNTS = (1, 2, 5, 10, 20, 50)
 SEEDS = tuple(range(paper.SEEDS))
 # Both training procedures (docs/experiment.md section 9): the summed loss, toyrelu's default,
 # and the loss averaged over features, the paper's most likely. A preset sweeps them as an axis,
-# so its summed runs keep the ids they had before and stores resume.
+# so that a summed run's id does not depend on whether the mean is trained beside it, and a
+# store of the summed loss resumes, adding only the mean's runs.
 PROCEDURES = ("sum", "mean")
 
 # The experiment a preset belongs to (``Preset.experiment``), the key of its record in
