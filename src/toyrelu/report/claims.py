@@ -110,14 +110,15 @@ def summary(rows: Sequence[Row], names: Sequence[str]) -> list[str]:
     return lines
 
 
+def value(finding: Finding) -> str:
+    """toyrelu's value in a procedure's cell, after the verdict: the measured text, without the
+    "not measured: " that starts the reason of a claim no run could check."""
+    return (finding.measured or "–").removeprefix("not measured").removeprefix(": ") or "–"
+
+
 def cell_text(finding: Finding | None) -> str:
-    """A procedure's cell: the verdict, then toyrelu's value (the reason alone when it says
-    why the claim was not measured)."""
-    if finding is None:
-        return "–"
-    v = verdict(finding)
-    measured = finding.measured or "–"
-    return measured if measured.startswith(v) else f"{v}: {measured}"
+    """A procedure's cell in markdown: the verdict, then toyrelu's value."""
+    return "–" if finding is None else f"{verdict(finding)}: {value(finding)}"
 
 
 def markdown_rows(claims: Sequence[Placed]) -> tuple[list[str], list[list[str]]]:

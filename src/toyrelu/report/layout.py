@@ -182,9 +182,8 @@ def _claims_per_procedure_html(report: Report, names: list[str]) -> str:
                 continue
             where, finding = row.cells[name]
             v = verdict(finding)
-            text = claim_table.cell_text(finding).removeprefix(v).removeprefix(": ")
-            cells.append(Cell(f"{VERDICT_MARK[v]}: {text}", css=VERDICT_CLASS[v],
-                              after=_source(report, where)))
+            cells.append(Cell(f"{VERDICT_MARK[v]}: {claim_table.value(finding)}",
+                              css=VERDICT_CLASS[v], after=_source(report, where)))
         rows.append([*cells, Cell(claim_table.holds_under(row, names))])
     text = "".join(f"<p>{inline_html(line)}</p>" for line in claim_table.summary(pivot, names))
     table = html_table(["claim", "paper", *names, "holds under"], rows, css="claims")
