@@ -12,9 +12,9 @@ import re
 
 import pytest
 
-from toyrelu.core.config import RunConfig
+from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.engines.cpu import MAX_HIDDEN
-from toyrelu.runs import limits
+from toyrelu.runs import limits, training
 from toyrelu.runs.limits import Sizes, run_bytes, sweep_bytes
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.resources import default_workers
@@ -154,6 +154,17 @@ def test_hidden_sizes_past_the_kernels_are_refused_for_the_fused_engine_on_the_c
     assert limits.hidden_refusal(above.replace(engine="reference")) is None
     assert limits.hidden_refusal(above, device="cuda") is None
     assert limits.refusal([at_limit, above], workers=1) == limits.hidden_refusal(above)
+
+
+def test_the_api_refuses_such_a_hidden_size_before_any_work(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(config: RunConfig) -> None:
+        raise AssertionError("prepared a run that should have been refused")
+
+    monkeypatch.setattr(training, "prepare", no_work)
+    with pytest.raises(ConfigError, match=rf"^n_hidden: 100000 is more .* <= {MAX_HIDDEN} "):
+        training.run(QUICK_1000.replace(n_hidden=100_000))
 
 
 @pytest.mark.parametrize(("value", "down", "shown"), [
