@@ -14,9 +14,9 @@ import pytest
 
 from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.engines.cpu import MAX_HIDDEN
-from toyrelu.runs import limits, training
+from toyrelu.runs import limits, presets, training
 from toyrelu.runs.limits import Sizes, run_bytes, sweep_bytes
-from toyrelu.runs.presets import PRESETS
+from toyrelu.runs.presets import PRESETS, Preset
 from toyrelu.runs.resources import default_workers
 
 GiB = 2**30
@@ -180,3 +180,25 @@ def test_numbers_are_shown_as_the_command_line_takes_them(value: object, down: b
 def test_byte_counts_are_shown_in_binary_units() -> None:
     assert [limits._bytes(b) for b in (0, 1_000, 1_023 * 2**10, 24 * GiB, 1.5 * 2**50)] == [
         "0 bytes", "1000 bytes", "1023 KiB", "24 GiB", "1.5 PiB"]
+
+
+# ------------------------------------------------------------------------------ sweep size
+
+
+def test_a_grid_is_counted_before_it_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(presets, "grid", lambda *a: pytest.fail("built a grid"))
+    big = PRESETS["quick"].override({"seed": list(range(10_000)), "n_train": list(range(1, 21))})
+    assert big.size() == 200_000
+    with pytest.raises(ConfigError, match=r"^seed: 10,000 values make 200,000 runs with the "
+                                          r"other axes \(allowed: at most 100,000 runs"):
+        big.configs()
+
+
+def test_blocks_add_up_in_the_count() -> None:
+    # sparsity-quick: 4 blocks (one per S) of 6 T each, 3 seeds: 72 runs.
+    assert PRESETS["sparsity-quick"].size() == 72 == len(PRESETS["sparsity-quick"].configs())
+    many = Preset("many", "", RunConfig(), {"seed": tuple(range(1_000))},
+                  blocks=({"n_train": tuple(range(1, 60))}, {"n_train": tuple(range(1, 50))}))
+    assert many.size() == 108_000
+    with pytest.raises(ConfigError, match=r"^seed: 1,000 values make 108,000 runs"):
+        many.configs()
