@@ -7,17 +7,24 @@ and every refused command stops before its store is opened.
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+import tracemalloc
+from pathlib import Path
 
 import pytest
 
+from helpers import run_cli
+from toyrelu.cli import commands
 from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.engines.cpu import MAX_HIDDEN
-from toyrelu.runs import limits, presets, training
+from toyrelu.runs import executors, limits, presets, training
+from toyrelu.runs.executors import InProcess
 from toyrelu.runs.limits import Sizes, run_bytes, sweep_bytes
 from toyrelu.runs.presets import PRESETS, Preset
-from toyrelu.runs.resources import default_workers
+from toyrelu.runs.resources import default_workers, usable_workers
+from toyrelu.runs.store import Store
 
 GiB = 2**30
 # The quick setting (n = 1,000, m = 2, S = 0.99, 10,000 steps, n_test = 10,000) at T = 1,000.
@@ -202,3 +209,121 @@ def test_blocks_add_up_in_the_count() -> None:
     assert many.size() == 108_000
     with pytest.raises(ConfigError, match=r"^seed: 1,000 values make 108,000 runs"):
         many.configs()
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def _one_error_line(code: int, out: str, err: str, start: str) -> None:
+    assert (code, out) == (2, ""), err
+    assert err.startswith(f"toyrelu: error: {start}") and err.count("\n") == 1, err
+
+
+CLI_PROBES = {
+    "n_features": (["--n-features", "1e12"], "n_features: 1e12 needs about"),
+    "n_train": (["--n-train", "1e10"], "n_train: 1e10 needs about"),
+    "steps": (["--steps", "1e15"], "steps: 1e15 needs about"),
+    "n_test": (["--n-test", "1e12"], "n_test: 1e12 needs about"),
+    "batch_size": (["--n-train", "30,inf", "--batch-size", "1e11"],
+                   "batch_size: 1e11 needs about"),
+    "n_hidden": (["--n-hidden", "100000"], "n_hidden: 100000 is more than"),
+    "n_hidden 200": (["--n-hidden", "200"], "n_hidden: 200 is more than"),
+    "restarts": (["--restarts", "100000000"], "restarts: 100000000 initialisations"),
+    "grid": (["--n-train", ",".join(map(str, range(1, 2_001))), "--seeds",
+              ",".join(map(str, range(100)))], "n_train: 2,000 values make 200,000 runs"),
+}
+
+
+@pytest.mark.parametrize("probe", list(CLI_PROBES))
+def test_the_sweep_refuses_before_creating_its_store(probe: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    argv, start = CLI_PROBES[probe]
+    path = tmp_path / "new" / "runs.sqlite"
+    result = run_cli(capsys, "sweep", "--preset", "quick", "--store", path, "--device", "cpu",
+                     *argv)
+    _one_error_line(*result, start)
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("probe", ["n_train", "n_hidden", "restarts"])
+def test_the_sweep_leaves_an_existing_store_unchanged(probe: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "runs.sqlite"
+    Store(path).close()
+    before = path.read_bytes()
+    argv, start = CLI_PROBES[probe]
+    result = run_cli(capsys, "sweep", "--preset", "quick", "--store", path, "--device", "cpu",
+                     *argv)
+    _one_error_line(*result, start)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("probe", ["steps", "n_hidden", "grid"])
+def test_reproduce_refuses_before_creating_its_folder(probe: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    argv, start = CLI_PROBES[probe]
+    result = run_cli(capsys, "reproduce", "--preset", "quick", "--out", tmp_path / "out",
+                     "--device", "cpu", *argv)
+    _one_error_line(*result, start)
+    assert not (tmp_path / "out").exists()
+
+
+def test_many_restarts_are_refused_without_building_them(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    tracemalloc.start()
+    try:
+        result = run_cli(capsys, "sweep", "--preset", "quick", "--store", tmp_path / "r.sqlite",
+                         "--device", "cpu", "--restarts", "100000000")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _one_error_line(*result, "restarts: 100000000 initialisations of each dataset are more "
+                             "than one sweep keeps (allowed: restarts <= 1,000)")
+    assert peak < 50 * 2**20  # the 1e8 configs would take gigabytes
+
+
+def test_the_sensitivity_study_is_counted_before_it_is_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    seeds = ",".join(map(str, range(2_000)))
+    result = run_cli(capsys, "sensitivity", "--base", "smoke", "--seeds", seeds, "--out",
+                     tmp_path / "out", "--device", "cpu")
+    _one_error_line(*result, "seeds: 2,000 seeds make")
+    assert "runs of the study (allowed: at most 100,000 runs in one sweep)" in result[2]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "reproduce", "sensitivity"])
+def test_workers_past_the_cores_are_capped_with_a_note(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stop at the executor: it is asked for the capped number of workers.
+    asked: list[int] = []
+
+    def stop(workers: int, *rest: object) -> InProcess:
+        asked.append(workers)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "executor", stop)
+    where = {
+        "sweep": ["--preset", "smoke", "--store", tmp_path / "runs.sqlite"],
+        "reproduce": ["--preset", "smoke", "--out", tmp_path],
+        "sensitivity": ["--base", "smoke", "--knobs", "decay_bias", "--seeds", "0", "--out",
+                        tmp_path],
+    }[command]
+    code, _, err = run_cli(capsys, command, *where, "--device", "cpu", "--workers", "64")
+    cores = default_workers()
+    assert code == 130 and asked == [cores]
+    assert err.splitlines()[0] == (f"toyrelu: note: --workers 64 capped at {cores}, the cores "
+                                   "this process may use")
+
+
+def test_workers_are_at_most_the_cores() -> None:
+    assert usable_workers(1) == 1
+    assert usable_workers(10_000) == default_workers()
+
+
+def test_workers_within_the_cores_print_no_note(capsys: pytest.CaptureFixture) -> None:
+    assert commands._workers(argparse.Namespace(workers=1)) == 1
+    assert capsys.readouterr().err == ""
