@@ -144,7 +144,12 @@ def test_workers_multiply_what_a_run_needs() -> None:
     assert limits.refusal([config], workers=2, memory=24 * GiB) is None  # one run, one worker
     reason = limits.refusal([config, config.replace(seed=1)], workers=2, memory=24 * GiB)
     assert reason is not None and "with 2 workers at once" in reason
-    assert reason.endswith("with 2 workers, or 1 worker)")
+    assert reason.endswith("with 2 workers, or 1 worker as given)")
+    # With 8 workers on 64 GiB, 5 fit: 5 x (10.3 GiB a run + 0.5 GiB a process), the sweep's
+    # process (0.5 GiB) and 6 results of 1.43 GiB make 63 GiB; 6 workers need 75 GiB.
+    eight = limits.refusal([config.replace(seed=s) for s in range(8)], workers=8,
+                           memory=64 * GiB)
+    assert eight is not None and eight.endswith("with 8 workers, or 5 workers as given)")
     # On a GPU one process trains them.
     assert limits.refusal([config, config.replace(seed=1)], workers=2, device="cuda",
                           memory=24 * GiB) is None

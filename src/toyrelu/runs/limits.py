@@ -232,8 +232,9 @@ def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float
         allowed = "smaller " + " and ".join(_field(config, a) for a in grows)
     if workers > 1:
         allowed += f" with {workers} workers"
-        if sweep_bytes(sizes, 1) <= memory:
-            allowed += ", or 1 worker"
+        fewer = max((k for k in range(1, workers) if sweep_bytes(sizes, k) <= memory), default=0)
+        if fewer:
+            allowed += f", or {fewer} worker{'s' if fewer > 1 else ''} as given"
     return (f"{name}: {_number(getattr(config, name))} needs {need}; this machine has "
             f"{_bytes(memory)} (allowed: {allowed})")
 
