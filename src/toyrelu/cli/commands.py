@@ -126,6 +126,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         study = sensitivity.run(study, store, _executor(args, workers, device),
                                 progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
+    if tables.bumps.empty:
+        # The sweep above stored every run, so an empty analysis means none finished.
+        raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
+                         f"is written to {out}; the reasons are in the error column of "
+                         f"toyrelu export --store {store.path}")
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
               f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
