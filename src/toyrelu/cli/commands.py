@@ -94,8 +94,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     from toyrelu.analysis import dynamics
     from toyrelu.figures import animation
+    from toyrelu.runs.outputs import target
     from toyrelu.runs.store import Store
 
+    target(args.out, "out", inputs=[args.store])
     try:
         animation.movie_writer(args.out, args.fps)  # bad names fail before any work
         with Store(args.store, create=False) as store:
