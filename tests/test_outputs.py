@@ -135,3 +135,28 @@ def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
     written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert [p.name for p in written if p.stat().st_size == 0 or p.suffix == ".partial"] == []
     assert not (out / "report.html").exists() and not (out / "runs.csv").exists()
+
+
+@pytest.mark.parametrize("out", ["{store}", "{folder}/movie.gif"], ids=["store", "link"])
+def test_animate_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture, out: str) -> None:
+    store = tmp_path / "runs.sqlite"
+    shutil.copyfile(smoke_store, store)
+    (tmp_path / "movie.gif").symlink_to(store)
+    before = store.read_bytes()
+    path = out.format(store=store, folder=tmp_path)
+    code, stdout, err = run_cli(capsys, "animate", "--store", store, "--run", "any",
+                                "--out", path)
+    assert (code, stdout) == (2, "")
+    assert err == (f"toyrelu: error: out: {path} is the file being read ({store}); "
+                   "write to another path\n")
+    assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("out, words", [("", "an empty path names no file"),
+                                        (".", ". is a folder; give a file name")])
+def test_animate_to_an_empty_path_or_a_folder_names_the_option(
+        smoke_store: Path, capsys: pytest.CaptureFixture, out: str, words: str) -> None:
+    code, stdout, err = run_cli(capsys, "animate", "--store", smoke_store, "--run", "any",
+                                "--out", out)
+    assert (code, stdout, err) == (2, "", f"toyrelu: error: out: {words}\n")

@@ -99,8 +99,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     from toyrelu.analysis import dynamics
     from toyrelu.figures import animation
+    from toyrelu.runs.outputs import target
     from toyrelu.runs.store import Store
 
+    target(args.out, "out", inputs=[args.store])
     try:
         animation.movie_writer(args.out, args.fps)  # bad names fail before any work
         with Store(args.store, create=False) as store:
@@ -150,6 +152,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
         study = sensitivity.run(study, store, _executor(args, workers, device),
                                 progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
+    if tables.bumps.empty:
+        # The sweep above stored every run, so an empty analysis means none finished.
+        raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
+                         f"is written to {out}; the reasons are in the error column of "
+                         f"toyrelu export --store {store.path}")
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
               f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
