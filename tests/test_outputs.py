@@ -120,6 +120,18 @@ def test_export_to_an_empty_path_names_the_option(smoke_store: Path,
     assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no file\n")
 
 
+@pytest.mark.parametrize("command", ["figures", "report", "reproduce", "sensitivity"])
+def test_an_empty_output_folder_is_refused(smoke_store: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    # An empty --out would otherwise write into the current folder.
+    monkeypatch.chdir(tmp_path)
+    source = [] if command in ("reproduce", "sensitivity") else ["--store", smoke_store]
+    code, out, err = run_cli(capsys, command, *source, "--out", "")
+    assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no folder\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
         smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture,

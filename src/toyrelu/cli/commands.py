@@ -255,6 +255,8 @@ def _executor(args: argparse.Namespace, workers: int, device: str) -> Executor:
 
 
 def _out_dir(path: str) -> Path:
+    if not path:
+        raise UsageError("out: an empty path names no folder")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"out: {out} exists and is not a folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -31,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 bad input, 141 when the reader of stdout went away, as ``toyrelu export --out - | head``
     does, and 128 + the signal's number when stopped by SIGINT, SIGTERM or SIGHUP: 130, 143,
     129)."""
+    # A path given in bytes that are not UTF-8 reaches Python as lone surrogates; printing it
+    # back must give the user's bytes, not a UnicodeEncodeError after the work is done.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
     with _stopping_signals_raise():
         return _main(argv)
 

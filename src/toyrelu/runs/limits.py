@@ -281,4 +281,7 @@ def _bytes(count: float) -> str:
     units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     power = min(len(units) - 1, max(0, int(math.log(max(count, 1), 1024))))
     value = count / 1024**power
-    return f"{value:.3g} {units[power]}" if value < 1_000 else f"{value:.0f} {units[power]}"
+    if value < 1_000:
+        return f"{value:.3g} {units[power]}"
+    # Beyond the largest unit, a count of EiB in full digits would be unreadable.
+    return f"{value:.0f} {units[power]}" if value < 1e6 else f"{value:.2g} {units[power]}"
