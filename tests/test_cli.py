@@ -13,9 +13,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -585,6 +587,39 @@ def test_interrupted_sweep_exits_130(store_copy: Path, monkeypatch: pytest.Monke
                              "--workers", "1")
     assert code == 130 and out == ""
     assert err.splitlines()[-1].startswith("toyrelu: interrupted; finished runs are stored")
+    assert len(stored_runs(store_copy)) == 8
+
+
+class Escaped(Exception):
+    """Raised by the test's own handler: the signal reached it instead of main's."""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_end_a_sweep_like_ctrl_c(
+        signum: int, code: int, store_copy: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler runs at once, on the next bytecode
+        raise AssertionError("the signal did not stop the sweep")
+
+    def escaped(signum: int, frame: object) -> None:
+        raise Escaped(signum)
+
+    previous = signal.signal(signum, escaped)  # whatever main does not catch fails the test
+    try:
+        monkeypatch.setattr(sweep, "run_sweep", signalled)
+        result = run_cli(capsys, "sweep", "--preset", "smoke", "--store", store_copy,
+                         "--workers", "1")
+        # main puts the handler it found back
+        assert signal.getsignal(signum) is escaped
+    finally:
+        signal.signal(signum, previous)
+    name = signal.Signals(signum).name
+    assert result[:2] == (code, "")
+    assert result[2].splitlines()[-1] == (
+        f"toyrelu: interrupted by {name}; finished runs are stored, rerun the same command "
+        f"to resume")
     assert len(stored_runs(store_copy)) == 8
 
 

@@ -1,6 +1,10 @@
 """Figures are checked through what they drew (line data, collections, labels), from hand-made
 tables whose expected values are written beside them; no training, no pixels."""
 
+import errno
+import os
+import subprocess
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -273,3 +277,97 @@ def test_save_writes_png_and_svg_and_closes_the_figure(tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in paths[1].read_text()
     assert not plt.fignum_exists(fig.number)
+
+
+# --------------------------------------------------------------------------- animation files
+
+
+def square_trajectory():
+    """Four features on the axes' directions, growing over three snapshots; X = the identity."""
+    from toyrelu.analysis.dynamics import Trajectory
+    from toyrelu.core.config import RunConfig
+    from toyrelu.core.data import SparseData
+
+    square = np.array([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0]])
+    W = np.stack([s * square for s in (0.5, 1.0, 2.0)]).astype(np.float32)
+    X = SparseData(np.arange(5, dtype=np.int64), np.arange(4, dtype=np.int32),
+                   np.ones(4, np.float32), 4)
+    config = RunConfig(n_features=4, n_train=4, steps=20, snapshot_every=10, sparsity=0.5)
+    return Trajectory("square", config, np.array([0, 10, 20]), W, np.zeros((3, 4), np.float32),
+                      X)
+
+
+def folder_listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_an_animation_is_written_beside_the_target_and_renamed_into_place(tmp_path,
+                                                                           monkeypatch):
+    from PIL import Image
+
+    from toyrelu.figures import animation
+
+    seen = []
+    setup = animation.GifWriter.setup
+
+    def spy(self, fig, outfile, dpi=None):
+        seen.append(outfile)
+        setup(self, fig, outfile, dpi)
+
+    monkeypatch.setattr(animation.GifWriter, "setup", spy)
+    out = tmp_path / "run.gif"
+    out.write_bytes(b"an earlier movie")
+    assert animation.write(square_trajectory(), out, fps=4, dpi=20, losses=False) == out
+    (written,) = seen
+    # A temporary name in the same folder that keeps the suffix the writer goes by.
+    assert written != str(out) and written.endswith(".gif")
+    assert os.path.dirname(written) == str(tmp_path)
+    with Image.open(out) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 3
+    assert folder_listing(tmp_path) == ["run.gif"]
+
+
+@pytest.mark.parametrize("where", ["writer", "sync"])
+def test_a_full_disk_keeps_the_earlier_animation_and_names_the_path(tmp_path, monkeypatch,
+                                                                     where):
+    from toyrelu.figures import animation
+    from toyrelu.runs import outputs
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def half_then_no_space(self):
+        with open(self.outfile, "wb") as f:
+            f.write(b"GIF89a, half of it")
+        no_space()
+
+    if where == "writer":
+        monkeypatch.setattr(animation.GifWriter, "finish", half_then_no_space)
+    else:
+        monkeypatch.setattr(outputs.os, "fsync", no_space)
+    out = tmp_path / "run.gif"
+    out.write_bytes(b"an earlier movie")
+    with pytest.raises(OSError) as caught:
+        animation.write(square_trajectory(), out, fps=4, dpi=20, losses=False)
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_bytes() == b"an earlier movie"
+    assert folder_listing(tmp_path) == ["run.gif"]
+
+
+def test_a_failing_ffmpeg_is_an_os_error_naming_the_movie(tmp_path, monkeypatch):
+    from toyrelu.figures import animation
+
+    class FailingFFMpeg(animation.GifWriter):
+        def finish(self):
+            with open(self.outfile, "wb") as f:
+                f.write(b"\x00\x00\x00\x18ftypmp42")
+            raise subprocess.CalledProcessError(1, ["ffmpeg"], "",
+                                                "frame=2\nNo space left on device\n")
+
+    monkeypatch.setattr(animation, "movie_writer", lambda out, fps: FailingFFMpeg(fps=fps))
+    out = tmp_path / "run.mp4"
+    with pytest.raises(OSError) as caught:
+        animation.write(square_trajectory(), out, fps=4, dpi=20, losses=False)
+    assert caught.value.filename == str(out)
+    assert caught.value.strerror == "ffmpeg could not write the movie (No space left on device)"
+    assert folder_listing(tmp_path) == []

@@ -120,6 +120,18 @@ def test_export_to_an_empty_path_names_the_option(smoke_store: Path,
     assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no file\n")
 
 
+@pytest.mark.parametrize("command", ["figures", "report", "reproduce", "sensitivity"])
+def test_an_empty_output_folder_is_refused(smoke_store: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    # An empty --out would otherwise write into the current folder.
+    monkeypatch.chdir(tmp_path)
+    source = [] if command in ("reproduce", "sensitivity") else ["--store", smoke_store]
+    code, out, err = run_cli(capsys, command, *source, "--out", "")
+    assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no folder\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
         smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
@@ -135,3 +147,28 @@ def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
     written = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert [p.name for p in written if p.stat().st_size == 0 or p.suffix == ".partial"] == []
     assert not (out / "report.html").exists() and not (out / "runs.csv").exists()
+
+
+@pytest.mark.parametrize("out", ["{store}", "{folder}/movie.gif"], ids=["store", "link"])
+def test_animate_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture, out: str) -> None:
+    store = tmp_path / "runs.sqlite"
+    shutil.copyfile(smoke_store, store)
+    (tmp_path / "movie.gif").symlink_to(store)
+    before = store.read_bytes()
+    path = out.format(store=store, folder=tmp_path)
+    code, stdout, err = run_cli(capsys, "animate", "--store", store, "--run", "any",
+                                "--out", path)
+    assert (code, stdout) == (2, "")
+    assert err == (f"toyrelu: error: out: {path} is the file being read ({store}); "
+                   "write to another path\n")
+    assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("out, words", [("", "an empty path names no file"),
+                                        (".", ". is a folder; give a file name")])
+def test_animate_to_an_empty_path_or_a_folder_names_the_option(
+        smoke_store: Path, capsys: pytest.CaptureFixture, out: str, words: str) -> None:
+    code, stdout, err = run_cli(capsys, "animate", "--store", smoke_store, "--run", "any",
+                                "--out", out)
+    assert (code, stdout, err) == (2, "", f"toyrelu: error: out: {words}\n")

@@ -18,6 +18,7 @@ from toyrelu.analysis import sensitivity as S
 from toyrelu.core import model
 from toyrelu.core import paper as the_paper
 from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.core.trainer import Diverged
 from toyrelu.figures import sensitivity as fs
 from toyrelu.report import sensitivity as R
 from toyrelu.runs import knobs as K
@@ -87,11 +88,21 @@ def test_reduced_study_fits_in_30_minutes_on_2_cores() -> None:
 @pytest.mark.parametrize("args, field", [
     (("nope",), "base"), (("smoke", ["steps", "wat"]), "knobs"), (("smoke", []), "knobs"),
     (("smoke", None, [-1]), "seed"), (("smoke", None, []), "seeds"),
+    (("smoke", None, [0, 1, 0]), "seeds"), (("smoke", ["eps", "lr", "eps"]), "knobs"),
 ])
 def test_bad_study_input_names_the_field(args: tuple, field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field}: ") as info:
         K.study(*args)
     assert "\n" not in str(info.value)
+
+
+def test_a_value_given_twice_is_refused_wherever_a_study_is_built() -> None:
+    # A seed twice made every cell count its run twice, so no cell looked finished.
+    base = K.BASES["smoke"]
+    with pytest.raises(ConfigError, match="^seeds: 0 is given twice"):
+        K.Study(base, (K.knobs_for(base.config)["eps"],), (0, 0))
+    with pytest.raises(ConfigError, match="^n_train: 10 is given twice"):
+        K.Base("b", "twice", base.config, (10, 10), (0,))
 
 
 # --------------------------------------------------------------------------- tables
@@ -441,6 +452,8 @@ def test_cli_resumes_and_prints_the_ranking(smoke_dir: Path, tmp_path: Path,
     (["--base", "huge"], "toyrelu: error: base: 'huge' is unknown (choose from smoke, quick, "),
     (["--seeds", "x"], "toyrelu: error: seed: 'x' is not a valid value"),
     (["--workers", "0"], "toyrelu: error: workers: 0 must be an integer >= 1"),
+    (["--seeds", "0,0"], "toyrelu: error: seeds: 0 is given twice"),
+    (["--knobs", "eps,eps"], "toyrelu: error: knobs: 'eps' is given twice"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(argv: list, message: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
@@ -449,6 +462,53 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv: list, message: str, tmp_path
     assert code == 2 and out == ""
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def diverging(failing=lambda config: True):
+    """A trainer that diverges on the configs ``failing`` picks and trains the others."""
+    train = training.TRAINERS["fused"]
+
+    def trainer(config: RunConfig, *args, **kwargs):
+        if failing(config):
+            raise Diverged("non-finite loss at step 1")
+        return train(config, *args, **kwargs)
+
+    return trainer
+
+
+SMALL = ["sensitivity", "--base", "smoke", "--knobs", "decay_bias", "--seeds", "0",
+         "--workers", "1", "--device", "cpu"]
+
+
+def test_a_study_whose_runs_all_fail_exits_1_and_keeps_the_old_outputs(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    earlier = "# Sensitivity of the bump: an earlier study\n"
+    (tmp_path / "sensitivity.md").write_text(earlier)
+    monkeypatch.setitem(training.TRAINERS, "fused", diverging())
+    for attempt in ("trains and fails", "finds them failed"):
+        code, out, err = run_cli(capsys, *SMALL, "--out", tmp_path)
+        assert (code, out) == (1, ""), attempt
+        assert err.splitlines()[-1] == (
+            f"toyrelu: error: every run of the study failed (6), so nothing is written to "
+            f"{tmp_path}; the reasons are in the error column of toyrelu export --store "
+            f"{tmp_path / 'runs.sqlite'}"), attempt
+        assert "No run" not in err and "finished" not in err
+        assert (tmp_path / "sensitivity.md").read_text() == earlier
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite", "sensitivity.md"]
+
+
+def test_a_study_whose_base_runs_fail_says_so_and_draws_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(training.TRAINERS, "fused", diverging(lambda c: c.decay_bias))
+    code, out, err = run_cli(capsys, *SMALL, "--out", tmp_path)
+    assert code == 0, err
+    sentence = ("No run of the smoke base itself finished, so no knob value can be compared "
+                "with it.")
+    assert out.splitlines()[0] == sentence
+    text = (tmp_path / "sensitivity.md").read_text()
+    assert sentence in text and "| W only |" in text
+    assert (tmp_path / "sensitivity_decay_bias.png").is_file()
+    assert not (tmp_path / "sensitivity_ranking.png").exists()
 
 
 def test_section_of_the_study_store(smoke_dir: Path, tmp_path: Path) -> None:

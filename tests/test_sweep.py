@@ -18,7 +18,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,8 +27,7 @@ import pytest
 from helpers import assert_close
 from toyrelu.core import data, metrics
 from toyrelu.core.config import ConfigError, RunConfig
-from toyrelu.engines.cpu import engine
-from toyrelu.runs import executors, progress, sweep, training
+from toyrelu.runs import progress, sweep, training
 from toyrelu.runs.executors import InProcess, LocalProcesses, executor
 from toyrelu.runs.grid import cost, grid
 from toyrelu.runs.progress import Progress
@@ -345,62 +343,6 @@ def test_local_processes_give_bitwise_the_same_runs_as_in_process(tmp_path: Path
             for name in left:
                 assert left[name].dtype == right[name].dtype
                 np.testing.assert_array_equal(right[name], left[name], err_msg=name)
-
-
-class InlinePool:
-    """A stand-in for ProcessPoolExecutor that runs each submitted call at once, in this
-    process, and records it."""
-
-    calls: list[tuple[str, tuple]] = []
-
-    def __init__(self, *args, **kwargs) -> None:
-        InlinePool.calls = []
-
-    def __enter__(self) -> InlinePool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def submit(self, fn, *args) -> Future:
-        self.calls.append((fn.__name__, args))
-        future: Future = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-def test_workers_compile_each_kind_of_kernels_once_before_any_run(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    compiled = []
-    monkeypatch.setattr(executors, "ProcessPoolExecutor", InlinePool)
-    monkeypatch.setattr(training, "compile_kernels", lambda *kind: compiled.append(kind))
-    monkeypatch.setattr(executors, "_run_in_worker", lambda config: config.run_id)
-    big = engine.CELLS_FROM
-    configs = [BASE.replace(n_train=T, n_hidden=m, seed=seed)
-               for T in (5, big) for m in (2, 4) for seed in (0, 1)]
-    configs.append(BASE.replace(n_train=math.inf, n_hidden=3))
-    configs.append(BASE.replace(n_train=big, engine="reference"))
-    done = list(LocalProcesses(2).map(configs, lambda run_id, k: None))
-    assert sorted(done) == sorted(c.run_id for c in configs)
-    # Every kind once, longest compile first (split-cell step, then larger m), then the runs.
-    kinds = [(4, "float32", True), (2, "float32", True), (4, "float32", False),
-             (3, "float32", False), (2, "float32", False)]
-    assert compiled == kinds
-    names = [name for name, _ in InlinePool.calls]
-    assert names == ["_compile_in_worker"] * len(kinds) + ["<lambda>"] * len(configs)
-
-
-def test_a_kind_that_fails_to_compile_leaves_the_runs_to_report_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def broken(*kind) -> None:
-        raise RuntimeError("no compiler")
-
-    monkeypatch.setattr(executors, "ProcessPoolExecutor", InlinePool)
-    monkeypatch.setattr(training, "compile_kernels", broken)
-    monkeypatch.setattr(executors, "_run_in_worker", lambda config: config.run_id)
-    assert list(LocalProcesses(2).map([BASE], lambda run_id, k: None)) == [BASE.run_id]
 
 
 # ------------------------------------------------------------------------------- progress

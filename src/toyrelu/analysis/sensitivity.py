@@ -206,7 +206,10 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
     the closest one, the values that remove the bump, and the knobs whose values all stay
     within the base's seed spread."""
     if bump.empty:
-        return "No finished runs yet."
+        return "No run of the study has finished: none is stored, or every one failed."
+    if not bump["is_base"].any():
+        return (f"No run of the {base.name} base itself finished, so no knob value can be "
+                "compared with it.")
     height, place = paper.BUMP_PEAK - 1, base.paper_onset_T
     lo, hi = 1 + height / HEIGHT_SLACK, 1 + height * HEIGHT_SLACK
     b = bump[bump["is_base"]].iloc[0]

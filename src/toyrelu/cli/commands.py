@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 
 from toyrelu.cli.options import overrides
 from toyrelu.cli.parser import DamagedRuns, RunsFailed, UsageError
+from toyrelu.runs import limits
 from toyrelu.runs.presets import PRESETS, Preset
-from toyrelu.runs.resources import default_workers, resolve_device
+from toyrelu.runs.resources import default_workers, resolve_device, usable_workers
 
 if TYPE_CHECKING:
+    from toyrelu.core.config import RunConfig
     from toyrelu.runs.executors import Executor
+    from toyrelu.runs.knobs import Study
     from toyrelu.runs.store import Store
 
 
@@ -31,8 +34,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     workers = _workers(args)
     device = _device(args)
     out = _out_dir(args.out)
+    configs = _checked(preset, workers, device)
     with Store(out / "runs.sqlite") as store:
-        _sweep(preset, store, args, workers, device)
+        _sweep(preset, configs, store, args, workers, device)
         found = reproduce.write(preset, store, out)
     for f in found:
         print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
@@ -45,8 +49,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     preset = _preset(args)
     workers = _workers(args)
     device = _device(args)
+    configs = _checked(preset, workers, device)
     with Store(args.store) as store:
-        _sweep(preset, store, args, workers, device)
+        _sweep(preset, configs, store, args, workers, device)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -94,8 +99,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     from toyrelu.analysis import dynamics
     from toyrelu.figures import animation
+    from toyrelu.runs.outputs import target
     from toyrelu.runs.store import Store
 
+    target(args.out, "out", inputs=[args.store])
     try:
         animation.movie_writer(args.out, args.fps)  # bad names fail before any work
         with Store(args.store, create=False) as store:
@@ -138,12 +145,18 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     knobs = None if args.knobs is None else [k.strip() for k in args.knobs.split(",")]
     study = make_study(args.base, knobs, args.seeds)
     workers, device, out = _workers(args), _device(args), _out_dir(args.out)
+    _check_runs(_study_configs(study), workers, device)
     with Store(out / "runs.sqlite") as store:
         print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
               f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
         study = sensitivity.run(study, store, _executor(args, workers, device),
                                 progress=sys.stderr)
         tables, sentence, _ = sensitivity_report.write(study, store, out)
+    if tables.bumps.empty:
+        # The sweep above stored every run, so an empty analysis means none finished.
+        raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
+                         f"is written to {out}; the reasons are in the error column of "
+                         f"toyrelu export --store {store.path}")
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
               f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
@@ -172,6 +185,9 @@ def _preset(args: argparse.Namespace) -> Preset:
     if restarts is not None:
         if restarts < 1:
             raise UsageError(f"restarts: {restarts} must be an integer >= 1")
+        if restarts > limits.MAX_RESTARTS:
+            raise UsageError(f"restarts: {restarts} initialisations of each dataset are more "
+                             f"than one sweep keeps (allowed: restarts <= {limits.MAX_RESTARTS:,})")
         if "restart" in values:
             raise UsageError("restarts: give either --restarts K or --restart values, not both")
         values["restart"] = list(range(restarts))
@@ -183,7 +199,39 @@ def _workers(args: argparse.Namespace) -> int:
         return default_workers()
     if args.workers < 1:
         raise UsageError(f"workers: {args.workers} must be an integer >= 1")
-    return args.workers
+    workers = usable_workers(args.workers)
+    if workers < args.workers:
+        print(f"toyrelu: note: --workers {args.workers} capped at {workers}, the cores this "
+              "process may use", file=sys.stderr)
+    return workers
+
+
+def _checked(preset: Preset, workers: int, device: str) -> list[RunConfig]:
+    """The preset's runs, counted before they are built (``Preset.configs``) and checked by
+    ``_check_runs``."""
+    configs = preset.configs()
+    _check_runs(configs, workers, device)
+    return configs
+
+
+def _check_runs(configs: list[RunConfig], workers: int, device: str) -> None:
+    """Refuse, before any store is opened, runs that no worker of this machine can train:
+    a hidden size the CPU kernels are not built for, or more memory than the machine has
+    with ``workers`` runs at once (``runs.limits``)."""
+    reason = limits.refusal(configs, workers=workers, device=device)
+    if reason is not None:
+        raise UsageError(reason)
+
+
+def _study_configs(study: Study) -> list[RunConfig]:
+    """The sensitivity study's runs, counted (knob values, restarts, T and seeds) before they
+    are built: no more than a sweep's ``limits.MAX_RUNS``."""
+    values = sum(value.restarts for knob in study.knobs for value in knob.values)
+    count = values * len(study.base.n_train) * len(study.seeds)
+    if count > limits.MAX_RUNS:
+        raise UsageError(f"seeds: {len(study.seeds):,} seeds make {count:,} runs of the study "
+                         f"(allowed: at most {limits.MAX_RUNS:,} runs in one sweep)")
+    return study.configs()
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -207,15 +255,16 @@ def _executor(args: argparse.Namespace, workers: int, device: str) -> Executor:
 
 
 def _out_dir(path: str) -> Path:
+    if not path:
+        raise UsageError("out: an empty path names no folder")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"out: {out} exists and is not a folder")
     return out
 
 
-def _sweep(preset: Preset, store: Store, args: argparse.Namespace, workers: int,
-           device: str) -> None:
-    configs = preset.configs()
+def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argparse.Namespace,
+           workers: int, device: str) -> None:
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from toyrelu.cli.commands import COMMANDS
 from toyrelu.cli.parser import RunsFailed, UsageError, parse
 from toyrelu.core.config import ConfigError
 
+# The signals that end a command cleanly: Ctrl-C, kill's default and a closed terminal.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stopping signal, raised where the command was, so that it unwinds as from Ctrl-C:
+    ``finally`` blocks stop worker processes and close the store."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 when every run a command trained failed,
-    2 bad input, 130 interrupted, 141 when the reader of stdout went away, as
-    ``toyrelu export --out - | head`` does)."""
+    2 bad input, 141 when the reader of stdout went away, as ``toyrelu export --out - | head``
+    does, and 128 + the signal's number when stopped by SIGINT, SIGTERM or SIGHUP: 130, 143,
+    129)."""
+    # A path given in bytes that are not UTF-8 reaches Python as lone surrogates; printing it
+    # back must give the user's bytes, not a UnicodeEncodeError after the work is done.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    with _stopping_signals_raise():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = parse(argv)
         COMMANDS[args.command](args)
@@ -33,11 +59,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"toyrelu: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("toyrelu: interrupted; finished runs are stored, rerun the same command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        # A closed terminal may take stderr with it; the exit code still says what happened.
+        with contextlib.suppress(OSError):
+            print(f"toyrelu: interrupted{by}; finished runs are stored, rerun the same command "
+                  f"to resume", file=sys.stderr)
+        return 128 + signum
     return 0
+
+
+@contextlib.contextmanager
+def _stopping_signals_raise() -> Iterator[None]:
+    """While the command runs, a stopping signal raises ``Stopped`` where the command is, and
+    the signals that follow it are ignored, so that a second Ctrl-C cannot cut the clean-up
+    short. A signal ignored already (``nohup`` ignores SIGHUP) stays ignored, and the handlers
+    in place before are restored afterwards (``main`` may be called in a process that has its
+    own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; Ctrl-C is then Python's default
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for s in before:
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    # A handler that Python did not install (None) could not be put back.
+    before = {s: h for s in STOPPING
+              if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
+    for s in before:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

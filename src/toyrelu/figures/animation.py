@@ -3,13 +3,17 @@
 Each frame draws what figure 1 of the paper draws for a finished run (``figures.plot_features``
 and ``figures.plot_hidden`` side by side) at one stored snapshot (``toyrelu.analysis.dynamics``),
 with the step in the title and the same axes limits in every frame, so that growth and rotation
-are visible. A GIF is written with Pillow (which comes with matplotlib), an MP4 with ffmpeg.
+are visible. A GIF is written with Pillow (which comes with matplotlib), an MP4 with ffmpeg, each
+to a temporary file beside the target that is renamed into place once complete
+(``toyrelu.runs.outputs.atomic_path``).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from PIL import Image
 from toyrelu import figures
 from toyrelu.analysis import dynamics
 from toyrelu.analysis.dynamics import Frame, Trajectory
+from toyrelu.runs import outputs
 
 FORMATS = (".gif", ".mp4")
 MARGIN = 1.12  # as figures._plane: a little room around the longest vector
@@ -110,7 +115,8 @@ def write(
 
     With ``losses`` each title shows the snapshot's train loss (about one training step of
     work per frame). ``on_frame(s)`` (if given) is called after frame ``s`` is drawn. Raises
-    ValueError as ``movie_writer`` does, and for n_hidden other than 2.
+    ValueError as ``movie_writer`` does, and for n_hidden other than 2; OSError naming ``out``
+    when it cannot be written (a full disk), leaving any earlier file there as it was.
     """
     m = trajectory.config.n_hidden
     if m != 2:
@@ -123,12 +129,20 @@ def write(
     # Fixed margins, not a layout engine: frames must not shift as the title's width changes.
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.86, wspace=0.06)
     axes = fig.subplots(1, 2)
-    with writer.saving(fig, str(out), dpi):
-        for s in range(len(trajectory)):
-            frame = dynamics.frame(trajectory, s, loss=losses)
-            draw_frame((axes[0], axes[1]), frame, radii=radii, style=style)
-            fig.suptitle(title(trajectory, frame))
-            writer.grab_frame()
-            if on_frame is not None:
-                on_frame(s)
+    try:
+        with outputs.atomic_path(out) as temporary, writer.saving(fig, str(temporary), dpi):
+            for s in range(len(trajectory)):
+                frame = dynamics.frame(trajectory, s, loss=losses)
+                draw_frame((axes[0], axes[1]), frame, radii=radii, style=style)
+                fig.suptitle(title(trajectory, frame))
+                writer.grab_frame()
+                if on_frame is not None:
+                    on_frame(s)
+    except subprocess.CalledProcessError as exc:
+        # ffmpeg reports a full disk or a codec it lacks by its exit status and stderr.
+        err = exc.stderr or ""
+        said = (err.decode(errors="replace") if isinstance(err, bytes) else err).splitlines()
+        reason = said[-1].strip() if said else f"exit status {exc.returncode}"
+        raise OSError(errno.EIO, f"ffmpeg could not write the movie ({reason})",
+                      str(out)) from None
     return out

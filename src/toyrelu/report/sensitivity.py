@@ -87,11 +87,14 @@ def draw(study: Study, tables: Tables, out: Path) -> list[str]:
     if tables.bumps.empty:
         return []
     names = []
-    figures.save(fs.ranking_figure(tables.ranking), out, "sensitivity_ranking")
-    names.append("sensitivity_ranking.png")
+    # Without the base's runs there is no ranking and no tail of the base to draw.
+    if not tables.ranking.empty:
+        figures.save(fs.ranking_figure(tables.ranking), out, "sensitivity_ranking")
+        names.append("sensitivity_ranking.png")
     base_rows = tables.per_T[tables.per_T["is_base"]].drop_duplicates("n_train")
-    figures.save(fs.tail_figure(base_rows), out, "sensitivity_tail")
-    names.append("sensitivity_tail.png")
+    if not base_rows.empty:
+        figures.save(fs.tail_figure(base_rows), out, "sensitivity_tail")
+        names.append("sensitivity_tail.png")
     for knob in study.knobs:
         rows = tables.per_T[tables.per_T["knob"] == knob.name]
         bump = tables.bumps[tables.bumps["knob"] == knob.name]
@@ -105,9 +108,14 @@ def draw(study: Study, tables: Tables, out: Path) -> list[str]:
 
 def write(study: Study, store: Store, out: Path) -> tuple[Tables, str, list[str]]:
     """Analyse ``study`` from ``store`` and write its figures and sensitivity.md into ``out``;
-    returns (tables, verdict sentence, figure names)."""
+    returns (tables, verdict sentence, figure names).
+
+    A study without one finished run writes nothing (``tables.bumps`` is empty), so that an
+    earlier sensitivity.md and its figures are never replaced by an empty page."""
     tables = analyse(study, store, features=True)
     sentence = verdict(study.base, tables.bumps)
+    if tables.bumps.empty:
+        return tables, sentence, []
     names = draw(study, tables, out)
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_text(out / "sensitivity.md", markdown(study, tables, sentence, names))
@@ -149,10 +157,11 @@ def section(store: Store, out: Path) -> Section | None:
     tables, sentence, names = write(found, store, Path(out))
     if tables.bumps.empty:
         return None
-    base = tables.bumps[tables.bumps["is_base"]].iloc[0]
+    base = tables.bumps[tables.bumps["is_base"]]
     matches = paper_matches(found.base, tables.bumps)
     matches = matches[~matches["stated"]]
-    measured = f"base {base.peak_mean:.3g} at T = {int(base.peak_T):,}; " + (
+    measured = ("no base run finished; " if base.empty else
+                f"base {base.iloc[0].peak_mean:.3g} at T = {int(base.iloc[0].peak_T):,}; ") + (
         "; ".join(f"{r.knob} = {r.value}: {r.peak_mean:.4g} at T = {int(r.peak_T):,}, "
                   f"generalization from T = {int(r.onset_T):,}"
                   for r in matches.iloc[:3].itertuples())

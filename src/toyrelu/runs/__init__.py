@@ -1,6 +1,7 @@
 """Running configs and keeping their results: ``training`` (one run: prepare, train, evaluate),
-``grid`` (sweep grids and their cost), ``presets`` and ``knobs`` (named sweeps and the
-sensitivity study), ``resources`` (the device and the number of workers), ``executors``
-(where runs train), ``sweep`` (resumable sweeps), ``progress``, ``store`` (the SQLite
-results, with ``store_schema``, ``store_leases`` and ``store_check``) and ``outputs`` (output
-files written whole, never onto an input)."""
+``grid`` (sweep grids and their cost), ``presets`` and ``knobs`` (named sweeps and the sensitivity
+study), ``resources`` (the device and the number of workers), ``limits`` (what a machine can hold: a
+run's memory, the sizes refused before any work), ``executors`` (where runs train, with ``workers``,
+the local process pool), ``sweep`` (resumable sweeps), ``progress``, ``store`` (the SQLite results,
+with ``store_schema``, ``store_leases`` and ``store_check``) and ``outputs`` (output files written
+whole, never onto an input)."""

@@ -8,27 +8,31 @@ same config and seed give the same stored numbers wherever they run.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
 from toyrelu.core.config import RunConfig
 from toyrelu.core.trainer import Snapshot
-from toyrelu.runs import training
+from toyrelu.runs import training, workers
 from toyrelu.runs.grid import cost
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback, run_one
 
 # start(config): called in the main process right before ``config`` starts training; a config
-# for which it returns False is skipped (another sweep trains it).
+# for which it returns False is skipped (no outcome).
 StartCallback = Callable[[RunConfig], bool]
 
 
 class Executor(Protocol):
-    """Runs ``run_one`` over configs, yielding outcomes as they finish (in any order)."""
+    """Runs ``run_one`` over configs, yielding outcomes as they finish (in any order).
+
+    ``start(config)``, if given, is called in this process right before the executor begins
+    training ``config``; a config for which it returns False is skipped and gives no outcome.
+    Stopping the iteration (an interrupt, ``close()``) stops the runs in flight, which give no
+    outcome either. A run that fails for reasons of the machine rather than of its config (a
+    worker process that died) comes back with status "error".
+    """
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
             start: StartCallback | None = None) -> Iterator[Outcome]: ...
@@ -44,45 +48,24 @@ class InProcess:
                 yield run_one(config, on_steps)
 
 
-_progress_queue: Any = None
-
-
-def _init_worker(queue: Any) -> None:
-    global _progress_queue
-    _progress_queue = queue
-    # One process per core: threads of a run (numba's or a reference run's torch threads) would
-    # only compete with the other workers.
-    import numba
-    import torch
-
-    numba.set_num_threads(1)
-    torch.set_num_threads(1)
-
-
-def _worker_steps(run_id: str, k: int) -> None:
-    _progress_queue.put((run_id, k))
-
-
-def _run_in_worker(config: RunConfig) -> Outcome:
-    return run_one(config, _worker_steps)
-
-
-def _compile_in_worker(kind: training.KernelKind) -> None:
-    # A kind that fails to compile fails its runs, which store the reason.
-    with contextlib.suppress(Exception):
-        training.compile_kernels(*kind)
+def compile_order(configs: Sequence[RunConfig]) -> list[training.KernelKind]:
+    """The kinds of kernels ``configs`` take, each once, longest to compile first: the
+    split-cell kernels, then larger m."""
+    kinds = {kind for c in configs for kind in training.kernel_kinds(c)}
+    return sorted(kinds, key=lambda k: (not k[2], -k[0], k[1]))
 
 
 class LocalProcesses:
     """Runs configs in ``workers`` single-threaded local processes (default: one per core).
 
     Separate processes use the cores more reliably than threads inside one step
-    (docs/engines.md).
-    Workers are started with "spawn", which is safe whatever threads the parent has started.
-    Before the first run, the workers compile the kinds of kernels the runs need
-    (``training.kernel_kinds``), each kind in one worker, longest first: on a fresh install
-    every worker would otherwise compile every kind itself (tens of seconds each) before its
-    first run. With the kernels already cached on disk this only loads them.
+    (docs/engines.md). The workers (``runs.workers``) are started with "spawn", which is safe
+    whatever threads the parent has started; they ignore Ctrl-C, are stopped when the
+    iteration stops, and end with this process however it ends. Before the first run, the
+    workers compile the kinds of kernels the runs need (``compile_order``), each kind in one
+    worker: on a fresh install every worker would otherwise compile every kind itself (tens of
+    seconds each) before its first run. With the kernels already cached on disk this only
+    loads them. Runs are then handed out in the order given, one to each free worker.
     """
 
     def __init__(self, workers: int | None = None):
@@ -90,36 +73,14 @@ class LocalProcesses:
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
             start: StartCallback | None = None) -> Iterator[Outcome]:
-        configs = [c for c in configs if start is None or start(c)]
-        context = multiprocessing.get_context("spawn")
-        queue = context.Queue()
-        with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_init_worker, initargs=(queue,)
-        ) as pool:
-            kinds = {kind for c in configs for kind in training.kernel_kinds(c)}
-            # The split-cell kernels and larger m take longest to compile.
-            wait([pool.submit(_compile_in_worker, kind)
-                  for kind in sorted(kinds, key=lambda k: (not k[2], -k[0], k[1]))])
-            pending: set[Future[Outcome]] = {pool.submit(_run_in_worker, c) for c in configs}
-            try:
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    _drain(queue, on_steps)
-                    for future in done:
-                        yield future.result()
-            finally:
-                for future in pending:
-                    future.cancel()
-                _drain(queue, on_steps)
-
-
-def _drain(queue: Any, on_steps: StepsCallback) -> None:
-    while not queue.empty():
-        try:
-            run_id, k = queue.get_nowait()
-        except Exception:  # noqa: BLE001 - an empty queue raced with empty()
+        if not configs:
             return
-        on_steps(run_id, k)
+        pool = workers.Pool(min(self.workers, len(configs)))
+        try:
+            pool.compile(compile_order(configs))
+            yield from pool.run(configs, on_steps, start)
+        finally:
+            pool.close()
 
 
 class GpuBatches:
@@ -166,10 +127,14 @@ class GpuBatches:
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
             start: StartCallback | None = None) -> Iterator[Outcome]:
-        configs = [c for c in configs if start is None or start(c)]
-        yield from InProcess().map([c for c in configs if c.engine == "reference"], on_steps)
+        """Reference runs first, one by one; then each batch, whose configs are offered to
+        ``start`` right before the batch trains (a batch trains the configs it accepts)."""
+        yield from InProcess().map([c for c in configs if c.engine == "reference"], on_steps,
+                                   start)
         for batch in self.batches([c for c in configs if c.engine != "reference"]):
-            yield from self._train(batch, on_steps)
+            accepted = [c for c in batch if start is None or start(c)]
+            if accepted:
+                yield from self._train(accepted, on_steps)
 
     def _train(self, batch: list[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
         from toyrelu.engines import gpu

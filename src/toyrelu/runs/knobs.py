@@ -92,6 +92,16 @@ def knobs_for(base: RunConfig) -> dict[str, Knob]:
 KNOB_NAMES = tuple(knobs_for(RunConfig()))
 
 
+def once(name: str, values: Sequence[Any]) -> None:
+    """Raise ConfigError naming field ``name`` if a value comes twice in ``values``: a study's
+    cell would then count the same run twice and never look finished."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{name}: {value!r} is given twice (give each value once)")
+        seen.add(value)
+
+
 @dataclass(frozen=True)
 class Base:
     """The config the knobs vary around, the T grid and seeds, and where the paper puts the
@@ -102,6 +112,10 @@ class Base:
     config: RunConfig
     n_train: tuple[int, ...]
     seeds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        once("n_train", self.n_train)
+        once("seeds", self.seeds)
 
     @property
     def paper_peak_T(self) -> int:
@@ -133,6 +147,10 @@ class Study:
     knobs: tuple[Knob, ...]
     seeds: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        once("knobs", [k.name for k in self.knobs])
+        once("seeds", self.seeds)
+
     def cells(self) -> list[tuple[Knob, KnobValue, int, int]]:
         return [(k, v, T, s) for k in self.knobs for v in k.values
                 for T in self.base.n_train for s in self.seeds]
@@ -149,7 +167,7 @@ class Study:
 def study(base: str, knobs: Sequence[str] | None = None,
           seeds: Sequence[int] | None = None) -> Study:
     """The study of the named base over ``knobs`` (default all) and ``seeds`` (default the
-    base's); unknown names raise ConfigError naming the allowed ones."""
+    base's); unknown names and a knob or seed given twice raise ConfigError naming the field."""
     if base not in BASES:
         raise ConfigError(f"base: {base!r} is unknown (choose from {', '.join(BASES)})")
     chosen = BASES[base]
@@ -164,4 +182,4 @@ def study(base: str, knobs: Sequence[str] | None = None,
         chosen.config.replace(seed=s)  # validates
     if not seeds:
         raise ConfigError("seeds: give at least one seed")
-    return Study(chosen, tuple(available[k] for k in dict.fromkeys(names)), seeds)
+    return Study(chosen, tuple(available[k] for k in names), seeds)

@@ -1,8 +1,9 @@
 """Writing output files safely: whole or not at all, and never onto what is being read.
 
-Every file a command writes (exports, figures, reports, summaries) goes through ``atomic``: the
-bytes go to a temporary file in the same folder, which replaces the target by a rename only
-once it is complete and flushed to disk. A full disk or an interrupt leaves the old file (or
+Every file a command writes (exports, figures, reports, summaries) goes through ``atomic``, or
+``atomic_path`` for a writer that opens the file by name (animations): the bytes go to a
+temporary file in the same folder, which replaces the target by a rename only once it is
+complete and flushed to disk. A full disk or an interrupt leaves the old file (or
 none) and no partial one, and the error names the target. ``target`` refuses a path that is
 empty, a folder, or the very file a command reads from (the store), which a careless
 ``--out runs.sqlite`` would otherwise overwrite.
@@ -64,6 +65,35 @@ def atomic(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, out)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise OSError(exc.errno, exc.strerror, str(out)) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside ``path`` for a writer that opens files by name, as
+    matplotlib's movie writers do: it ends in the suffix of ``path``, since such writers pick
+    the format by it. The file is synced and renamed over ``path`` when the block ends without
+    error, and removed when it raises; ``OSError`` is raised again with ``path`` as its file
+    name, as ``atomic`` does. The folder must exist."""
+    out = Path(path)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".partial{out.suffix}",
+                                        dir=out.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, out)
     except BaseException as exc:

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toyrelu.core import paper
-from toyrelu.core.config import RunConfig
+from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.runs.grid import cost, grid
+from toyrelu.runs.limits import MAX_RUNS
 
 PAPER_T = paper.T_LIST
 GEOMETRY_T = paper.GEOMETRY_T
@@ -76,8 +77,21 @@ class Preset:
             raise ValueError(f"experiment: {self.experiment!r} must be one of "
                              f"{', '.join(EXPERIMENTS)}")
 
+    def size(self) -> int:
+        """The runs of the sweep before repeated combinations are dropped: the product of the
+        axis lengths, summed over the blocks, counted without building a config."""
+        return sum(math.prod(len(values) for values in {**self.axes, **block}.values())
+                   for block in self.blocks or ({},))
+
     def configs(self) -> list[RunConfig]:
-        """Every run of the sweep, each once."""
+        """Every run of the sweep, each once. A sweep of more than ``limits.MAX_RUNS`` runs
+        (``size``) raises ConfigError, naming its longest axis, before any config is built."""
+        if self.size() > MAX_RUNS:
+            axes = [axis for part in (self.axes, *self.blocks) for axis in part.items()]
+            name, values = max(axes, key=lambda axis: len(axis[1]))
+            raise ConfigError(f"{name}: {len(values):,} values make {self.size():,} runs with "
+                              f"the other axes (allowed: at most {MAX_RUNS:,} runs in one "
+                              "sweep)")
         out: dict[str, RunConfig] = {}
         for block in self.blocks or ({},):
             for config in grid(self.base, {**self.axes, **block}):

@@ -13,6 +13,12 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def usable_workers(requested: int) -> int:
+    """``requested`` workers, at most ``default_workers``: more single-threaded workers than
+    cores only take turns on them, and each holds a run in memory."""
+    return min(requested, default_workers())
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 

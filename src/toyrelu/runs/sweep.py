@@ -76,14 +76,18 @@ def run_sweep(
         if bar is not None:
             bar.on_steps(run_id, k)
 
+    # Closed explicitly, so that an interrupt landing in put or the bar stops the executor's
+    # workers at once rather than whenever the generator is collected.
+    outcomes = runner.map(todo, on_steps, start)
     try:
-        for outcome in runner.map(todo, on_steps, start):
+        for outcome in outcomes:
             store.put(outcome.run_id, outcome.config, outcome.metrics, outcome.arrays)
             status = outcome.metrics["status"]
             counts[status if status in FINISHED else "error"] += 1
             if bar is not None:
                 bar.on_run()
     finally:
+        getattr(outcomes, "close", lambda: None)()
         store.release()
         if bar is not None:
             bar.close()

@@ -22,6 +22,7 @@ from toyrelu.core.data import SparseData
 from toyrelu.core.trainer import Diverged, Snapshot, Trainer, flush_denormals
 from toyrelu.engines import reference
 from toyrelu.engines.cpu import engine
+from toyrelu.runs.limits import check_hidden
 
 TRAINERS: dict[str, Trainer] = {"fused": engine.train, "reference": reference.train}
 # on_steps(run_id, k): k more steps of the run done
@@ -95,7 +96,10 @@ def prepare(config: RunConfig) -> Prepared:
 def run(config: RunConfig, *, on_steps: Callable[[int], None] | None = None) -> RunResult:
     """Train ``config`` and evaluate it; a diverging run comes back failed, never raised.
 
-    With ``config.snapshot_every > 0`` the result also holds the (step, W, b) snapshots."""
+    With ``config.snapshot_every > 0`` the result also holds the (step, W, b) snapshots.
+    A hidden size the CPU engine's kernels are not built for raises ConfigError before any
+    work (``limits.hidden_refusal``)."""
+    check_hidden(config)
     flush_denormals()
     start = time.perf_counter()
     ready = prepare(config)
