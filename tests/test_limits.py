@@ -200,15 +200,15 @@ def test_byte_counts_are_shown_in_binary_units() -> None:
 def test_a_grid_is_counted_before_it_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(presets, "grid", lambda *a: pytest.fail("built a grid"))
     big = PRESETS["quick"].override({"seed": list(range(10_000)), "n_train": list(range(1, 21))})
-    assert big.size() == 200_000
-    with pytest.raises(ConfigError, match=r"^seed: 10,000 values make 200,000 runs with the "
+    assert big.size() == 400_000  # under both procedures
+    with pytest.raises(ConfigError, match=r"^seed: 10,000 values make 400,000 runs with the "
                                           r"other axes \(allowed: at most 100,000 runs"):
         big.configs()
 
 
 def test_blocks_add_up_in_the_count() -> None:
-    # sparsity-quick: 4 blocks (one per S) of 6 T each, 3 seeds: 72 runs.
-    assert PRESETS["sparsity-quick"].size() == 72 == len(PRESETS["sparsity-quick"].configs())
+    # sparsity-quick: 4 blocks (one per S) of 6 T each, 3 seeds, both procedures: 144 runs.
+    assert PRESETS["sparsity-quick"].size() == 144 == len(PRESETS["sparsity-quick"].configs())
     many = Preset("many", "", RunConfig(), {"seed": tuple(range(1_000))},
                   blocks=({"n_train": tuple(range(1, 60))}, {"n_train": tuple(range(1, 50))}))
     assert many.size() == 108_000
@@ -235,7 +235,7 @@ CLI_PROBES = {
     "n_hidden 200": (["--n-hidden", "200"], "n_hidden: 200 is more than"),
     "restarts": (["--restarts", "100000000"], "restarts: 100000000 initialisations"),
     "grid": (["--n-train", ",".join(map(str, range(1, 2_001))), "--seeds",
-              ",".join(map(str, range(100)))], "n_train: 2,000 values make 200,000 runs"),
+              ",".join(map(str, range(100)))], "n_train: 2,000 values make 400,000 runs"),
 }
 
 
