@@ -54,25 +54,8 @@ def atomic(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[
     (a full disk, a missing folder) is raised again with ``path`` as its file name."""
     if mode not in ("w", "wb"):
         raise ValueError(f"mode: {mode!r} must be 'w' or 'wb'")
-    out = Path(path)
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial",
-                                             dir=out.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(out)) from None
-    try:
-        with os.fdopen(handle, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, out)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise OSError(exc.errno, exc.strerror, str(out)) from None
-        raise
+    with atomic_path(path) as temporary, open(temporary, mode, **kwargs) as f:
+        yield f
 
 
 @contextlib.contextmanager
