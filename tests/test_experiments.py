@@ -86,6 +86,20 @@ def test_paper_preset_covers_the_full_m2_T_list_with_infinity():
     assert all(c.infinite == (c.n_train == math.inf) for c in configs)
 
 
+def test_paper_laptop_preset_is_the_paper_m2_setting_over_the_T_of_its_bump_and_pentagon():
+    # core/paper.py: the bump at T = 2,000, the pentagon from T = 10,000; n = 10,000, S = 0.999,
+    # 50,000 steps. The T come from the paper's list, up to the pentagon.
+    configs = PRESETS["paper-laptop"].configs()
+    T = sorted({c.n_train for c in configs})
+    assert T == [3, 5, 10, 30, 100, 500, 2_000, 10_000] and set(T) <= set(PAPER_T)
+    assert {(c.n_features, c.sparsity, c.n_hidden, c.steps) for c in configs} == {
+        (10_000, 0.999, 2, 50_000)}
+    assert len(configs) == 8 * 2 * 2  # 2 seeds, both procedures
+    assert {c.loss_reduction for c in configs} == {"sum", "mean"}
+    assert PRESETS["paper-laptop"].experiment == "double-descent"
+    assert set(PRESETS["paper-laptop"].geometry_T) <= set(T)
+
+
 def test_heatmap_preset_is_the_paper_grid():
     configs = PRESETS["heatmap"].configs()
     assert sorted({c.n_hidden for c in configs}) == [2, 3, 4, 5, 6, 7, 8, 9, 10, 16]

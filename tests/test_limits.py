@@ -100,7 +100,8 @@ def test_the_chunk_plan_grows_as_chunks_shrink() -> None:
 
 
 def test_the_quick_preset_passes(capsys: pytest.CaptureFixture) -> None:
-    for name in ("smoke", "quick", "quick-full", "heatmap-quick", "sparsity-quick"):
+    for name in ("smoke", "quick", "quick-full", "paper-laptop", "heatmap-quick",
+                 "sparsity-quick"):
         assert limits.refusal(PRESETS[name].configs(), workers=2, memory=4 * GiB) is None
     assert limits.refusal(PRESETS["quick"].configs(), workers=default_workers()) is None
 

@@ -28,6 +28,9 @@ from toyrelu.runs.limits import MAX_RUNS
 PAPER_T = paper.T_LIST
 GEOMETRY_T = paper.GEOMETRY_T
 QUICK_T = (3, 5, 6, 8, 10, 15, 30, 50, 100, 200, 300, 500, 1_000, 2_000, 5_000)
+# The paper's T list up to its pentagon, trimmed to what 2 CPU cores afford at paper scale: the
+# memorization regime, the bump (paper.BUMP_T) and the pentagon (paper.LARGE_T).
+LAPTOP_T = (3, 5, 10, 30, 100, 500, paper.BUMP_T, paper.LARGE_T)
 HEATMAP_M = paper.HEATMAP_M
 HEATMAP_T = paper.HEATMAP_T
 WEIGHT_DECAYS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
@@ -157,6 +160,15 @@ _PRESETS = [
         "scale the paper's mean over features should give the paper's numbers",
         PAPER_BASE,
         {"n_train": PAPER_T, "seed": SEEDS, "loss_reduction": PROCEDURES},
+    ),
+    Preset(
+        "paper-laptop",
+        "the paper's m = 2 setting (n = 10,000, S = 0.999, 50,000 steps) on a laptop: T = 3, "
+        "5, 10, 30, 100 (memorization), 500, 2,000 (the paper's bump) and 10,000 (the "
+        "pentagon), 2 seeds, both procedures",
+        PAPER_BASE,
+        {"n_train": LAPTOP_T, "seed": (0, 1), "loss_reduction": PROCEDURES},
+        geometry_T=(3, 5, 10, 30),
     ),
     Preset(
         "quick-full",
