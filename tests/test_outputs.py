@@ -172,3 +172,33 @@ def test_animate_to_an_empty_path_or_a_folder_names_the_option(
     code, stdout, err = run_cli(capsys, "animate", "--store", smoke_store, "--run", "any",
                                 "--out", out)
     assert (code, stdout, err) == (2, "", f"toyrelu: error: out: {words}\n")
+
+
+def test_a_path_that_is_no_regular_file_is_written_in_place(smoke_store: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    # A rename would replace /dev/null itself (as root) or a named pipe with a regular file.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", fifo)
+        received = os.read(read, 1 << 20)
+    finally:
+        os.close(read)
+    assert (code, err) == (0, "")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert received.startswith(b"run_id,")
+    code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", os.devnull)
+    assert (code, err) == (0, "") and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_a_link_is_followed_and_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    real.chmod(0o600)
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    with atomic(link) as f:
+        f.write("new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600

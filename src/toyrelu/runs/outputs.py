@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -64,8 +65,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     matplotlib's movie writers do: it ends in the suffix of ``path``, since such writers pick
     the format by it. The file is synced and renamed over ``path`` when the block ends without
     error, and removed when it raises; ``OSError`` is raised again with ``path`` as its file
-    name, as ``atomic`` does. The folder must exist."""
-    out = Path(path)
+    name, as ``atomic`` does. The folder must exist.
+
+    What a rename cannot replace is written in place: a path that is not a regular file
+    (``/dev/null``, a named pipe) is handed to the writer as it is, and a symbolic link is
+    followed, so the file it points to is replaced and the link kept. A file replaced keeps its
+    permissions."""
+    out = Path(os.path.realpath(path))
+    if out.exists() and not out.is_file():
+        with _naming(out):
+            yield out
+        return
+    mode = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o666 & ~_umask()
     try:
         handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".partial{out.suffix}",
                                         dir=out.parent)
@@ -77,14 +88,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
+        os.chmod(temporary, mode)
         os.replace(temporary, out)
-    except BaseException as exc:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
-            raise OSError(exc.errno, exc.strerror, str(out)) from None
-        raise
+        with _naming(out):
+            raise
+
+
+@contextlib.contextmanager
+def _naming(out: Path) -> Iterator[None]:
+    """An ``OSError`` of the block raised again with ``out`` as its file name (a broken pipe
+    stays one: the reader went away, the command is not at fault)."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
