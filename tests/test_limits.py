@@ -176,7 +176,7 @@ def test_the_api_refuses_such_a_hidden_size_before_any_work(
         raise AssertionError("prepared a run that should have been refused")
 
     monkeypatch.setattr(training, "prepare", no_work)
-    with pytest.raises(ConfigError, match=rf"^n_hidden: 100000 is more .* <= {MAX_HIDDEN} "):
+    with pytest.raises(ConfigError, match=rf"^n_hidden: 1e5 is more .* <= {MAX_HIDDEN} "):
         training.run(QUICK_1000.replace(n_hidden=100_000))
 
 
@@ -232,7 +232,7 @@ CLI_PROBES = {
     "n_test": (["--n-test", "1e12"], "n_test: 1e12 needs about"),
     "batch_size": (["--n-train", "30,inf", "--batch-size", "1e11"],
                    "batch_size: 1e11 needs about"),
-    "n_hidden": (["--n-hidden", "100000"], "n_hidden: 100000 is more than"),
+    "n_hidden": (["--n-hidden", "100000"], "n_hidden: 1e5 is more than"),
     "n_hidden 200": (["--n-hidden", "200"], "n_hidden: 200 is more than"),
     "restarts": (["--restarts", "100000000"], "restarts: 100000000 initialisations"),
     "grid": (["--n-train", ",".join(map(str, range(1, 2_001))), "--seeds",
@@ -333,3 +333,24 @@ def test_workers_are_at_most_the_cores() -> None:
 def test_workers_within_the_cores_print_no_note(capsys: pytest.CaptureFixture) -> None:
     assert commands._workers(argparse.Namespace(workers=1)) == 1
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv", [["--n-features", "1e308"], ["--steps", "1e307"],
+                                  ["--n-train", "inf", "--batch-size", "1e308"],
+                                  ["--n-features", "1e200", "--n-test", "1e200"]])
+def test_sizes_beyond_floats_are_refused_not_overflowed(argv: list[str], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    # The sizes are exact integers; float arithmetic on them overflowed with a traceback.
+    store = tmp_path / "runs.sqlite"
+    code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", store,
+                             "--device", "cpu", *argv)
+    assert (code, out) == (2, "") and len(err.splitlines()) == 1
+    assert "needs about ∞ bytes" in err and "(allowed: " in err
+    assert not store.exists()
+
+
+def test_a_huge_hidden_size_is_named_in_short(capsys: pytest.CaptureFixture,
+                                              tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store",
+                           tmp_path / "r.sqlite", "--device", "cpu", "--n-hidden", "1e308")
+    assert code == 2 and err.startswith("toyrelu: error: n_hidden: 1e308 is more than")

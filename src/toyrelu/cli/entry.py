@@ -74,14 +74,20 @@ def _main(argv: Sequence[str] | None) -> int:
 def _stopping_signals_raise() -> Iterator[None]:
     """While the command runs, a stopping signal raises ``Stopped`` where the command is, and
     the signals that follow it are ignored, so that a second Ctrl-C cannot cut the clean-up
-    short. A signal ignored already (``nohup`` ignores SIGHUP) stays ignored, and the handlers
-    in place before are restored afterwards (``main`` may be called in a process that has its
-    own)."""
+    short. A signal ignored already (``nohup`` ignores SIGHUP) stays ignored. The handlers in
+    place before are restored afterwards (``main`` may be called in a process that has its
+    own), unless a signal stopped the command: the process is then on its way out, and a
+    second signal between the last line and the exit would kill it by that signal instead of
+    the exit code that says what happened."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; Ctrl-C is then Python's default
         return
 
+    stopped = False
+
     def stop(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
         for s in before:
             signal.signal(s, signal.SIG_IGN)
         raise Stopped(signum)
@@ -94,8 +100,9 @@ def _stopping_signals_raise() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
+        if not stopped:
+            for s, handler in before.items():
+                signal.signal(s, handler)
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

@@ -91,8 +91,9 @@ class Sizes:
 
     @classmethod
     def of(cls, config: RunConfig, device: str = "cpu") -> Sizes:
-        return cls(config.examples_per_step, config.n_features, config.n_hidden, config.n_test,
-                   config.density, config.steps, config.snapshot_every,
+        return cls(_real(config.examples_per_step), _real(config.n_features),
+                   _real(config.n_hidden), _real(config.n_test), config.density,
+                   _real(config.steps), config.snapshot_every,
                    8 if config.dtype == "float64" else 4, config.infinite,
                    config.engine == "reference",
                    device == "cuda" and config.engine != "reference")
@@ -176,9 +177,9 @@ def hidden_refusal(config: RunConfig, device: str = "cpu") -> str | None:
     ones take minutes to compile into ever larger modules (docs/engines.md, "Limits")."""
     if config.engine != "fused" or device == "cuda" or config.n_hidden <= MAX_HIDDEN:
         return None
-    return (f"n_hidden: {config.n_hidden} is more than the CPU engine's compiled kernels are "
-            f"built for (allowed: n_hidden <= {MAX_HIDDEN} with engine=fused on the CPU; "
-            "engine=reference trains any n_hidden, slowly)")
+    return (f"n_hidden: {_number(config.n_hidden)} is more than the CPU engine's compiled "
+            f"kernels are built for (allowed: n_hidden <= {MAX_HIDDEN} with engine=fused on the "
+            "CPU; engine=reference trains any n_hidden, slowly)")
 
 
 def check_hidden(config: RunConfig, device: str = "cpu") -> None:
@@ -242,10 +243,11 @@ def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float
 def _largest_fitting(sizes: Sizes, attr: str, workers: int, memory: float) -> float | None:
     """The largest whole value of ``attr`` up to its own with which the sweep fits, or None."""
     def fits(value: float) -> bool:
-        changed: dict[str, Any] = {attr: value}
+        changed: dict[str, Any] = {attr: _real(value)}
         return sweep_bytes(dataclasses.replace(sizes, **changed), workers) <= memory
 
-    lo, hi = 1, math.floor(getattr(sizes, attr))
+    # No size near 2**62 fits any machine; the cap keeps an infinite size out of floor.
+    lo, hi = 1, math.floor(min(getattr(sizes, attr), 2.0**62))
     if not fits(lo):
         return None
     while lo < hi:  # fits(lo) holds; the answer is in [lo, hi]
@@ -276,8 +278,19 @@ def _number(value: object, *, down: bool = False) -> str:
     return f"{digits / 10:g}e{exponent}"
 
 
+def _real(count: float) -> float:
+    """``count`` as a float, infinite beyond the largest one: the sizes of a config are exact
+    integers of any size, which float arithmetic would refuse with an OverflowError."""
+    try:
+        return float(count)
+    except OverflowError:
+        return math.inf
+
+
 def _bytes(count: float) -> str:
     """A byte count in binary units, three significant digits: 23.5 GiB."""
+    if not math.isfinite(count):
+        return "∞ bytes"
     units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     power = min(len(units) - 1, max(0, int(math.log(max(count, 1), 1024))))
     value = count / 1024**power
