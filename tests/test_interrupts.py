@@ -154,6 +154,16 @@ def test_ctrl_c_stops_every_process_with_one_line(sweep: Sweep, moment: str,
     assert stored_runs(sweep.store) >= finished
 
 
+def test_a_second_ctrl_c_during_the_clean_up_keeps_the_exit_code(sweep: Sweep) -> None:
+    # Impatient users press Ctrl-C again; the clean-up and the exit must not be cut short.
+    sweep.reach("training")
+    for _ in range(3):
+        os.killpg(sweep.process.pid, signal.SIGINT)
+        time.sleep(0.03)
+    sweep.ends(130)
+    assert_quiet_end(sweep.stderr(), "")
+
+
 @pytest.mark.parametrize(("signum", "code", "moment"), [
     (signal.SIGTERM, 143, "spawned"), (signal.SIGTERM, 143, "stored"),
     (signal.SIGHUP, 129, "stored")])

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # back must give the user's bytes, not a UnicodeEncodeError after the work is done.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
-    with _stopping_signals_raise():
+    with _stopping_signals_raise(exiting=argv is None):
         return _main(argv)
 
 
@@ -71,14 +71,15 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 @contextlib.contextmanager
-def _stopping_signals_raise() -> Iterator[None]:
+def _stopping_signals_raise(*, exiting: bool) -> Iterator[None]:
     """While the command runs, a stopping signal raises ``Stopped`` where the command is, and
     the signals that follow it are ignored, so that a second Ctrl-C cannot cut the clean-up
     short. A signal ignored already (``nohup`` ignores SIGHUP) stays ignored. The handlers in
     place before are restored afterwards (``main`` may be called in a process that has its
-    own), unless a signal stopped the command: the process is then on its way out, and a
-    second signal between the last line and the exit would kill it by that signal instead of
-    the exit code that says what happened."""
+    own), unless a signal stopped the command and the process is ``exiting`` (``main`` read
+    its arguments from the command line, as the ``toyrelu`` program does): a second signal
+    between the last line and the exit would kill it by that signal instead of the exit code
+    that says what happened."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread may set handlers; Ctrl-C is then Python's default
         return
@@ -100,7 +101,7 @@ def _stopping_signals_raise() -> Iterator[None]:
     try:
         yield
     finally:
-        if not stopped:
+        if not (stopped and exiting):
             for s, handler in before.items():
                 signal.signal(s, handler)
 
