@@ -13,9 +13,7 @@ from collections.abc import Iterator, Sequence
 from toyrelu.cli.commands import COMMANDS
 from toyrelu.cli.parser import RunsFailed, UsageError, parse
 from toyrelu.core.config import ConfigError
-
-# The signals that end a command cleanly: Ctrl-C, kill's default and a closed terminal.
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from toyrelu.runs.resources import STOPPING
 
 
 class Stopped(KeyboardInterrupt):

@@ -6,6 +6,7 @@ Light on purpose: the command line reads these before it knows whether it will t
 from __future__ import annotations
 
 import os
+import signal
 
 
 def default_workers() -> int:
@@ -20,6 +21,11 @@ def usable_workers(requested: int) -> int:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# The signals that stop a sweep (Ctrl-C, kill's default, a closed terminal): the command
+# line turns each into a clean stop, and the worker pool holds each back while it starts or
+# stops a worker, so the two must name the same ones.
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def resolve_device(device: str) -> str:

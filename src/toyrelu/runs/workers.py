@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import connection, resource_tracker
 from typing import TYPE_CHECKING, Any
 
+from toyrelu.runs.resources import STOPPING
+
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
     from toyrelu.runs.training import KernelKind, Outcome, StepsCallback
@@ -44,8 +46,6 @@ PARENT_POLL_SECONDS = 0.2
 # How long close() lets a worker take to end on SIGTERM before it is killed.
 STOP_SECONDS = 3.0
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-# The signals that stop a sweep (the command line's, and Ctrl-C's KeyboardInterrupt anywhere).
-STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _worker_main(conn: connection.Connection, parent_pid: int) -> None:
