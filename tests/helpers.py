@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
 
 
@@ -72,3 +73,15 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def trained_arrays(config: RunConfig, W: np.ndarray | None = None, b: np.ndarray | None = None,
+                   H: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays an ok run of ``config`` stores (``RunResult.arrays``), for hand-made stores:
+    ``W``, ``b`` and ``H`` as given (zeros by default) and a training set of
+    ``config.examples_per_step`` examples with no active feature."""
+    m, n, rows = config.n_hidden, config.n_features, config.examples_per_step
+    return {"W": np.zeros((m, n)) if W is None else W, "b": np.zeros(n) if b is None else b,
+            "H": np.zeros((rows, m)) if H is None else H,
+            "X_indptr": np.zeros(rows + 1, np.int64), "X_indices": np.zeros(0, np.int32),
+            "X_data": np.zeros(0)}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_close
+from helpers import assert_close, trained_arrays
 from toyrelu import analysis
 from toyrelu.analysis import curves, procedures
 from toyrelu.analysis.tables import LEARNED_D, Finding
@@ -78,7 +78,7 @@ def put_run(
     W_norm, b_norm = metrics.norms(W, b)
     result = {"status": "ok", "error": None, "train_loss": train_loss, "test_loss": test_loss,
               "W_norm": W_norm, "b_norm": b_norm, "wall_seconds": 0.01}
-    store.put(config.run_id, config.to_dict(), result, {"W": W, "b": b, "H": H})
+    store.put(config.run_id, config.to_dict(), result, trained_arrays(config, W, b, H))
     return config
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import trained_arrays
 from toyrelu.core.config import RunConfig
 from toyrelu.report import export
 from toyrelu.runs.store import Store
@@ -23,7 +24,7 @@ def put(store: Store, config: RunConfig, train_loss: float | None, **arrays: np.
     store.put(config.run_id, config.to_dict(),
               {"status": status, "error": "diverged" if train_loss is None else None,
                "train_loss": train_loss, "test_loss": 1.0, "W_norm": 1.0, "b_norm": 0.5,
-               "wall_seconds": 0.1}, arrays)
+               "wall_seconds": 0.1}, {} if train_loss is None else trained_arrays(config, **arrays))
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def store(tmp_path: Path):
     with Store(tmp_path / "runs.sqlite") as store:
         for restart, loss in enumerate((0.3, 0.1, 0.2)):
             put(store, BASE.replace(restart=restart), loss)
-        put(store, BASE.replace(n_train=5), 0.25, W=np.arange(6.0).reshape(2, 3))
+        put(store, BASE.replace(n_train=5), 0.25, W=np.arange(40.0).reshape(2, 20))
         put(store, BASE.replace(n_train=7), None)
         yield store
 
@@ -83,7 +84,8 @@ def test_an_unknown_format_is_refused(store: Store) -> None:
 def test_arrays_go_to_the_file_named(store: Store, tmp_path: Path) -> None:
     target = tmp_path / "W_run"  # no .npz suffix: the name is kept as given
     run_id = BASE.replace(n_train=5).run_id
-    assert export.write_arrays(store, run_id, target) == ["W"]
+    assert export.write_arrays(store, run_id, target) == [
+        "W", "b", "H", "X_indptr", "X_indices", "X_data"]
     with np.load(target) as npz:
-        np.testing.assert_array_equal(npz["W"], np.arange(6.0).reshape(2, 3))
+        np.testing.assert_array_equal(npz["W"], np.arange(40.0).reshape(2, 20))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["W_run", "runs.sqlite"]

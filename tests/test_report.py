@@ -24,9 +24,10 @@ import pandas as pd
 import pytest
 
 import browser
-from helpers import run_cli
+from helpers import run_cli, trained_arrays
 from toyrelu import analysis, cli
 from toyrelu.analysis.tables import Finding
+from toyrelu.core.config import RunConfig
 from toyrelu.experiments import double_descent
 from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import build as report
@@ -454,13 +455,16 @@ def test_report_of_a_store_of_both_procedures_gives_each_claim_a_verdict_per_pro
 
 
 def test_user_data_is_escaped_in_the_page_and_the_markdown(tmp_path: Path) -> None:
-    """Run settings and error strings come from the store: a '<script>' there stays text."""
+    """Error strings come from the store, sections from any module: a '<script>' there stays
+    text. (A run setting cannot hold one: such a run is damaged, tests/test_store_damage.py.)"""
     path = tmp_path / "hostile.sqlite"
     evil = "<script>alert(1)</script>"
     with Store(path) as store:
         for i, (status, error) in enumerate([("ok", None), ("failed", f"diverged {evil}")]):
-            store.put(f"run{i}", {"n_hidden": 2, "schedule": evil, "seed": i},
-                      {"status": status, "error": error, "train_loss": 0.5, "test_loss": 1.0}, {})
+            config = RunConfig(n_features=20, n_train=3, steps=50, seed=i)
+            store.put(config.run_id, config.to_dict(),
+                      {"status": status, "error": error, "train_loss": 0.5, "test_loss": 1.0},
+                      trained_arrays(config) if status == "ok" else {})
 
     def hostile(store: Store, out: Path) -> Section:
         return Section(f"title {evil}", f"text {evil}", tables=[("caption", pd.DataFrame(
@@ -470,7 +474,7 @@ def test_user_data_is_escaped_in_the_page_and_the_markdown(tmp_path: Path) -> No
     page, _, md_path = write_report(tmp_path, [("hostile", hostile)], path)
     assert not page.find_all("script") and not page.find_all("img")
     texts = page.by_id("part-1").text() + page.by_id("settings").text()
-    assert texts.count(evil) == 6  # title, text, table cell, setting, run setting, run error
+    assert texts.count(evil) == 5  # title, text, table cell, setting, run error
     assert claims(page)[0]["claim"] == f"claim {evil}"
     markdown = md_path.read_text()
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
@@ -515,8 +519,9 @@ def test_optional_modules_are_used_when_present_and_listed_as_not_measured_when_
 def test_without_m2_runs_the_m2_claims_are_listed_as_not_measured(tmp_path: Path) -> None:
     path = tmp_path / "m4.sqlite"
     with Store(path) as store:
-        store.put("r", {"n_hidden": 4, "n_train": 100, "seed": 0},
-                  {"status": "ok", "train_loss": 0.5, "test_loss": 1.0}, {})
+        config = RunConfig(n_hidden=4, n_train=100, seed=0)
+        store.put(config.run_id, config.to_dict(),
+                  {"status": "ok", "train_loss": 0.5, "test_loss": 1.0}, trained_arrays(config))
     page, warnings, _ = write_report(tmp_path, report.providers()[:1], path)
     assert warnings == [] and not page.find_all("section")[1:-1]  # no part between the tables
     rows = [(r["claim"], r["paper"], r["measured"]) for r in claims(page)]
@@ -591,7 +596,9 @@ def test_store_without_finished_runs_is_one_line_and_exit_2(
     path = tmp_path / "runs.sqlite"
     with Store(path) as store:
         if status:
-            store.put("r", {"n_hidden": 2}, {"status": status, "error": "diverged"}, {})
+            config = RunConfig(n_hidden=2)
+            store.put(config.run_id, config.to_dict(), {"status": status, "error": "diverged"},
+                      {})
     before = digest(path)
     code, _, err = run_cli(capsys, "report", "--store", path, "--out", tmp_path / "out")
     assert code == 2

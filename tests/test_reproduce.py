@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, trained_arrays
 from toyrelu.core.config import RunConfig
 from toyrelu.report import reproduce, store_figures
 from toyrelu.runs.presets import PRESETS
@@ -34,7 +34,11 @@ def test_status_counts_count_the_given_runs_only(tmp_path: Path) -> None:
     configs = [RunConfig(n_features=20, n_train=T, steps=50, n_test=200) for T in (3, 5, 7, 9)]
     with Store(tmp_path / "runs.sqlite") as store:
         for config, status in zip(configs, ("ok", "ok", "failed", "ok"), strict=True):
-            store.put(config.run_id, config.to_dict(), {"status": status, "error": None}, {})
+            ok = status == "ok"
+            store.put(config.run_id, config.to_dict(),
+                      {"status": status, "error": None if ok else "diverged",
+                       **({"train_loss": 0.5, "test_loss": 1.0} if ok else {})},
+                      trained_arrays(config) if ok else {})
         chosen = {c.run_id for c in configs[1:]}
         assert reproduce.status_counts(store, chosen) == {"ok": 2, "failed": 1}
         assert reproduce.status_counts(store, set()) == {}

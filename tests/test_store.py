@@ -3,6 +3,7 @@ foreign files (left byte-for-byte unchanged) and survival of a writer killed mid
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -17,7 +18,12 @@ import numpy as np
 import pytest
 
 from toyrelu.runs import store_leases, store_schema
-from toyrelu.runs.store import Store, StoreError
+from toyrelu.runs.store import Store as RunStore
+from toyrelu.runs.store import StoreError
+
+# The store's own tests put plain dicts, so they read them without the rules of a toyrelu run
+# (tests/test_store_damage.py tests those).
+Store = functools.partial(RunStore, rules=None)
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -370,14 +376,22 @@ def test_a_new_store_on_a_full_disk_says_so(tmp_path: Path,
         monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: real_connect(
             *args, factory=FullDisk, **kwargs))
 
-    path = tmp_path / "runs.sqlite"
+    path = tmp_path / "new" / "folders" / "runs.sqlite"
     full_disk("CREATE")
     with pytest.raises(StoreError) as excinfo:
         Store(path)
     assert str(excinfo.value) == (f"store: {path} cannot be written: the disk is full "
                                   "(database or disk is full)")
+    assert list(tmp_path.iterdir()) == []  # neither the empty file nor the folders it made
     monkeypatch.undo()
-    Store(path).close()  # the schema was rolled back: the file is still a new store
+    Store(path).close()
+    empty = path.with_name("empty.sqlite")
+    empty.touch()
+    full_disk("CREATE")
+    with pytest.raises(StoreError):
+        Store(empty)
+    assert empty.exists()  # a file that was there is kept, even an empty one
+    monkeypatch.undo()
     full_disk("INSERT INTO runs")
     with Store(path) as s, pytest.raises(StoreError) as excinfo:
         s.put("a", {}, {"status": "ok"}, {})

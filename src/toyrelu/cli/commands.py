@@ -272,8 +272,9 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
 
     report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr,
                        retry_failed=args.retry_failed)
+    again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
-          f"(retried by the next run), {report.skipped} already stored", file=sys.stderr)
+          f"(retried by the next run), {report.skipped} already stored{again}", file=sys.stderr)
     if (report.failed or report.errors) and not report.ok:
         what = (f"every run trained failed ({report.failed})" if not report.errors else
                 f"no run trained finished ({report.failed} failed, {report.errors} errors)")

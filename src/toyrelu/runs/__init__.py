@@ -3,5 +3,5 @@
 study), ``resources`` (the device and the number of workers), ``limits`` (what a machine can hold: a
 run's memory, the sizes refused before any work), ``executors`` (where runs train, with ``workers``,
 the local process pool), ``sweep`` (resumable sweeps), ``progress``, ``store`` (the SQLite results,
-with ``store_schema``, ``store_leases`` and ``store_check``) and ``outputs`` (output files written
-whole, never onto an input)."""
+with ``store_schema``, ``store_leases`` and ``store_check``, and ``stored``, what a stored run must
+hold) and ``outputs`` (output files written whole, never onto an input)."""

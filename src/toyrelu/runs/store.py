@@ -16,27 +16,27 @@ write one store at once: each claims a run before training it (``claim``, a leas
 file concurrently and wait on a busy timeout.
 
 Every opening checks the tables and their columns (``runs.store_schema``); every read of a row
-or an array decodes it strictly and names a damaged run (``runs.store_check``).
+or an array decodes it strictly and names a damaged run (``runs.store_check``), judged by the
+rules of what a toyrelu run holds (``runs.stored``) unless the store is given other rules.
 
-The store knows nothing of the model or the training engine: it stores plain dicts and arrays.
+The store knows nothing of the model or the training engine: it stores plain dicts and arrays,
+and its rules say what they must hold.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toyrelu.runs import store_check, store_leases, store_schema
+from toyrelu.runs import store_check, store_leases, store_schema, stored
 from toyrelu.runs.store_check import Damage, Damaged
 from toyrelu.runs.store_schema import SCHEMA_VERSION, transaction
 
@@ -72,24 +72,39 @@ class Store:
     ``write`` (default: ``create``) opens it to write: a file or folder that cannot be written
     (read-only, or a full disk) raises ``StoreError`` here, before a sweep trains anything.
     Opening to read never writes to the file. Use as a context manager, or call ``close``.
+
+    ``rules`` judge what every row and its arrays hold when read (default: those of a toyrelu
+    run, ``runs.stored.RUNS``); a run that breaks them is damaged. ``rules=None`` reads any
+    JSON object and array.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
-                 write: bool | None = None):
+                 write: bool | None = None, rules: stored.Rules | None = stored.RUNS):
         self.path = Path(path)
+        self.rules = rules
         self._write = create if write is None else write
         self._conn: sqlite3.Connection | None = None
         self._owner: store_leases.Owner | None = None  # made at the first claim
         self._beat = 0.0  # time.monotonic() of the last heartbeat
         if self.path.is_dir():
             raise self._error("is a directory; expected a SQLite file")
+        made: list[Path] = []  # what this opening creates, removed again if it fails
         if not self.path.exists():
             if not create:
                 raise self._error("does not exist")
+            made = [self.path, *store_schema.missing_folders(self.path.parent)]
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
+                store_schema.remove_created(made)
                 raise self._error(f"cannot be created ({exc.strerror})") from None
+        try:
+            self._conn = self._connect(create)
+        except BaseException:
+            store_schema.remove_created(made)
+            raise
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
         if self._write:
             self._check_access()
         try:
@@ -106,7 +121,7 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     def _check_access(self) -> None:
         # As root these pass whatever the modes; the write probe of _open then decides.
@@ -160,8 +175,9 @@ class Store:
         if clash:
             raise self._error(f"run {run_id}: config keys {clash} clash with result columns")
         try:
-            row = (run_id, status, error, _to_json(config), _to_json(metrics))
-            blobs = [(run_id, name, _to_npy(a)) for name, a in arrays.items()]
+            row = (run_id, status, error, store_check.dump_object(config),
+                   store_check.dump_object(metrics))
+            blobs = [(run_id, name, store_check.dump_array(a)) for name, a in arrays.items()]
         except (TypeError, ValueError) as exc:
             raise self._error(f"run {run_id} cannot be stored ({exc})") from None
         with self._session() as db, transaction(db):
@@ -213,6 +229,7 @@ class Store:
             with self._reading(run_id):
                 config = store_check.load_object(config_json, "config")
                 metrics = store_check.load_object(result_json, "result")
+                self._judge_row(run_id, status, error, config, metrics)
             config_keys.update(dict.fromkeys(config))
             metric_keys.update(dict.fromkeys(metrics))
             base = {"run_id": run_id, "status": status, "error": error}
@@ -224,32 +241,46 @@ class Store:
         """The config dict stored with ``run_id``; StoreError if there is no such run,
         ``DamagedRun`` if it cannot be read."""
         with self._session() as db:
-            row = db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = db.execute("SELECT status, error, config, result FROM runs WHERE run_id = ?",
+                             (run_id,)).fetchone()
         if row is None:
             raise self._missing(run_id)
+        status, error, config_json, result_json = row
         with self._reading(run_id):
-            return store_check.load_object(row[0], "config")
+            config = store_check.load_object(config_json, "config")
+            metrics = store_check.load_object(result_json, "result")
+            self._judge_row(run_id, status, error, config, metrics)
+            return config
 
     def arrays(self, run_id: str) -> dict[str, np.ndarray]:
         """The arrays stored with ``run_id``, in ``put`` order; StoreError if the run is absent,
-        ``DamagedRun`` if one of them cannot be read."""
+        ``DamagedRun`` if one of them cannot be read or the run's row is damaged."""
         with self._session() as db:
             # One statement, so the run and its arrays come from the same committed snapshot.
             rows = db.execute(
-                "SELECT a.name, a.npy FROM runs r LEFT JOIN arrays a ON a.run_id = r.run_id"
-                " WHERE r.run_id = ? ORDER BY a.rowid",
+                "SELECT r.status, r.error, r.config, r.result, a.name, a.npy FROM runs r"
+                " LEFT JOIN arrays a ON a.run_id = r.run_id WHERE r.run_id = ? ORDER BY a.rowid",
                 (run_id,),
             ).fetchall()
         if not rows:
             raise self._missing(run_id)
+        status, error, config_json, result_json = rows[0][:4]
         with self._reading(run_id):
-            return {name: store_check.load_array(blob, name)
-                    for name, blob in rows if name is not None}
+            config = store_check.load_object(config_json, "config")
+            metrics = store_check.load_object(result_json, "result")
+            self._judge_row(run_id, status, error, config, metrics)
+            arrays = {name: store_check.load_array(blob, name)
+                      for *_, name, blob in rows if name is not None}
+            if self.rules is not None:
+                shapes = {name: (a.shape, a.dtype) for name, a in arrays.items()}
+                _raise_first(self.rules.arrays(status, config, shapes))
+            return arrays
 
-    def claim(self, run_id: str, *, retry_failed: bool = False) -> bool:
+    def claim(self, run_id: str, *, retry_failed: bool = False, again: bool = False) -> bool:
         """Lease ``run_id`` to this store connection before training it: True, with a lease
         written, unless the run is finished (``ok`` or ``failed``; ``ok`` only with
-        ``retry_failed``) or a live other owner leases it (``runs.store_leases``).
+        ``retry_failed``; never with ``again``, for a stored run that is damaged) or a live
+        other owner leases it (``runs.store_leases``).
 
         Two sweeps that both retry failed runs may each train one failed run again, since its
         row stays ``failed`` until one of them stores it.
@@ -258,7 +289,7 @@ class Store:
             raise self._error("was opened to read; claiming a run needs Store(path, write=True)")
         if self._owner is None:
             self._owner = store_leases.Owner.here()
-        done = ("ok",) if retry_failed else FINISHED
+        done = () if again else ("ok",) if retry_failed else FINISHED
         with self._session() as db:
             return store_leases.claim(db, run_id, self._owner, done, time.time())
 
@@ -279,15 +310,16 @@ class Store:
         with contextlib.suppress(sqlite3.Error):
             store_leases.release(self._conn, self._owner)
 
-    def check(self, *, drop: bool = False) -> list[Damage]:
-        """Every damaged run (``store_check.scan``: each row and array decoded), in insertion
-        order; with ``drop``, also deletes them (rows, arrays, leases) in one transaction, so a
-        run stored again meanwhile is not lost."""
+    def check(self, *, drop: bool = False, ids: Collection[str] | None = None) -> list[Damage]:
+        """Every damaged run (of ``ids``, when given; ``store_check.scan``: each row and array
+        decoded and judged by the rules), in insertion order; with ``drop``, also deletes them
+        (rows, arrays, leases) in one transaction, so a run stored again meanwhile is not
+        lost."""
         with self._session() as db:
             if not drop:
-                return store_check.scan(db)
+                return store_check.scan(db, self.rules, ids)
             with transaction(db):
-                found = store_check.scan(db)
+                found = store_check.scan(db, self.rules, ids)
                 store_check.drop(db, [d.run_id for d in found], leases=self._leases)
             return found
 
@@ -330,6 +362,11 @@ class Store:
                 f"store: {self.path} run {run_id} is damaged ({exc}); toyrelu check --store "
                 f"{self.path} --drop removes it"), run_id) from None
 
+    def _judge_row(self, run_id: str, status: Any, error: Any, config: dict[str, Any],
+                   metrics: dict[str, Any]) -> None:
+        if self.rules is not None:
+            _raise_first(self.rules.row(run_id, status, error, config, metrics))
+
     def _error(self, problem: str) -> StoreError:
         return StoreError(_one_line(f"store: {self.path} {problem}"))
 
@@ -337,22 +374,9 @@ class Store:
         return StoreError(_one_line(f"store: no run {run_id} in {self.path}"))
 
 
-def _to_json(value: dict) -> str:
-    # allow_nan writes NaN/Infinity tokens, which json.loads reads back as floats.
-    return json.dumps(value, allow_nan=True, default=_json_scalar)
-
-
-def _json_scalar(value: Any) -> Any:
-    # numpy scalars (np.float32 losses, np.int64 counts) are not JSON types; store their value.
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _to_npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array), allow_pickle=False)
-    return buffer.getvalue()
+def _raise_first(problems: list[str]) -> None:
+    if problems:
+        raise Damaged("; ".join(problems))
 
 
 def _one_line(message: object) -> str:

@@ -1,5 +1,5 @@
-"""The store's tables: their columns, their creation, the check every opening makes, and what
-a failing SQLite write means for the user.
+"""The store's tables: their columns, their creation (and the file's, undone when it fails),
+the check every opening makes, and what a failing SQLite write means for the user.
 
 Schema version 1 has the tables ``meta``, ``runs`` and ``arrays``; ``leases`` (which sweep trains
 which run, ``runs.store_leases``) came later without a new version: a writer adds it to a store
@@ -9,9 +9,11 @@ toyrelu still opens a store that has it.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 SCHEMA_VERSION = "1"
 # table -> its (column, declared type) pairs, which every opening checks (PRAGMA table_info).
@@ -129,3 +131,28 @@ def write_problem(exc: sqlite3.Error) -> str | None:
     if name.startswith("SQLITE_BUSY") or "database is locked" in text:
         return f"is locked by another process ({text})"
     return None
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_created(made: list[Path]) -> None:
+    """Remove a store file and folders that a failed opening created (deepest first), so that
+    a full disk or a refused store leaves nothing behind; never what holds anything."""
+    if not made:
+        return
+    store = made[0]
+    with contextlib.suppress(OSError):
+        if store.stat().st_size == 0:
+            store.unlink()
+    with contextlib.suppress(OSError):
+        Path(f"{store}-journal").unlink()
+    for folder in made[1:]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder

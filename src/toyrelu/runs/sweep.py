@@ -3,7 +3,8 @@
 A sweep is resumable by construction: runs already finished in the store (``ok`` or ``failed``)
 are skipped, every run is committed before the next is written, and an interrupted sweep rerun
 with the same arguments picks up where it stopped; runs stored with status ``error`` (the
-machine failed them) are trained again. Several sweeps may share a store at once: each claims a
+machine failed them) are trained again, and so are finished runs that the store cannot read
+back (``Store.check``), each named first. Several sweeps may share a store at once: each claims a
 run right before it starts (``Store.claim``), so each run is trained by one of them.
 """
 
@@ -25,13 +26,15 @@ from toyrelu.runs.store import FINISHED, Store, StoreError
 @dataclass(frozen=True)
 class SweepReport:
     """Counts of one sweep call: ``skipped`` runs were finished in the store, or trained by
-    another sweep; ``errors`` were stopped by the machine and are trained again next time."""
+    another sweep; ``errors`` were stopped by the machine and are trained again next time;
+    ``damaged`` finished runs could not be read back, so they were trained again."""
 
     total: int
     skipped: int
     ok: int
     failed: int
     errors: int = 0
+    damaged: int = 0
 
 
 def run_sweep(
@@ -46,7 +49,9 @@ def run_sweep(
     finishes.
 
     ``progress``, if given, is a text stream that receives a progress line (``Progress``).
-    ``retry_failed`` trains the runs stored as ``failed`` again too.
+    ``retry_failed`` trains the runs stored as ``failed`` again too. A finished run of
+    ``configs`` that is damaged in the store (``Store.check``) is trained again, and named on
+    ``progress`` first.
 
     Largest first, because the few largest runs hold most of the work (docs/engines.md) and a
     worker left alone with one of them at the end would idle the others. Each run is claimed
@@ -55,13 +60,15 @@ def run_sweep(
     """
     configs = list(configs)
     finished = store.ids("ok") if retry_failed else store.ids(*FINISHED)
+    again = _damaged(store, finished & {c.run_id for c in configs}, progress)
+    finished -= again
     todo = sorted((c for c in configs if c.run_id not in finished), key=cost, reverse=True)
     runner = runner or InProcess()
     bar = Progress(todo, progress) if progress is not None else None
     counts: Counter[str] = Counter()
 
     def start(config: RunConfig) -> bool:
-        if store.claim(config.run_id, retry_failed=retry_failed):
+        if store.claim(config.run_id, retry_failed=retry_failed, again=config.run_id in again):
             return True
         counts["taken"] += 1
         if bar is not None:
@@ -92,4 +99,16 @@ def run_sweep(
         if bar is not None:
             bar.close()
     skipped = len(configs) - len(todo) + counts["taken"]
-    return SweepReport(len(configs), skipped, counts["ok"], counts["failed"], counts["error"])
+    return SweepReport(len(configs), skipped, counts["ok"], counts["failed"], counts["error"],
+                       len(again))
+
+
+def _damaged(store: Store, finished: set[str], progress: TextIO | None) -> set[str]:
+    """The runs of ``finished`` that the store cannot read back, each named on ``progress``:
+    the sweep trains them again rather than count them as stored."""
+    damaged = store.check(ids=finished)
+    if progress is not None:
+        for d in damaged:
+            print(f"toyrelu: run {d.run_id} in {store.path} is damaged ({d.problem}); training "
+                  "it again", file=progress)
+    return {d.run_id for d in damaged}
