@@ -421,6 +421,8 @@ BAD_SWEEPS = {
     "word in a list": (["--n-train", "3,abc"], "n_train: 'abc'"),
     "empty list": (["--n-train", ","], "n_train: empty"),
     "negative seed": (["--seeds", "-1"], "seed: -1"),
+    "seed twice": (["--seeds", "0,1,0"], "seed: 0 is given twice"),
+    "T twice": (["--n-train", "3,5,3.0"], "n_train: 3"),
     "warmup over steps": (["--warmup-steps", "400"], "warmup_steps: 400"),
     "preset": (["--preset", "nope"], "preset: 'nope'"),
     "workers 0": (["--workers", "0"], "workers: 0"),

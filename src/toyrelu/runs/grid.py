@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from toyrelu.core.config import RunConfig
+from toyrelu.core.config import ConfigError, RunConfig
 
 
 def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
@@ -21,6 +21,17 @@ def grid(base: RunConfig, axes: Mapping[str, Sequence[Any]]) -> list[RunConfig]:
         config = base.replace(**dict(zip(names, values, strict=True)))
         configs.setdefault(config.run_id, config)
     return list(configs.values())
+
+
+def once(name: str, values: Sequence[Any]) -> None:
+    """Raise ConfigError naming field ``name`` if a value comes twice in ``values``: an axis
+    given ``--seeds 0,0`` would train one run where the user asked for two, and a study's
+    cell would count the same run twice and never look finished."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{name}: {value!r} is given twice (give each value once)")
+        seen.add(value)
 
 
 # Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to

@@ -18,6 +18,7 @@ from typing import Any
 
 from toyrelu.core import paper
 from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.runs.grid import once
 from toyrelu.runs.presets import PAPER_BASE, QUICK_BASE
 
 
@@ -90,16 +91,6 @@ def knobs_for(base: RunConfig) -> dict[str, Knob]:
 
 
 KNOB_NAMES = tuple(knobs_for(RunConfig()))
-
-
-def once(name: str, values: Sequence[Any]) -> None:
-    """Raise ConfigError naming field ``name`` if a value comes twice in ``values``: a study's
-    cell would then count the same run twice and never look finished."""
-    seen: set[Any] = set()
-    for value in values:
-        if value in seen:
-            raise ConfigError(f"{name}: {value!r} is given twice (give each value once)")
-        seen.add(value)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from toyrelu.core import paper
 from toyrelu.core.config import ConfigError, RunConfig
-from toyrelu.runs.grid import cost, grid
+from toyrelu.runs.grid import cost, grid, once
 from toyrelu.runs.limits import MAX_RUNS
 
 PAPER_T = paper.T_LIST
@@ -105,7 +105,10 @@ class Preset:
         """Set fields: one value changes the base, several make (or replace) a sweep axis; a
         field set here is dropped from every block.
 
-        Unknown field names raise ConfigError when the base is rebuilt."""
+        Unknown field names raise ConfigError when the base is rebuilt, and so does a value
+        given twice for one field (``grid.once``)."""
+        for name, given in values.items():
+            once(name, given)
         scalars = {k: v[0] for k, v in values.items() if len(v) == 1}
         axes = {k: v for k, v in self.axes.items() if k not in values}
         axes.update({k: tuple(v) for k, v in values.items() if len(v) > 1})
