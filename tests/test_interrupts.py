@@ -351,3 +351,41 @@ def test_a_kind_that_fails_to_compile_leaves_the_runs_to_report_it(
     monkeypatch.setattr(training, "compile_kernels", broken)
     done = list(LocalProcesses(2).map([BASE], lambda run_id, k: None))
     assert [o.run_id for o in done] == [BASE.run_id]
+
+
+# ----------------------------------------------------------------- the command line's words
+
+
+@pytest.mark.parametrize(("command", "then"), [
+    ("sweep", "; finished runs are stored, rerun the same command to resume"),
+    ("report", ""), ("export", ""),
+])
+def test_the_interrupt_line_speaks_of_resuming_only_after_training(
+    command: str, then: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from toyrelu.cli import commands, entry
+
+    def interrupted(args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(commands.COMMANDS, command, interrupted)
+    argv = {"sweep": ["sweep", "--preset", "smoke", "--store", "s"],
+            "report": ["report", "--store", "s", "--out", "o"],
+            "export": ["export", "--store", "s"]}[command]
+    assert entry.main(argv) == 130
+    assert capsys.readouterr().err == f"toyrelu: interrupted{then}\n"
+
+
+def test_a_signal_while_the_program_starts_ends_it_with_one_line() -> None:
+    # The program takes over the stopping signals before it imports its modules; a caller of
+    # main(argv) keeps its own handlers.
+    script = ("import os, signal, time, toyrelu.cli as cli\n"
+              "before = signal.getsignal(signal.SIGINT)\n"
+              "assert cli.main(['presets']) == 0 and signal.getsignal(signal.SIGINT) is before\n"
+              "cli._quiet_until_ready()\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\n"
+              "time.sleep(10)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 128 + signal.SIGTERM
+    assert done.stderr == "toyrelu: interrupted\n"

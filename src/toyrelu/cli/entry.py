@@ -38,10 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+# The commands that train and store runs: an interrupted one is resumed by running it again.
+TRAINING = ("reproduce", "sweep", "sensitivity")
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    command = None
     try:
         args = parse(argv)
-        COMMANDS[args.command](args)
+        command = args.command
+        COMMANDS[command](args)
     except BrokenPipeError:
         # Nothing is wrong with the input: the reader has what it wanted. Point stdout at
         # /dev/null so that the interpreter's final flush does not fail again.
@@ -61,9 +67,10 @@ def _main(argv: Sequence[str] | None) -> int:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
         by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
         # A closed terminal may take stderr with it; the exit code still says what happened.
+        then = ("; finished runs are stored, rerun the same command to resume"
+                if command in TRAINING else "")
         with contextlib.suppress(OSError):
-            print(f"toyrelu: interrupted{by}; finished runs are stored, rerun the same command "
-                  f"to resume", file=sys.stderr)
+            print(f"toyrelu: interrupted{by}{then}", file=sys.stderr)
         return 128 + signum
     return 0
 
