@@ -114,6 +114,22 @@ def test_export_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
     assert store.read_bytes() == before
 
 
+@pytest.mark.parametrize("suffix", ["-journal", "-wal", "-shm"])
+def test_export_never_writes_where_sqlite_keeps_the_stores_journal(
+    smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
+) -> None:
+    # A file there is taken for a journal the next time the store opens: a hot journal
+    # would be played back into the store.
+    store = tmp_path / "runs.sqlite"
+    shutil.copyfile(smoke_store, store)
+    journal = tmp_path / f"runs.sqlite{suffix}"
+    code, out, err = run_cli(capsys, "export", "--store", store, "--out", journal)
+    assert (code, out) == (2, "")
+    assert err == (f"toyrelu: error: out: {journal} is where SQLite keeps the journal of "
+                   f"{store}; write to another path\n")
+    assert sorted(tmp_path.iterdir()) == [store]
+
+
 def test_export_to_an_empty_path_names_the_option(smoke_store: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", "")

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+
 
 class OutputError(ValueError):
     """A target that must not be written; the message is one line naming the option."""
@@ -27,7 +29,8 @@ class OutputError(ValueError):
 def target(path: str | os.PathLike, option: str, *,
            inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """``path`` as the file an option names, refused (``OutputError``) when it is empty, an
-    existing folder, or the same file as one of ``inputs``."""
+    existing folder, the same file as one of ``inputs``, or the journal SQLite keeps beside
+    one (``SQLITE_SIDE_FILES``)."""
     text = os.fspath(path)
     if not text.strip():
         raise OutputError(f"{option}: an empty path names no file")
@@ -38,6 +41,12 @@ def target(path: str | os.PathLike, option: str, *,
         if _same_file(out, Path(source)):
             raise OutputError(f"{option}: {out} is the file being read ({source}); "
                               "write to another path")
+        # SQLite takes a file of these names beside a store for its own journal: a file
+        # written there would be rolled back into the store when it is next opened.
+        for suffix in SQLITE_SIDE_FILES:
+            if _same_file(out, Path(f"{os.fspath(source)}{suffix}")):
+                raise OutputError(f"{option}: {out} is where SQLite keeps the journal of "
+                                  f"{source}; write to another path")
     return out
 
 
