@@ -351,6 +351,34 @@ def test_findings_regular_polygons_hold_and_clumped_ones_do_not(tmp_path: Path) 
     assert tgon.holds is False
 
 
+def test_findings_t_gons_golden_values(tmp_path: Path) -> None:
+    """Closed forms of D = |v|^4 / (v^T G v), G = sum_j v_j v_j^T, against m/T:
+
+    - a regular pentagon: G = (5/2) I, every D = 2/5 = m/T (0% off);
+    - a distorted pentagon, the square e1, e2, -e1, -e2 with e1 twice: G = diag(3, 2), D = 1/3
+      (three vectors, 17% below 2/5) and 1/2 (two, 25% above), median 17% off: fails;
+    - T = 30 with 25 examples on a regular 25-gon and 5 at the origin, as the paper-laptop runs
+      leave them (docs/experiment.md section 9): G = (25/2) I, D = 2/25 on the ring (20% above
+      2/30) and 0 at the origin (100% off), median 20% off: fails.
+    """
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    distorted = np.stack([e1, e2, -e1, -e2, e1])
+    dropped = np.vstack([polygon(25), np.zeros((5, 2))])
+    losses = {5: [2.0], 10: [3.0], 30: [1.5], 200: [0.4]}
+    with build(tmp_path / "r.sqlite", losses) as store:
+        _, dims, table = tables(store)
+    regular = find(analysis.findings(table, dims), "T-gons")
+    assert regular.measured.endswith("0% at T = 5, 0% at T = 10, 0% at T = 30")
+    assert regular.holds is True
+    with build(tmp_path / "s.sqlite", losses, H={5: distorted, 30: dropped}) as store:
+        _, dims, table = tables(store)
+    ex = dims[(dims["kind"] == "example") & (dims["n_train"] == 5)]["dimensionality"]
+    assert_close(np.sort(ex.to_numpy()), [1 / 3] * 3 + [1 / 2] * 2, rtol=1e-12)
+    tgon = find(analysis.findings(table, dims), "T-gons")
+    assert tgon.measured.endswith("17% at T = 5, 0% at T = 10, 20% at T = 30")
+    assert tgon.holds is False
+
+
 def test_findings_need_three_T(tmp_path: Path) -> None:
     with build(tmp_path / "r.sqlite", {5: [2.0], 200: [0.4]}) as store:
         _, dims, table = tables(store)
