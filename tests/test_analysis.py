@@ -20,7 +20,7 @@ import pytest
 
 from helpers import assert_close, trained_arrays
 from toyrelu import analysis
-from toyrelu.analysis import curves, procedures
+from toyrelu.analysis import curves, procedures, regimes
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics
 from toyrelu.core.config import RunConfig
@@ -258,6 +258,56 @@ def test_findings_no_bump(tmp_path: Path, curve: tuple[float, ...]) -> None:
     assert find(analysis.findings(table, dims), "bump").holds is False
 
 
+# The paper-laptop store's mean test loss under the paper's procedure (docs/experiment.md
+# section 9), rounded: the memorization regime's T = 10 (1.095) is higher than the bump at
+# T = 2,000 (1.031), which the curve falls from into generalization at T = 10,000.
+LAPTOP_T = (3, 5, 10, 30, 100, 500, 2_000, 10_000)
+LAPTOP_MEAN = (1.068, 0.9999, 1.095, 1.0057, 1.0037, 1.0005, 1.031, 0.9989)
+
+
+def test_findings_take_the_bump_before_generalization_not_a_higher_memorization_peak(
+    tmp_path: Path,
+) -> None:
+    losses = {T: [loss] for T, loss in zip(LAPTOP_T, LAPTOP_MEAN, strict=True)}
+    with build(tmp_path / "r.sqlite", losses) as store:
+        _, dims, table = tables(store)
+    bump = find(analysis.findings(table, dims), "bump")
+    assert bump.measured.startswith("peak mean test loss 1.03 at T = 2000")
+    assert "neighbours 1 and 0.999" in bump.measured
+    assert bump.holds is True
+
+
+@pytest.mark.parametrize(
+    ("curve", "index"),
+    [
+        (LAPTOP_MEAN, 6),  # the last rise's peak, not the higher T = 10
+        ((1.2, 3.0, 1.2, 1.1, 0.99), 1),  # a fall through 1.1 still descends from the bump
+        ((1.2, 1.5, 3.0, 1.4, 0.99, 0.98), 2),  # a rise within the memorization regime
+        ((3.0, 2.0, 1.5, 1.2, 0.5), 0),  # falls from the first T: the bump is at its edge
+        ((0.5, 1.2, 1.5, 2.0, 3.0), 4),  # never settles below 1: walked from the last T
+        ((1.5, 0.99, 2.0, 1.2), 2),  # never settles below 1, a dip below 1 before the rise
+        ((0.3, 0.5, 0.9, 0.6, 0.4), 2),  # below 1 everywhere: the highest point, no bump
+        ((0.3, 3.0, 3.0, 0.6, 0.4), 2),  # a plateau: the rise stops at its right end
+        ((1.1,), 0),
+    ],
+)
+def test_the_bump_is_the_peak_of_the_last_rise_before_generalization(
+    curve: tuple[float, ...], index: int
+) -> None:
+    assert regimes.bump(curve) == index
+
+
+def test_the_bump_of_an_empty_curve_is_an_error() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        regimes.bump([])
+
+
+def test_generalization_starts_where_the_loss_stays_below_one() -> None:
+    assert regimes.generalizes_from(LAPTOP_MEAN) == 7  # T = 5 dips below 1 but does not stay
+    assert regimes.generalizes_from((0.9, 0.8)) == 0
+    assert regimes.generalizes_from((0.9, 1.0)) == 2  # 1 itself is not below the zero model
+
+
 def test_findings_pentagon_at_the_largest_T(tmp_path: Path) -> None:
     losses = {5: [2.0, 2.0], 20: [3.0, 3.0], 200: [0.3, 0.5]}
     with build(tmp_path / "r.sqlite", losses) as store:
@@ -298,6 +348,34 @@ def test_findings_regular_polygons_hold_and_clumped_ones_do_not(tmp_path: Path) 
         _, dims, table = tables(store)
     tgon = find(analysis.findings(table, dims), "T-gons")
     assert "50% at T = 5" in tgon.measured
+    assert tgon.holds is False
+
+
+def test_findings_t_gons_golden_values(tmp_path: Path) -> None:
+    """Closed forms of D = |v|^4 / (v^T G v), G = sum_j v_j v_j^T, against m/T:
+
+    - a regular pentagon: G = (5/2) I, every D = 2/5 = m/T (0% off);
+    - a distorted pentagon, the square e1, e2, -e1, -e2 with e1 twice: G = diag(3, 2), D = 1/3
+      (three vectors, 17% below 2/5) and 1/2 (two, 25% above), median 17% off: fails;
+    - T = 30 with 25 examples on a regular 25-gon and 5 at the origin, as the paper-laptop runs
+      leave them (docs/experiment.md section 9): G = (25/2) I, D = 2/25 on the ring (20% above
+      2/30) and 0 at the origin (100% off), median 20% off: fails.
+    """
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    distorted = np.stack([e1, e2, -e1, -e2, e1])
+    dropped = np.vstack([polygon(25), np.zeros((5, 2))])
+    losses = {5: [2.0], 10: [3.0], 30: [1.5], 200: [0.4]}
+    with build(tmp_path / "r.sqlite", losses) as store:
+        _, dims, table = tables(store)
+    regular = find(analysis.findings(table, dims), "T-gons")
+    assert regular.measured.endswith("0% at T = 5, 0% at T = 10, 0% at T = 30")
+    assert regular.holds is True
+    with build(tmp_path / "s.sqlite", losses, H={5: distorted, 30: dropped}) as store:
+        _, dims, table = tables(store)
+    ex = dims[(dims["kind"] == "example") & (dims["n_train"] == 5)]["dimensionality"]
+    assert_close(np.sort(ex.to_numpy()), [1 / 3] * 3 + [1 / 2] * 2, rtol=1e-12)
+    tgon = find(analysis.findings(table, dims), "T-gons")
+    assert tgon.measured.endswith("17% at T = 5, 0% at T = 10, 20% at T = 30")
     assert tgon.holds is False
 
 
@@ -454,10 +532,23 @@ def test_the_procedure_sentence_is_computed_from_the_runs(both) -> None:
     # n = 12, eps 1e-8: the mean trains as the sum with eps 1.2e-7 (docs/experiment.md 9).
     assert procedures.comparison(runs, table) == (
         "Averaging the loss over the n = 12 features, as the paper most likely did, lowers the "
-        "bump (the highest mean test loss over T at m = 2) from 3.1 to 1.5 at T = 20: Adam "
-        "then trains as on the summed loss with eps n × 1e-8 = 1.2e-7 (docs/experiment.md "
-        "section 9).")
+        "bump (the peak of the mean test loss before it settles below 1, at m = 2) from 3.1 "
+        "to 1.5 at T = 20: Adam then trains as on the summed loss with eps n × 1e-8 = 1.2e-7 "
+        "(docs/experiment.md section 9).")
     assert procedures.comparison(runs[runs["loss_reduction"] == "sum"], table) == ""
+
+
+def test_the_procedure_sentence_names_the_bumps_not_a_memorization_peak(tmp_path: Path) -> None:
+    # The paper-laptop store, rounded: the summed loss peaks at its bump, the mean higher at
+    # T = 10 than at its bump (LAPTOP_MEAN).
+    summed = (1.089, 0.9999, 1.0001, 1.0066, 1.0017, 3.038, 474.7, 0.9995)
+    with Store(tmp_path / "r.sqlite") as store:
+        for reduction, curve in (("sum", summed), ("mean", LAPTOP_MEAN)):
+            for T, loss in zip(LAPTOP_T, curve, strict=True):
+                put_run(store, T=T, seed=0, test_loss=loss, loss_reduction=reduction)
+        runs, _, table = tables(store)
+    assert (" lowers the bump (the peak of the mean test loss before it settles below 1, at "
+            "m = 2) from 475 to 1.03 at T = 2,000: ") in procedures.comparison(runs, table)
 
 
 def test_summary_of_two_procedures_opens_with_the_sentence_and_splits_its_tables(both) -> None:

@@ -218,6 +218,15 @@ def test_heatmap_table_is_the_seed_mean_with_infinity_last():
     assert_close(table.loc[4].to_numpy(), [1.1, 1.3, 1.5, 1.09], rtol=1e-12, what="m = 4 row")
 
 
+def test_a_ridge_is_the_bump_of_its_row_not_a_higher_small_T_loss():
+    # m = 16 memorizes past T = 100 (2.0 there) and has its bump at T = 1,000; a missing cell
+    # (NaN) is skipped, not taken for a dip.
+    table = pd.DataFrame([[2.0, 1.0, math.nan, 1.5, 0.99]], index=[16],
+                         columns=[100, 200, 500, 1_000, 3_000])
+    ridge = heatmap.ridges(table, 0.99)
+    assert list(ridge["ridge_T"]) == [1_000] and list(ridge["peak"]) == [1.5]
+
+
 def test_ridges_and_their_findings():
     ridge = heatmap.ridges(heatmap.heatmap_table(heatmap_runs()), 0.99)
     assert list(ridge["ridge_T"]) == [200, 500, math.inf]
@@ -268,6 +277,19 @@ def test_curves_and_bumps():
     assert found.holds and found.claim.startswith("weight decay 1 removes the bump")
     assert "2 (wd 0, T = 300)" in found.measured
     assert not weight_decay.weight_decay_finding(bump.assign(bump=[0.001, 2.0])).holds
+
+
+def test_bumps_skip_a_higher_loss_in_the_memorization_regime():
+    # Weight decay 0: small T costs more (2.0 at T = 10) than the bump (1.5 at T = 300) that the
+    # curve falls from into generalization; weight decay 1: a bump of 0.01 after a 1.3 at T = 10.
+    cells = {((("weight_decay", wd),), T, 0): loss
+             for wd, losses in {0.0: (2.0, 1.1, 1.5, 0.99), 1.0: (1.3, 1.0, 1.01, 0.98)}.items()
+             for T, loss in zip((10, 100, 300, 1_000), losses, strict=True)}
+    bump = shared.bumps(shared.curves(run_rows(cells, n_hidden=4), "weight_decay"),
+                        "weight_decay")
+    assert list(bump["peak_T"]) == [300, 300]
+    assert_close(bump["bump"].to_numpy(), [0.5, 0.01], rtol=1e-9)
+    assert weight_decay.weight_decay_finding(bump).holds  # 0.01 is under 10% of 0.5
 
 
 def test_training_length_finding():

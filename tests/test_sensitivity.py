@@ -233,7 +233,7 @@ def test_verdict_tells_a_removed_bump_from_the_papers_height() -> None:
     _, _, bump, _ = tables(study, runs)
     sentence = S.verdict(study.base, bump)
     assert "No setting tried gives the paper's height" in sentence
-    assert ("decay_bias = W only removes the bump (highest mean 1.003 at T = 10) and "
+    assert ("decay_bias = W only removes the bump (mean 1.003 at T = 10) and "
             "generalizes from T = 30") in sentence
     assert "the closest is dtype = float64 at 3 (T = 30), generalizing from T = 100" in sentence
 
@@ -564,6 +564,6 @@ def test_verdict_does_not_call_a_high_loss_at_the_grid_edge_a_removed_bump() -> 
     runs = fake_runs(study, lambda c: bumpy(c) if c.decay_bias else edge[c.n_train])
     _, _, bump, _ = tables(study, runs)
     sentence = S.verdict(study.base, bump)
-    assert ("decay_bias = W only puts the highest loss at the edge of the T grid (highest mean "
+    assert ("decay_bias = W only puts its bump at the edge of the T grid (mean "
             "300 at T = 10)") in sentence
     assert "removes the bump" not in sentence

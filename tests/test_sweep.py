@@ -133,8 +133,7 @@ def test_grid_unknown_axis_is_a_config_error() -> None:
 
 
 def test_cost_counts_example_feature_pairs_plus_overhead() -> None:
-    # steps * n * (T + 40): 80 * 20 * (5 + 40)
-    assert cost(BASE) == 80 * 20 * 45
+    # The model's terms are tested in test_cost.py; here the order it gives a sweep.
     assert cost(BASE.replace(n_train=40)) > cost(BASE.replace(n_train=8)) > cost(BASE)
 
 
@@ -320,8 +319,8 @@ def test_runs_execute_largest_first(tmp_path: Path) -> None:
     with Store(tmp_path / "runs.sqlite") as store:
         run_sweep(configs, store, recording)
     ran = [(c.n_train, c.steps) for c in recording.ran]
-    # costs steps * 20 * (T + 40): 128,000, 86,000, 76,800, 68,800, 57,600
-    assert ran == [(40, 80), (3, 100), (8, 80), (3, 80), (8, 60)]
+    # The most pairs first; the order of the rest follows grid.cost's overheads (test_cost.py).
+    assert ran[0] == (40, 80) and len(ran) == len(configs)
     costs = [cost(c) for c in recording.ran]
     assert costs == sorted(costs, reverse=True)
 

@@ -9,23 +9,18 @@ claims live in its record (``toyrelu.experiments``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from toyrelu.analysis import procedures
+from toyrelu.analysis import procedures, regimes
+from toyrelu.analysis.regimes import holds_from
+
+__all__ = ["TREND", "bumps", "curves", "fmt_T", "holds_from", "rank_correlation"]
 
 # A rank correlation at least this large counts as "grows with" (at most its negative, as
 # "shrinks with"): a clear trend over a coarse grid of 4-5 values.
 TREND = 0.7
-
-
-def holds_from(flags: Sequence[bool] | np.ndarray) -> int:
-    """The index from which every one of ``flags`` holds to the end (``len(flags)`` when the
-    last does not): where a transition settles for good."""
-    failing = np.flatnonzero(~np.asarray(flags, dtype=bool))
-    return 0 if len(failing) == 0 else int(failing[-1]) + 1
 
 
 def curves(runs: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -48,12 +43,13 @@ def curves(runs: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def bumps(table: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Per value of ``by`` (a ``curves`` table): peak_T and peak (the highest mean test loss
-    over T), bump (how far the peak rises above predicting zero, max(peak - 1, 0)) and
-    last_loss (the mean test loss at the largest T)."""
+    """Per value of ``by`` (a ``curves`` table): peak_T and peak (the mean test loss at the
+    bump, ``regimes.bump``: the peak of the last rise before the loss settles below 1), bump
+    (how far the peak rises above predicting zero, max(peak - 1, 0)) and last_loss (the mean
+    test loss at the largest T)."""
     rows = []
     for value, part in table.sort_values("n_train").groupby(by):
-        top = part.loc[part["test_mean"].idxmax()]
+        top = part.iloc[regimes.bump(part["test_mean"])]
         rows.append({by: value, "peak_T": top.n_train, "peak": top.test_mean,
                      "bump": max(top.test_mean - 1.0, 0.0),
                      "last_loss": part["test_mean"].iloc[-1]})

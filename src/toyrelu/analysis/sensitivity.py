@@ -5,7 +5,7 @@ few T around the bump and past the onset of generalization, for a few seeds. The
 and the study's grid are defined in ``toyrelu.runs.knobs``; every run is an ordinary stored run and
 equal configs across knobs are trained once.
 
-Per knob value the study records the bump (the T of the highest seed-mean test loss, that mean,
+Per knob value the study records the bump (``regimes.bump`` of the seed-mean test loss, that mean,
 the seeds' spread there, the per-example median and the share of test examples above 2) and the
 onset of generalization (the smallest T from which on the mean test loss stays below 1). Knobs are
 ranked by how far their values move the bump's height, and a verdict sentence compares the result
@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from toyrelu.analysis.curves import holds_from
+from toyrelu.analysis import regimes
 from toyrelu.analysis.tables import EXCESS_FACTOR, learned_features, mark_kept
 from toyrelu.core import paper
 from toyrelu.runs.executors import Executor
@@ -90,21 +90,22 @@ def per_T(table: pd.DataFrame) -> pd.DataFrame:
 def bumps(by_T: pd.DataFrame) -> pd.DataFrame:
     """One row per (knob, value): the bump and the onset of generalization.
 
-    peak_T: the T of the highest seed-mean test loss; peak_mean, peak_min, peak_max there (seed
-    spread); peak_median, peak_p90, peak_share: the per-example view at that T; inner: the peak
-    lies strictly inside the T grid; onset_T: the smallest T from which on the seed-mean test
+    peak_T: the T of the bump of the seed-mean test loss (``regimes.bump``: the peak of its last
+    rise before it settles below 1); peak_mean, peak_min, peak_max there (seed spread);
+    peak_median, peak_p90, peak_share: the per-example view at that T; inner: the peak lies
+    strictly inside the T grid; onset_T: the smallest T from which on the seed-mean test
     loss stays below 1 and (where ``by_T`` has ``features``) at least ONSET_FEATURES features
     are learned on average (NaN if never); features_last: learned features at the largest T.
     """
     rows = []
     for (knob, position), part in by_T.groupby(["knob", "position"], sort=False):
         part = part.sort_values("n_train").reset_index(drop=True)
-        peak = int(part["test_mean"].idxmax())
+        peak = regimes.bump(part["test_mean"])
         top = part.iloc[peak]
         general = (part["test_mean"] < 1.0).to_numpy()
         if "features" in part:
             general = general & (part["features"] >= ONSET_FEATURES).to_numpy()
-        start = holds_from(general)
+        start = regimes.holds_from(general)
         rows.append({
             "knob": knob, "position": position, "value": top.value, "is_base": top.is_base,
             "stated": top.stated, "seeds": int(part["seeds"].min()),
@@ -245,8 +246,8 @@ def verdict(base: Base, bump: pd.DataFrame) -> str:
         r = flat.iloc[0]
         # A peak at the grid's edge is no bump only if the loss there stays low.
         effect = ("removes the bump" if r.peak_mean <= hi
-                  else "puts the highest loss at the edge of the T grid")
-        text += (f"; {name(r)} {effect} (highest mean {r.peak_mean:.4g} at T = "
+                  else "puts its bump at the edge of the T grid")
+        text += (f"; {name(r)} {effect} (mean {r.peak_mean:.4g} at T = "
                  f"{r.peak_T:,}) and generalizes {onset(r)}")
     same = sorted({k for k, part in bump.groupby("knob")
                    if ((part["peak_max"] >= b.peak_min) & (part["peak_min"] <= b.peak_max)).all()})

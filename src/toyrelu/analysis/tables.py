@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from toyrelu.analysis import procedures
+from toyrelu.analysis import procedures, regimes
 from toyrelu.core import metrics
 from toyrelu.core.config import field_names
 from toyrelu.runs.store import Store
@@ -185,8 +185,9 @@ def findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     """The m = 2 phenomena of docs/experiment.md section 5, each with its measured evidence,
     checked on each procedure of ``table`` (a ``per_T`` table) apart and tagged with it.
 
-    T-gons: at the smallest T from 5 up, the training examples' D lies near m/T. Bump: the highest
-    mean test loss sits strictly inside the T range, above both neighbours and above 1.
+    T-gons: at the smallest T from 5 up, the training examples' D lies near m/T. Bump: the peak
+    of the mean test loss before it settles below 1 (``regimes.bump``, never a maximum of the
+    memorization regime) sits strictly inside the T range, above both neighbours and above 1.
     Generalization: at the largest T a handful of features have D well above the rest and the
     mean test loss is below 1.
     """
@@ -217,7 +218,7 @@ def _findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
             + ", ".join(f"{d:.0%} at T = {T}" for T, d in deviations),
             all(d < 0.15 for _, d in deviations),
         ))
-    peak = int(rows["test_mean"].idxmax())
+    peak = regimes.bump(rows["test_mean"])
     inner = 0 < peak < len(rows) - 1
     left = rows["test_mean"].iloc[peak - 1] if peak > 0 else float("nan")
     right = rows["test_mean"].iloc[peak + 1] if inner else float("nan")

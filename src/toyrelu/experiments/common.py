@@ -93,7 +93,8 @@ def sweep_section(record: Experiment, out: Path, runs: pd.DataFrame,
     found = finding(bump)
     return Section(
         record.title, text, [record.figure(name)],
-        [("The bump per value: highest mean test loss over T", shown(bump)),
+        [("The bump per value: the peak of the mean test loss before it settles below 1",
+          shown(bump)),
          ("Test loss per value and T", shown(table))],
         [found] if found else [], settings)
 

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FuncFormatter
 
-from toyrelu.analysis import curves
+from toyrelu.analysis import curves, regimes
 from toyrelu.analysis.curves import TREND, fmt_T, rank_correlation
 from toyrelu.analysis.tables import POSITION_FACTOR, Finding
 from toyrelu.core import paper
@@ -47,13 +47,20 @@ def ridges(table: pd.DataFrame, sparsity: float) -> pd.DataFrame:
     """Where each row of a ``heatmap_table`` peaks: n_hidden, ridge_T, peak, and paper_T (the
     paper's ridge at that m, ``paper.RIDGE_T``, scaled to ``sparsity``; NaN where it gives none).
 
-    A ridge is raised test loss, above the zero model's 1: a row whose every T stays at or
-    below 1 has none (ridge_T NaN), as its highest cell would only be noise among learned
-    models."""
-    rows = [{"n_hidden": m, "ridge_T": row.idxmax() if row.max() > 1.0 else math.nan,
-             "peak": row.max(),
-             "paper_T": paper.RIDGE_T.get(int(m), math.nan) * paper.scale(sparsity)}
-            for m, row in table.iterrows() if row.notna().any()]
+    The ridge of a row is its bump (``regimes.bump`` over the T it holds): the peak the test
+    loss falls from into generalization, never a higher loss of the memorization regime. A
+    ridge is raised test loss, above the zero model's 1: a row whose bump stays at or below 1
+    has none (ridge_T NaN), as its highest cell would only be noise among learned models."""
+    rows = []
+    for m, row in table.iterrows():
+        row = row.dropna()
+        if row.empty:
+            continue
+        top = regimes.bump(row.to_numpy())
+        peak = float(row.iloc[top])
+        rows.append({"n_hidden": m, "ridge_T": row.index[top] if peak > 1.0 else math.nan,
+                     "peak": peak,
+                     "paper_T": paper.RIDGE_T.get(int(m), math.nan) * paper.scale(sparsity)})
     return pd.DataFrame(rows, columns=["n_hidden", "ridge_T", "peak", "paper_T"])
 
 
@@ -75,7 +82,8 @@ def heatmap_findings(ridge: pd.DataFrame, sparsity: float) -> list[Finding]:
                + ", ".join(str(m) for m in none["n_hidden"]) if not none.empty else "")
     out = [Finding(
         MOVES.text,
-        f"highest mean test loss at T = {where}; rank correlation with m {rho:.2f}{missing}",
+        f"the bump of the mean test loss at T = {where}; rank correlation with m "
+        f"{rho:.2f}{missing}",
         bool(rho >= TREND and found["ridge_T"].iloc[-1] > found["ridge_T"].iloc[0]),
         paper=MOVES.paper,
     )]
@@ -143,7 +151,7 @@ def build(record: Experiment, store: Store, runs: pd.DataFrame, out: Path) -> Se
     return Section(
         record.title, text, [record.figure("heatmap"), record.figure("heatmap_curves")],
         [("Mean test loss (rows m, columns T)", cells.reset_index().rename(columns=COLUMNS)),
-         ("The ridge: highest mean test loss per m", shown(ridge))],
+         ("The ridge: the bump of the mean test loss per m", shown(ridge))],
         heatmap_findings(ridge, sparsity), settings)
 
 

@@ -17,7 +17,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from numpy.typing import NDArray
 
-from toyrelu.analysis.curves import fmt_T, holds_from
+from toyrelu.analysis.curves import fmt_T
+from toyrelu.analysis.regimes import holds_from
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics, paper
 from toyrelu.experiments.common import about, new_figure, shown

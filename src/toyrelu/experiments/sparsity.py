@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.axes import Axes
 
-from toyrelu.analysis.curves import fmt_T, holds_from
+from toyrelu.analysis.curves import fmt_T
+from toyrelu.analysis.regimes import holds_from
 from toyrelu.analysis.tables import POSITION_FACTOR, Finding, learned_features
 from toyrelu.core import paper
 from toyrelu.experiments.common import about, new_figure, shown

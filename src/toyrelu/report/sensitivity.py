@@ -58,9 +58,10 @@ def markdown(study: Study, tables: Tables, sentence: str, figures: Sequence[str]
              "## Knobs ranked by their effect on the bump's height", "",
              table.frame_markdown(shown(tables.ranking), RANKING_COLUMNS), "",
              "## Every knob value", "",
-             "The bump: the T with the highest mean test loss over seeds, the seeds' spread "
-             "there, and the per-example view at that T (median, 90th percentile and share of "
-             "test examples with a loss above 2, each averaged over seeds). Onset of "
+             "The bump: the peak of the mean test loss over seeds where it last rises before "
+             "settling below 1 (docs/experiment.md section 5), the seeds' spread there, and "
+             "the per-example view at that T (median, 90th percentile and share of test "
+             "examples with a loss above 2, each averaged over seeds). Onset of "
              "generalization: the smallest T from which on the mean test loss stays below 1 with "
              f"at least {ONSET_FEATURES:g} features of D > {LEARNED_D} (mean over seeds).", "",
              table.frame_markdown(shown(tables.bumps), BUMP_COLUMNS), ""]

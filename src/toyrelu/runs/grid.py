@@ -40,16 +40,38 @@ def once(name: str, values: Sequence[Any]) -> None:
 SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
                    9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
 SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
-# The per-step work besides the pairs (AdamW and the gradient flush), in pairs per feature.
-STEP_OVERHEAD = 40
+# What a run costs besides its pairs, in fused pairs' worth at n_hidden = 2: each nonzero of X
+# per step (its correction to the fused step), each feature per step (AdamW, the gradient
+# flush), and each run once (its data, its evaluation). Fitted by benchmarks/bench_cost.py to
+# the run times of timed sweeps (docs/engines.md).
+NONZERO_PAIRS = 63.0
+STEP_OVERHEAD = 62.0
+RUN_OVERHEAD = 3.5e8
+# The split-cell step's time per pair relative to the fused step's, over whole runs, where the
+# engine takes it (``engines.cpu.engine.takes_cells``), for m up to each key: at m = 2 fitted
+# by benchmarks/bench_cost.py; m = 4 gained as much as m = 2 in benchmarks/bench_cells.py's
+# whole runs and m = 8 little, so it is priced as the fused step (docs/engines.md).
+CELLS_WORK = {2: 0.74, 4: 0.74, 8: 1.0}
 
 
 def cost(config: RunConfig) -> float:
-    """Relative cost of a run, in (example, feature) pairs at n_hidden = 2: pairs visited,
-    plus the per-step overhead (``STEP_OVERHEAD`` pairs per feature), over the engine's
-    relative speed at the run's n_hidden (``SPEED_BY_HIDDEN``). A fresh batch per step
-    (T = infinity) costs about as much again to sample."""
+    """Relative cost of a run, in (example, feature) pairs of the fused step at n_hidden = 2:
+    its pairs, priced as the step the CPU engine takes for them (the split-cell step where
+    ``engines.cpu.engine.takes_cells``, ``CELLS_WORK``), its nonzeros of X
+    (``NONZERO_PAIRS`` each), its per-feature work (``STEP_OVERHEAD``) per step and its
+    ``RUN_OVERHEAD``, over the engine's relative speed at the run's n_hidden
+    (``SPEED_BY_HIDDEN``). A fresh batch per step (T = infinity) costs about as much again to
+    sample."""
+    # Imported here: the engine loads numba, which listing the presets does not need.
+    from toyrelu.engines.cpu import engine
+
     rows = config.examples_per_step * (2 if config.infinite else 1)
+    pairs = float(rows * config.n_features)
+    if not config.infinite and engine.takes_cells(int(config.n_train), config.n_hidden):
+        up_to = min((m for m in CELLS_WORK if m >= config.n_hidden), default=max(CELLS_WORK))
+        pairs *= CELLS_WORK[up_to]
+    nonzeros = rows * config.n_features * (1.0 - config.sparsity)
     speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
-    return config.steps * (rows + STEP_OVERHEAD) * config.n_features / speed
+    per_step = pairs + NONZERO_PAIRS * nonzeros + STEP_OVERHEAD * config.n_features
+    return (config.steps * per_step + RUN_OVERHEAD) / speed
 

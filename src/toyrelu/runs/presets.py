@@ -50,10 +50,12 @@ PROCEDURES = ("sum", "mean")
 EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "repeated",
                "sparsity")
 
-# Fused CPU engine, one single-threaded process per core, n = 1,000: (example, feature) pairs
-# per second per core at n_hidden = 2, as benchmarks/bench_engine.py measures it (docs/engines.md);
-# ``grid.cost`` scales other hidden sizes by their measured speed.
-CPU_PAIRS_PER_SECOND = 2.5e9
+# Fused CPU engine, one single-threaded process per core as a sweep runs it: (example, feature)
+# pairs per second per core at n_hidden = 2, fitted with the rest of ``grid.cost`` by
+# benchmarks/bench_cost.py to the run times of timed sweeps (docs/engines.md); ``grid.cost``
+# prices the split-cell step, the nonzeros and the overheads in these pairs and scales other
+# hidden sizes by their measured speed.
+CPU_PAIRS_PER_SECOND = 7.4e9
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,9 @@ class Preset:
 
 
 def cpu_seconds(configs: Sequence[RunConfig], cores: int = 2) -> float:
-    """Estimated wall time of a sweep on ``cores`` CPU cores with the fused engine: the runs'
-    ``grid.cost`` (pairs at n_hidden = 2) over the measured throughput
-    ``CPU_PAIRS_PER_SECOND``, spread evenly over the cores."""
+    """Estimated run time of a sweep on ``cores`` CPU cores with the CPU engine: the runs'
+    ``grid.cost`` (fused pairs at n_hidden = 2, each step priced as the engine takes it) over
+    the measured throughput ``CPU_PAIRS_PER_SECOND``, spread evenly over the cores."""
     return sum(cost(config) for config in configs) / CPU_PAIRS_PER_SECOND / cores
 
 

@@ -1,0 +1,57 @@
+"""``runs.grid.cost`` and ``runs.presets.cpu_seconds``: what a run costs on the CPU engine, each
+step priced as the engine takes it (docs/engines.md, the constants of ``runs/grid.py``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from toyrelu.core.config import RunConfig
+from toyrelu.engines.cpu import engine
+from toyrelu.runs import grid
+from toyrelu.runs.grid import cost
+from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND, cpu_seconds
+
+BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
+
+
+def test_cost_counts_pairs_nonzeros_and_overheads() -> None:
+    # steps * (T n + NONZERO_PAIRS * T n (1 - S) + STEP_OVERHEAD * n) + RUN_OVERHEAD
+    per_step = 5 * 20 + grid.NONZERO_PAIRS * 5 * 20 * (1 - 0.9) + grid.STEP_OVERHEAD * 20
+    assert cost(BASE) == pytest.approx(80 * per_step + grid.RUN_OVERHEAD, rel=1e-12)
+    # The sparser the data, the fewer nonzeros for the same pairs.
+    assert cost(BASE.replace(sparsity=0.99)) < cost(BASE)
+
+
+def test_cost_prices_the_split_cell_step_where_the_engine_takes_it() -> None:
+    T = engine.CELLS_FROM
+    assert not engine.takes_cells(T - 1, 2) and engine.takes_cells(T, 2)
+
+    def pair_part(config: RunConfig) -> float:
+        """cost less its nonzeros and overheads, at the speed of m = 2: the priced pairs."""
+        rows = config.examples_per_step * (2 if config.infinite else 1)
+        others = config.steps * (grid.NONZERO_PAIRS * rows * config.n_features
+                                 * (1 - config.sparsity) + grid.STEP_OVERHEAD
+                                 * config.n_features) + grid.RUN_OVERHEAD
+        speed = grid.SPEED_BY_HIDDEN.get(config.n_hidden, grid.SPEED_LARGE_HIDDEN)
+        return cost(config) * speed - others
+
+    for m, work in ((2, grid.CELLS_WORK[2]), (3, grid.CELLS_WORK[4]), (8, grid.CELLS_WORK[8])):
+        fused = BASE.replace(n_train=T - 1, n_hidden=m)
+        split = BASE.replace(n_train=T, n_hidden=m)
+        assert pair_part(fused) == pytest.approx(80 * (T - 1) * 20, rel=1e-9)
+        assert pair_part(split) == pytest.approx(80 * T * 20 * work, rel=1e-9), m
+    # From CELLS_BELOW_HIDDEN the engine keeps the fused step, and so does the price; a fresh
+    # batch per step never takes the split-cell step.
+    wide = BASE.replace(n_train=T, n_hidden=engine.CELLS_BELOW_HIDDEN)
+    assert pair_part(wide) == pytest.approx(80 * T * 20, rel=1e-9)
+    fresh = BASE.replace(n_train=math.inf, batch_size=T)
+    assert pair_part(fresh) == pytest.approx(80 * 2 * T * 20, rel=1e-9)
+
+
+def test_cpu_seconds_spreads_the_cost_over_the_cores() -> None:
+    configs = [BASE, BASE.replace(n_train=50)]
+    total = (cost(configs[0]) + cost(configs[1])) / CPU_PAIRS_PER_SECOND
+    assert cpu_seconds(configs, cores=2) == pytest.approx(total / 2, rel=1e-12)
+    assert cpu_seconds(configs, cores=1) == pytest.approx(total, rel=1e-12)
