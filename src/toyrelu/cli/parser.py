@@ -7,6 +7,7 @@ numerical library, so ``toyrelu --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -47,7 +48,27 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args and args[0].startswith("-") and args[0] not in ("-h", "--help"):
         raise UsageError(f"unrecognized arguments: {args[0]} (options follow a command: "
                          "toyrelu COMMAND --help)")
-    return build_parser().parse_args(args)
+    return build_parser().parse_args(_negative_values_attached(args))
+
+
+# A value that starts like a negative number (-1e-2, -.5, -inf, a list -1,-2): argparse takes
+# only plain ones (-1, -0.5) for values and the rest for unknown options.
+_NEGATIVE = re.compile(r"-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _negative_values_attached(args: list[str]) -> list[str]:
+    """``--opt VALUE`` written ``--opt=VALUE`` where VALUE looks like a negative number, so
+    that it reaches the option's own check (``--weight-decay -1e-2``: weight_decay must be
+    in [0, inf)) instead of argparse's "expected one argument"."""
+    out: list[str] = []
+    for arg in args:
+        previous = out[-1] if out else ""
+        if (_NEGATIVE.match(arg) and previous.startswith("--") and "=" not in previous
+                and previous != "--"):
+            out[-1] = f"{previous}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
