@@ -45,24 +45,20 @@ def run_sweep(
     progress: TextIO | None = None,
     retry_failed: bool = False,
 ) -> SweepReport:
-    """Run every config not yet finished in ``store``, largest first, storing each as it
-    finishes.
+    """Run every config not yet finished in ``store`` (or damaged there: ``Store.check``),
+    largest first, storing each as it finishes. ``progress``, if given, is a text stream that
+    receives a progress line (``Progress``) and names the damaged runs. ``retry_failed``
+    trains the runs stored as ``failed`` again too.
 
-    ``progress``, if given, is a text stream that receives a progress line (``Progress``).
-    ``retry_failed`` trains the runs stored as ``failed`` again too. A finished run of
-    ``configs`` that is damaged in the store (``Store.check``) is trained again, and named on
-    ``progress`` first.
-
-    Largest first, because the few largest runs hold most of the work (docs/engines.md) and a
-    worker left alone with one of them at the end would idle the others. Each run is claimed
-    in the store right before it starts (the executor's ``start``); a run another sweep holds
-    or has finished meanwhile is skipped.
+    Largest first: the few largest runs hold most of the work (docs/engines.md), and a worker
+    left alone with one at the end would idle the others. Each run is claimed right before it
+    starts (the executor's ``start``); one another sweep holds or has finished is skipped.
     """
     configs = list(configs)
     finished = store.ids("ok") if retry_failed else store.ids(*FINISHED)
     again = _damaged(store, finished & {c.run_id for c in configs}, progress)
-    finished -= again
-    todo = sorted((c for c in configs if c.run_id not in finished), key=cost, reverse=True)
+    todo = sorted((c for c in configs if c.run_id not in finished or c.run_id in again),
+                  key=cost, reverse=True)
     runner = runner or InProcess()
     bar = Progress(todo, progress) if progress is not None else None
     counts: Counter[str] = Counter()
