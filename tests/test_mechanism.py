@@ -1,0 +1,221 @@
+"""The mechanism study (docs/experiment.md section 9): Adam's steps per feature
+(``analysis.adam_steps``), the tail taken apart (``analysis.tail``), the per feature tables and
+verdicts (``analysis.mechanism``), their figures (``figures.mechanism``) and the record and
+preset that run it.
+
+The analysis is tested on hand-made arrays whose answers are known; the gradient against
+PyTorch's autograd; the figures through what they drew from hand-made tables; one tiny run goes
+end to end through the store.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import assert_close, to_csr
+from toyrelu.analysis import adam_steps, mechanism, tail
+from toyrelu.analysis.dynamics import Trajectory
+from toyrelu.core import evaluation
+from toyrelu.core.config import RunConfig
+
+# ------------------------------------------------------------------------ per run measures
+
+
+def test_feature_counts_count_active_entries_per_feature():
+    X = to_csr(np.array([[0.5, 0.0, 0.2, 0.0], [0.1, 0.0, 0.0, 0.0], [0.3, 0.0, 0.9, 0.0]]))
+    assert mechanism.feature_counts(X).tolist() == [3, 0, 2, 0]
+    assert mechanism.count_bin([0, 1, 2, 3, 5, 6, 10, 11, 500]).tolist() == [
+        "0", "1", "2", "3-5", "3-5", "6-10", "6-10", "11+", "11+"]
+
+
+def test_effective_eps_is_n_times_eps_for_the_mean():
+    # docs/experiment.md section 9: the mean with eps e trains as the sum with eps n e.
+    assert adam_steps.effective_eps(RunConfig(n_features=1000, eps=1e-8)) == 1e-8
+    assert_close(adam_steps.effective_eps(RunConfig(n_features=1000, eps=1e-8,
+                                                    loss_reduction="mean")), 1e-5, rtol=1e-12)
+
+
+def test_gradient_matches_autograd_of_the_summed_loss():
+    rng = np.random.default_rng(0)
+    n, m, T = 12, 3, 7
+    dense = rng.uniform(size=(T, n)) * (rng.uniform(size=(T, n)) < 0.3)
+    W, b = rng.normal(size=(m, n)), rng.normal(size=n) * 0.1
+    Wt = torch.tensor(W, requires_grad=True)
+    x = torch.tensor(dense)
+    out = torch.relu(x @ Wt.T @ Wt + torch.tensor(b))
+    ((out - x) ** 2).sum(dim=1).mean().backward()
+    expected = Wt.grad.numpy()
+    for rows in (2, 1024):  # several blocks and one
+        got = adam_steps.gradient_W(W, b, to_csr(dense), rows=rows)
+        assert_close(got, expected, rtol=1e-12, what=f"blocks of {rows}")
+
+
+def test_adam_gain_of_a_constant_gradient_is_g_over_g_plus_eps():
+    # A constant g gives v_hat = g^2 exactly (a bias-corrected average of a constant), so the
+    # gain is g / (g + eps): 1/2 where g = eps, 10/11 where g = 10 eps.
+    eps = 1e-6
+    g = np.array([[1e-6, 1e-5], [-1e-6, 1e-5]])  # (n_hidden 2, n_features 2)
+    grads = np.stack([g] * 4)
+    scale, gain = adam_steps.adam_gain(grads, np.array([0, 10, 20, 35]), 0.999, eps)
+    assert_close(scale, np.tile([1e-6, 1e-5], (4, 1)), rtol=1e-9)
+    assert_close(gain, np.tile([0.5, 10 / 11], (4, 1)), rtol=1e-9)
+
+
+def test_adam_gain_forgets_an_old_gradient_at_beta2_per_step():
+    # g = 1 until step 10, then 0: v_hat(20) = beta2^10 (1 - beta2^10) / (1 - beta2^20).
+    grads = np.array([[[1.0]], [[1.0]], [[0.0]]])
+    scale, _ = adam_steps.adam_gain(grads, np.array([0, 10, 20]), 0.5, 1e-8)
+    expected = 0.5 ** 10 * (1 - 0.5 ** 10) / (1 - 0.5 ** 20)
+    assert_close(scale[:, 0], [1.0, 1.0, math.sqrt(expected)], rtol=1e-12)
+
+
+def _trajectory(config: RunConfig, steps, W, b, X, run_id: str = "r") -> Trajectory:
+    return Trajectory(run_id, config, np.asarray(steps, np.int64), np.asarray(W, np.float64),
+                      np.asarray(b, np.float64), X)
+
+
+def test_a_column_taking_full_steps_has_speed_1_and_a_still_one_0():
+    # Constant lr (no warmup): 5 steps move a full-speed column by 5 lr in each of its 2
+    # coordinates, sqrt(2) 5 lr in all, which is the interval's budget.
+    config = RunConfig(n_features=2, n_hidden=2, sparsity=0.5, n_train=2, steps=10,
+                       warmup_steps=0, schedule="constant", lr=0.01, snapshot_every=5)
+    X = to_csr(np.array([[0.5, 0.0], [0.2, 0.0]]))
+    W = np.zeros((3, 2, 2))
+    W[1, :, 0], W[2, :, 0] = 0.05, 0.10  # feature 0 moves 5 lr per coordinate per interval
+    measured = adam_steps.trace(_trajectory(config, [0, 5, 10], W, np.zeros((3, 2)), X))
+    assert_close(measured.budget, [0.05 * math.sqrt(2)] * 2, rtol=1e-12)
+    assert_close(adam_steps.ratio(measured.moved, measured.budget), [1.0, 0.0], rtol=1e-12,
+                 atol=1e-15)
+    assert measured.eps_eff == config.eps
+
+
+def test_the_tail_splits_over_features_into_active_and_false_positive_parts():
+    # One feature, W = [[2]], b = -1: an example holding x gives x' = relu(4x - 1).
+    # x = 1: x' = 3, loss (3 - 1)^2 = 4 > 2, all of it where the feature is active.
+    # Two features with W_1 = W_0: x = (1, 0) outputs 3 on feature 1, a false positive of 9.
+    W = np.array([[2.0, 2.0]])
+    b = np.array([-1.0, -1.0])
+    X = to_csr(np.array([[1.0, 0.0], [0.1, 0.0]]))
+    losses, heavy, heavy_active = tail.loss_by_feature(W, b, X)
+    assert_close(losses, [4.0 + 9.0, 0.01], rtol=1e-12)
+    assert_close(heavy, [4.0, 9.0], rtol=1e-12)
+    assert_close(heavy_active, [4.0, 0.0], rtol=1e-12, atol=0.0)
+    assert_close(losses, evaluation.example_losses(W, b, X), rtol=1e-12)
+
+
+def test_tail_examples_say_what_the_tail_holds():
+    W = np.array([[2.0, 2.0, 0.1]])  # features 0 and 1 are longer than LONG
+    b = np.array([-1.0, -1.0, 0.0])
+    X = to_csr(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.5], [0.0, 0.1, 0.0]]))
+    assert tail.holding(X, np.array([False, True, False])).tolist() == [False, False, False,
+                                                                        True]
+    held = tail.tail_examples(W, b, X)
+    losses = evaluation.example_losses(W, b, X)
+    assert held["tail"] == 0.25
+    assert_close(held["tail_loss_share"], losses[0] / losses.sum(), rtol=1e-12)
+    assert held["tail_holding_long"] == 1.0 and held["all_holding_long"] == 0.5
+
+
+def test_onset_is_the_first_step_at_half_the_final_tail():
+    line = pd.DataFrame({"step": [0, 100, 200, 300], "test_share_above_2": [0, 0.01, 0.03, 0.04]})
+    assert mechanism.onset(line) == 200
+    assert mechanism.onset(line, share=0.2) == 100
+    assert math.isnan(mechanism.onset(line.assign(test_share_above_2=0.0)))
+
+
+# ----------------------------------------------------------------- tables and verdicts
+
+
+def _features(reduction: str, T: int, seed: int, rows: list[tuple]) -> pd.DataFrame:
+    """Feature rows (count, W_norm, b, speed, gain, late_gain, tail_loss, tail_loss_active)."""
+    table = pd.DataFrame(rows, columns=["count", "W_norm", "b", "speed", "gain", "late_gain",
+                                        "tail_loss", "tail_loss_active"])
+    table["bin"] = mechanism.count_bin(table["count"])
+    table["late_speed"] = table["speed"]
+    table["late_grad"] = 1e-6
+    table["eps_eff"] = 1e-8 if reduction == "sum" else 1e-5
+    return table.assign(run_id=f"{reduction}{T}{seed}", loss_reduction=reduction, eps=1e-8,
+                        n_train=T, seed=seed)
+
+
+def _measured(mean_speed: float = 0.02, mean_tail_loss: float = 1.0) -> mechanism.Measured:
+    """Two procedures at T = 300 (and the sum at T = 100 with a lower test loss): under the
+    sum the rare features take full steps (gain 1) and carry 3/4 of the tail's loss; under
+    the mean their gain is 0.3."""
+    features = pd.concat([
+        _features("sum", 300, 0, [(1, 2.0, -3.0, 0.1, 1.0, 0.99, 3.0, 0.5),
+                                  (2, 1.5, -2.0, 0.1, 1.0, 0.99, 3.0, 0.0),
+                                  (8, 0.5, 0.1, 0.05, 1.0, 0.99, 2.0, 0.5)]),
+        _features("mean", 300, 0, [(1, 1.2, -2.0, mean_speed, 0.3, 0.1, mean_tail_loss, 0.0),
+                                   (2, 1.1, -2.0, mean_speed, 0.3, 0.1, 0.0, 0.0),
+                                   (8, 0.5, 0.1, 0.05, 0.6, 0.2, 1.0, 0.0)]),
+        _features("sum", 100, 0, [(1, 0.3, -0.1, 0.1, 1.0, 0.99, 0.0, 0.0)]),
+    ], ignore_index=True)
+    lines = pd.DataFrame({
+        "loss_reduction": ["sum"] * 3 + ["mean"] * 3 + ["sum"] * 3,
+        "n_train": [300] * 6 + [100] * 3, "seed": 0,
+        "step": [0, 5_000, 10_000] * 3,
+        "test_share_above_2": [0, 0.05, 0.06, 0, 0.01, 0.02, 0, 0, 0],
+        "test_loss": [1, 3, 4, 1, 1.5, 1.6, 1, 1, 1.01],
+    })
+    examples = pd.DataFrame({
+        "loss_reduction": ["sum", "mean", "sum"], "n_train": [300, 300, 100], "seed": 0,
+        "tail": [0.06, 0.02, 0.0], "tail_loss_share": [0.7, 0.3, 0.0],
+        "tail_holding_long": [1.0, 1.0, np.nan], "all_holding_long": [0.8, 0.7, 0.0],
+    })
+    return mechanism.Measured(features, lines, examples)
+
+
+def test_by_count_gives_medians_and_tail_shares_per_bin():
+    table = mechanism.by_count(_measured().features)
+    sum300 = table[(table["loss_reduction"] == "sum") & (table["n_train"] == 300)]
+    assert sum300["bin"].tolist() == ["1", "2", "6-10"]
+    assert_close(sum300["tail_share"], [3 / 8, 3 / 8, 2 / 8], rtol=1e-12)
+    assert sum300["long"].tolist() == [1.0, 1.0, 0.0]
+    assert table[table["loss_reduction"] == "mean"]["gain"].tolist() == [0.3, 0.3, 0.6]
+
+
+def test_tail_shares_take_the_tail_apart_per_procedure_and_T():
+    shares = mechanism.tail_shares(_measured()).set_index(["loss_reduction", "n_train"])
+    row = shares.loc[("sum", 300)]
+    assert_close(row["rare_share"], 6 / 8, rtol=1e-12)
+    assert_close(row["long_share"], 6 / 8, rtol=1e-12)
+    assert_close(row["false_positive_share"], 1 - 1 / 8, rtol=1e-12)
+    assert row["onset"] == 5_000 and row["test_loss"] == 4
+    assert mechanism.bump_T(shares.reset_index()) == 300
+    assert math.isnan(shares.loc[("sum", 100), "onset"])
+
+
+def test_findings_are_computed_from_the_tables():
+    found = mechanism.findings(_measured())
+    assert [f.claim for f in found] == list(mechanism.CLAIMS)
+    holds = [f.holds for f in found]
+    # Full steps under the sum (gain 1), damped under the mean (0.3); speed 0.02 against 0.1
+    # is 0.2 of it; rare features carry 6/8 (sum) and 1/2 (mean) of the tail.
+    assert holds == [True, True, True, True, True, True, True]
+    assert "1 under the sum, 0.3 under the mean" in found[0].measured
+    assert "(0.20 of it)" in found[1].measured
+    assert "75% (sum) and 50% (mean)" in found[2].measured
+    slower = mechanism.findings(_measured(mean_speed=0.08, mean_tail_loss=0.5))
+    assert [f.holds for f in slower][1:3] == [False, False]
+    assert "(0.80 of it)" in slower[1].measured
+
+
+def test_findings_need_both_procedures():
+    measured = _measured()
+    only_sum = mechanism.Measured(*(t[t["loss_reduction"] == "sum"] for t in (
+        measured.features, measured.lines, measured.examples)))
+    found = mechanism.findings(only_sum)
+    assert len(found) == len(mechanism.CLAIMS)
+    assert all(f.measured.startswith("not measured") for f in found)
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.073, "7.3%"), (0.5, "50%"), (1.0, "100%"),
+                                             (0.0996, "10%"), (float("nan"), "n/a")])
+def test_shares_read_as_percentages(value: float, text: str):
+    assert mechanism._pct(value) == text
