@@ -11,17 +11,24 @@ end to end through the store.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from helpers import assert_close, to_csr
 from toyrelu.analysis import adam_steps, mechanism, tail
 from toyrelu.analysis.dynamics import Trajectory
 from toyrelu.core import evaluation
 from toyrelu.core.config import RunConfig
+from toyrelu.experiments import RECORDS
+from toyrelu.figures import mechanism as fmech
+from toyrelu.runs.store import Store
+from toyrelu.runs.sweep import run_sweep
 
 # ------------------------------------------------------------------------ per run measures
 
@@ -123,9 +130,9 @@ def test_tail_examples_say_what_the_tail_holds():
 
 def test_onset_is_the_first_step_at_half_the_final_tail():
     line = pd.DataFrame({"step": [0, 100, 200, 300], "test_share_above_2": [0, 0.01, 0.03, 0.04]})
-    assert mechanism.onset(line) == 200
-    assert mechanism.onset(line, share=0.2) == 100
-    assert math.isnan(mechanism.onset(line.assign(test_share_above_2=0.0)))
+    assert tail.onset(line) == 200
+    assert tail.onset(line, share=0.2) == 100
+    assert math.isnan(tail.onset(line.assign(test_share_above_2=0.0)))
 
 
 # ----------------------------------------------------------------- tables and verdicts
@@ -158,13 +165,14 @@ def _measured(mean_speed: float = 0.02, mean_tail_loss: float = 1.0) -> mechanis
     ], ignore_index=True)
     lines = pd.DataFrame({
         "loss_reduction": ["sum"] * 3 + ["mean"] * 3 + ["sum"] * 3,
-        "n_train": [300] * 6 + [100] * 3, "seed": 0,
+        "n_train": [300] * 6 + [100] * 3, "seed": 0, "eps": 1e-8,
         "step": [0, 5_000, 10_000] * 3,
         "test_share_above_2": [0, 0.05, 0.06, 0, 0.01, 0.02, 0, 0, 0],
         "test_loss": [1, 3, 4, 1, 1.5, 1.6, 1, 1, 1.01],
     })
     examples = pd.DataFrame({
         "loss_reduction": ["sum", "mean", "sum"], "n_train": [300, 300, 100], "seed": 0,
+        "eps": 1e-8,
         "tail": [0.06, 0.02, 0.0], "tail_loss_share": [0.7, 0.3, 0.0],
         "tail_holding_long": [1.0, 1.0, np.nan], "all_holding_long": [0.8, 0.7, 0.0],
     })
@@ -219,3 +227,95 @@ def test_findings_need_both_procedures():
                                              (0.0996, "10%"), (float("nan"), "n/a")])
 def test_shares_read_as_percentages(value: float, text: str):
     assert mechanism._pct(value) == text
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _table() -> pd.DataFrame:
+    """by_count rows of one T: the sum's rows listed after the mean's, to check the order."""
+    rows = []
+    for reduction, lengths, gains in (("mean", [0.0, 0.3, 0.2], [0.1, 0.4, 0.5]),
+                                      ("sum", [0.0, 0.4, 0.25], [0.9, 1.0, 1.0])):
+        for label, length, gain in zip(["0", "1", "2"], lengths, gains, strict=True):
+            rows.append({"loss_reduction": reduction, "eps": 1e-8, "n_train": 300,
+                         "bin": label, "W_norm": length, "gain": gain, "late_gain": gain / 2,
+                         "tail_share": length / 0.65 if reduction == "sum" else length / 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_length_and_gain_panels_draw_one_line_per_procedure():
+    fig = Figure()
+    ax = fmech.plot_length_by_count(fig.add_subplot(), _table())
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["summed loss (eps 1e-8)",
+                                                    "paper's procedure: mean over features"]
+    assert lines[0].get_ydata().tolist() == [0.0, 0.4, 0.25]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+    ax = fmech.plot_gain_by_count(fig.add_subplot(), _table())
+    assert [line.get_ydata().tolist() for line in ax.get_lines()] == [
+        [0.9, 1.0, 1.0], [0.1, 0.4, 0.5], [0.45, 0.5, 0.5], [0.05, 0.2, 0.25]]
+    assert ax.get_lines()[3].get_linestyle() == "--"
+
+
+def test_tail_panel_draws_one_bar_per_procedure_and_count():
+    ax = fmech.plot_tail_by_count(Figure().add_subplot(), _table())
+    heights = [p.get_height() for p in ax.patches]
+    assert_close(heights, [0.0, 0.4 / 0.65, 0.25 / 0.65, 0.0, 0.6, 0.4], rtol=1e-12)
+    centres = [p.get_x() + p.get_width() / 2 for p in ax.patches]
+    assert_close(centres, [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2], rtol=1e-12)
+
+
+def test_tail_over_training_draws_a_line_per_seed_labelled_once():
+    lines = pd.DataFrame({"loss_reduction": ["sum"] * 4 + ["mean"] * 2, "eps": 1e-8,
+                          "seed": [0, 0, 1, 1, 0, 0], "step": [0, 10, 0, 10, 0, 10],
+                          "test_share_above_2": [0, 0.1, 0, 0.2, 0, 0.05]})
+    ax = fmech.plot_tail_over_training(Figure().add_subplot(), lines)
+    drawn = ax.get_lines()
+    assert [line.get_ydata().tolist() for line in drawn] == [[0, 0.1], [0, 0.2], [0, 0.05]]
+    assert drawn[0].get_color() == drawn[1].get_color() != drawn[2].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "summed loss (eps 1e-8)", "paper's procedure: mean over features"]
+
+
+# ------------------------------------------------------------------ record and preset
+
+
+def test_the_preset_trains_both_procedures_with_snapshots_at_the_reduced_scale():
+    from toyrelu.runs.presets import PRESETS, cpu_seconds
+
+    for name in ("mechanism-quick", "mechanism-laptop"):
+        preset = PRESETS[name]
+        configs = preset.configs()
+        assert preset.experiment == "mechanism" and name.split("-")[0] in RECORDS
+        assert {c.loss_reduction for c in configs} == {"sum", "mean"}
+        assert all(c.snapshot_every > 0 for c in configs)
+    quick = PRESETS["mechanism-quick"].configs()
+    assert {c.n_features for c in quick} == {1_000}
+    assert cpu_seconds(quick) <= 5 * 60  # a few minutes on 2 cores
+
+
+def test_select_keeps_the_snapshot_runs_of_both_procedures():
+    runs = pd.DataFrame({
+        "run_id": list("abcde"), "n_train": [100, 100, 300, 300, 300],
+        "seed": 0, "restart": 0, "loss_reduction": ["sum", "mean", "sum", "mean", "sum"],
+        "eps": 1e-8, "snapshot_every": [100, 100, 100, 100, 0], "n_features": 1000,
+    })
+    chosen = RECORDS["mechanism"].select(runs)
+    assert chosen["run_id"].tolist() == list("abcd")
+    assert RECORDS["mechanism"].select(runs.drop(columns="snapshot_every")).empty
+    assert RECORDS["mechanism"].select(runs[runs["snapshot_every"] == 0]).empty
+
+
+def test_a_tiny_store_of_both_procedures_gives_the_section(tmp_path: Path):
+    # One tiny run per procedure, trained with snapshots through the store like a sweep.
+    base = RunConfig(n_features=40, sparsity=0.9, n_train=20, steps=200, n_test=300,
+                     snapshot_every=50)
+    configs = [base.replace(loss_reduction=r) for r in ("sum", "mean")]
+    with Store(tmp_path / "s.sqlite") as store:
+        run_sweep(configs, store)
+        (section,) = RECORDS["mechanism"].sections(store, tmp_path / "out")
+    assert (tmp_path / "out" / "mechanism.png").is_file()
+    assert [f.claim for f in section.findings] == list(mechanism.CLAIMS)
+    assert section.tables[0][1]["procedure"].iloc[0] == "sum"
+    assert plt.get_fignums() == []

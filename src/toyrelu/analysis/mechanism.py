@@ -1,11 +1,9 @@
 """Why the training procedure decides the bump: per feature tables and verdicts.
 
-The reading to test (docs/experiment.md section 9): a feature present in one or two training
-examples has a tiny gradient once those examples are fit; with the summed loss and eps 1e-8
-Adam still takes full steps on it, with the mean (the sum with eps n x 1e-8) eps damps them; its
-column W_i grows further under the sum, and the test examples it fires on make the heavy tail
-of the test loss. From each run's snapshots, training set and test set this module measures,
-per feature i (``feature_table``):
+The reading to test (docs/experiment.md section 9): eps leaves Adam's full steps to a rare
+feature's tiny gradient under the summed loss and damps them under the mean (the sum with eps
+n x eps); the column grows further under the sum and makes the test loss's heavy tail. Per
+feature i of a run (``feature_table``):
 
 - ``count``: the training examples it is active in, and ``bin`` its ``COUNT_BINS`` label;
 - ``W_norm``, ``b``: its final |W_i| and b_i, and ``W_norm_init`` its length at step 0;
@@ -37,9 +35,9 @@ from toyrelu.analysis import dynamics, procedures
 from toyrelu.analysis.adam_steps import Trace, ratio, trace, weighted
 from toyrelu.analysis.dynamics import Trajectory
 from toyrelu.analysis.tables import Finding
-from toyrelu.analysis.tail import LONG, TAIL_LOSS, loss_by_feature, tail_examples
+from toyrelu.analysis.tail import LONG, TAIL_LOSS, loss_by_feature, onset, tail_examples
 from toyrelu.core import data, evaluation
-from toyrelu.core.config import RunConfig
+from toyrelu.core.config import LOSS_REDUCTIONS, RunConfig
 from toyrelu.core.data import SparseData
 from toyrelu.runs.store import Store, StoreError
 
@@ -106,7 +104,7 @@ def feature_table(trajectory: Trajectory, test: SparseData | None = None,
 
 
 def timeline(trajectory: Trajectory, test: SparseData | None = None,
-             measured: Trace | None = None, *, at_most: int = 26) -> pd.DataFrame:
+             measured: Trace | None = None, *, at_most: int = 21) -> pd.DataFrame:
     """Test loss at (at most ``at_most``, evenly spread, always the first and the last)
     snapshot steps: ``step``, ``test_loss``, ``test_share_above_2`` (the tail), and for the
     features seen 1..``RARE`` times in training (``rare_``) and more often (``common_``) the
@@ -131,16 +129,6 @@ def timeline(trajectory: Trajectory, test: SparseData | None = None,
                                    else np.nan)
         rows.append(row)
     return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
-
-
-def onset(line: pd.DataFrame, share: float = 0.5) -> float:
-    """The first step of a ``timeline`` at which the tail (``test_share_above_2``) reaches
-    ``share`` of its final value; NaN when the run ends with no tail."""
-    final = float(line["test_share_above_2"].iloc[-1])
-    if final <= 0:
-        return float("nan")
-    reached = line["step"][line["test_share_above_2"] >= share * final]
-    return float(reached.iloc[0])
 
 
 RUN_KEYS = ["run_id", "loss_reduction", "eps", "n_train", "seed"]
@@ -212,11 +200,12 @@ def by_count(features: pd.DataFrame) -> pd.DataFrame:
     tail's loss, summed over seeds)."""
     order = {label: k for k, (label, _, _) in enumerate(COUNT_BINS)}
     rows = []
-    for (reduction, T), run in features.groupby(["loss_reduction", "n_train"]):
+    for (reduction, eps, T), run in features.groupby(KEYS):
         total = run["tail_loss"].sum()
         for label, part in run.groupby("bin"):
             rows.append({
-                "loss_reduction": reduction, "n_train": T, "bin": label, "order": order[label],
+                "loss_reduction": reduction, "eps": eps, "n_train": T, "bin": label,
+                "order": order[label],
                 "features": len(part), "seeds": part["seed"].nunique(),
                 "W_norm": part["W_norm"].median(), "b": part["b"].median(),
                 "b_positive": float((part["b"] > 0).mean()),
@@ -228,8 +217,28 @@ def by_count(features: pd.DataFrame) -> pd.DataFrame:
             })
     if not rows:
         return pd.DataFrame(rows)
-    return pd.DataFrame(rows).sort_values(["loss_reduction", "n_train", "order"]).drop(
-        columns="order").reset_index(drop=True)
+    return _in_order(pd.DataFrame(rows), "order")
+
+
+# What keeps the runs of a table apart: the procedure, its eps and T.
+KEYS = ["loss_reduction", "eps", "n_train"]
+
+
+def _rows_of(table: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The rows of ``table`` whose ``KEYS`` equal ``key``."""
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in zip(KEYS, key, strict=True):
+        mask &= (table[column] == value).to_numpy()
+    return table[mask]
+
+
+def _in_order(table: pd.DataFrame, *then: str) -> pd.DataFrame:
+    """``table`` sorted by procedure (the summed loss first, ``LOSS_REDUCTIONS``), eps, T and
+    ``then``, which is dropped."""
+    rank = table["loss_reduction"].map({r: k for k, r in enumerate(LOSS_REDUCTIONS)})
+    table = table.assign(_rank=rank.fillna(len(LOSS_REDUCTIONS)))
+    table = table.sort_values(["_rank", "loss_reduction", "eps", "n_train", *then])
+    return table.drop(columns=["_rank", *then]).reset_index(drop=True)
 
 
 def _share(part: pd.DataFrame, mask: pd.Series, column: str = "tail_loss") -> float:
@@ -247,16 +256,15 @@ def tail_shares(measured: Measured) -> pd.DataFrame:
     (``tail_examples``, means over seeds) and ``onset`` (the median over seeds of the step at
     which the tail reaches half its final share; NaN without a tail)."""
     rows = []
-    for (reduction, T), part in measured.features.groupby(["loss_reduction", "n_train"]):
-        lines = measured.lines[(measured.lines["loss_reduction"] == reduction)
-                               & (measured.lines["n_train"] == T)]
-        held = measured.examples[(measured.examples["loss_reduction"] == reduction)
-                                 & (measured.examples["n_train"] == T)]
+    for key, part in measured.features.groupby(KEYS):
+        reduction, eps, T = key
+        lines, held = _rows_of(measured.lines, key), _rows_of(measured.examples, key)
         onsets = [onset(seed.sort_values("step")) for _, seed in lines.groupby("seed")]
         ends = lines.sort_values("step").groupby("seed").tail(1)
         active = _share(part, part["tail_loss"] > -1, "tail_loss_active")
         rows.append({
-            "loss_reduction": reduction, "n_train": T, "seeds": part["seed"].nunique(),
+            "loss_reduction": reduction, "eps": eps, "n_train": T,
+            "seeds": part["seed"].nunique(),
             "test_loss": float(ends["test_loss"].mean()),
             "tail": float(held["tail"].mean()),
             "tail_loss_share": float(held["tail_loss_share"].mean()),
@@ -268,7 +276,7 @@ def tail_shares(measured: Measured) -> pd.DataFrame:
             "all_holding_long": float(held["all_holding_long"].mean()),
             "onset": float(np.nanmedian(onsets)) if np.isfinite(onsets).any() else np.nan,
         })
-    return pd.DataFrame(rows)
+    return _in_order(pd.DataFrame(rows)) if rows else pd.DataFrame(rows)
 
 
 # A median Adam gain at least this is a full step; at most DAMPED, eps takes half of it or more.
@@ -299,12 +307,21 @@ def findings(measured: Measured) -> list[Finding]:
     longer than ``LONG`` firing where they are 0), what the tail's examples hold, when the tail
     forms and how much the mean shrinks it."""
     shares = tail_shares(measured)
+    shares = shares[shares["eps"] == procedures.DEFAULT_EPS] if not shares.empty else shares
     if shares.empty or set(shares["loss_reduction"]) != {"sum", "mean"}:
         why = "not measured: needs stored snapshot runs of both procedures"
         return [Finding(claim, why, False) for claim in CLAIMS]
     T = bump_T(shares)
     at = shares[shares["n_train"] == T].set_index("loss_reduction")
-    features = measured.features[measured.features["n_train"] == T]
+    features = measured.features[(measured.features["n_train"] == T)
+                                 & (measured.features["eps"] == procedures.DEFAULT_EPS)]
+    steps = int(measured.lines["step"].max())
+    return (_rare_findings(features, T)
+            + _tail_findings(at.loc["sum"].to_dict(), at.loc["mean"].to_dict(), T, steps))
+
+
+def _rare_findings(features: pd.DataFrame, T: float) -> list[Finding]:
+    """The first two verdicts of ``findings``, on the features of its T."""
     rare = features[(features["count"] >= 1) & (features["count"] <= RARE)]
     of = {r: rare[rare["loss_reduction"] == r] for r in ("sum", "mean")}
     seeds = int(features["seed"].nunique())
@@ -315,8 +332,6 @@ def findings(measured: Measured) -> list[Finding]:
     speed = {r: float(of[r]["speed"].median()) for r in of}
     length = {r: float(of[r]["W_norm"].median()) for r in of}
     ratio = speed["mean"] / speed["sum"] if speed["sum"] > 0 else float("nan")
-    a, b = at.loc["sum"].to_dict(), at.loc["mean"].to_dict()
-    steps = int(measured.lines["step"].max())
     return [
         Finding(CLAIMS[0],
                 f"{where}: median Adam gain over training {gain['sum']:.3g} under the sum, "
@@ -328,6 +343,13 @@ def findings(measured: Measured) -> list[Finding]:
                 f"under the mean ({ratio:.2f} of it); median final |W_i| {length['sum']:.2g} "
                 f"and {length['mean']:.2g}",
                 bool(ratio <= 0.5)),
+    ]
+
+
+def _tail_findings(a: dict, b: dict, T: float, steps: int) -> list[Finding]:
+    """The tail's verdicts of ``findings`` from the ``tail_shares`` rows of its T under the
+    sum (``a``) and the mean (``b``), trained for ``steps``."""
+    return [
         Finding(CLAIMS[2],
                 f"T = {T:,.0f}: features seen 0-{RARE} times carry {_pct(a['rare_share'])} (sum) "
                 f"and {_pct(b['rare_share'])} (mean) of the tail's loss",

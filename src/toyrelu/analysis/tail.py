@@ -5,12 +5,13 @@ A test example is in the tail when its loss (summed over features, the paper's s
 ``TAIL_LOSS``, the threshold of the stored ``test_share_above_2``. Its loss is a sum over
 features of (x'_i - x_i)^2, so the tail's loss splits exactly over the features, and each
 feature's part splits again into where it is active in the example and where the model outputs
-it though it is 0 (a false positive).
+it though it is 0 (a false positive). ``onset`` says when, over training, the tail forms.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from toyrelu.analysis.adam_steps import dense_blocks
@@ -74,3 +75,13 @@ def tail_examples(
         "tail_holding_long": float(held[heavy].mean()) if heavy.any() else np.nan,
         "all_holding_long": float(held.mean()),
     }
+
+
+def onset(line: pd.DataFrame, share: float = 0.5) -> float:
+    """The first step of a ``timeline`` at which the tail (``test_share_above_2``) reaches
+    ``share`` of its final value; NaN when the run ends with no tail."""
+    final = float(line["test_share_above_2"].iloc[-1])
+    if final <= 0:
+        return float("nan")
+    reached = line["step"][line["test_share_above_2"] >= share * final]
+    return float(reached.iloc[0])
