@@ -133,6 +133,7 @@ def test_onset_is_the_first_step_at_half_the_final_tail():
     assert tail.onset(line) == 200
     assert tail.onset(line, share=0.2) == 100
     assert math.isnan(tail.onset(line.assign(test_share_above_2=0.0)))
+    assert math.isnan(tail.onset(line.iloc[-1:]))  # the final state alone says nothing of when
 
 
 # ----------------------------------------------------------------- tables and verdicts
@@ -312,9 +313,17 @@ def test_a_tiny_store_of_both_procedures_gives_the_section(tmp_path: Path):
     base = RunConfig(n_features=40, sparsity=0.9, n_train=20, steps=200, n_test=300,
                      snapshot_every=50)
     configs = [base.replace(loss_reduction=r) for r in ("sum", "mean")]
+    final_only = base.replace(snapshot_every=0)
     with Store(tmp_path / "s.sqlite") as store:
-        run_sweep(configs, store)
+        run_sweep([*configs, final_only], store)
         (section,) = RECORDS["mechanism"].sections(store, tmp_path / "out")
+        # A run without snapshots is measured on its final state alone: no speed, no gain.
+        alone = mechanism.load(store, final_only.run_id)
+        assert alone.steps.tolist() == [200]
+        assert_close(alone.W[0], store.arrays(final_only.run_id)["W"], rtol=0.0)
+        table = mechanism.feature_table(alone)
+        assert table["speed"].isna().all() and table["gain"].isna().all()
+        assert (table["count"] == mechanism.feature_counts(alone.X)).all()
     assert (tmp_path / "out" / "mechanism.png").is_file()
     assert [f.claim for f in section.findings] == list(mechanism.CLAIMS)
     assert section.tables[0][1]["procedure"].iloc[0] == "sum"

@@ -79,9 +79,10 @@ def tail_examples(
 
 def onset(line: pd.DataFrame, share: float = 0.5) -> float:
     """The first step of a ``timeline`` at which the tail (``test_share_above_2``) reaches
-    ``share`` of its final value; NaN when the run ends with no tail."""
+    ``share`` of its final value; NaN when the run ends with no tail, or the timeline has its
+    final state alone (a run without snapshots)."""
     final = float(line["test_share_above_2"].iloc[-1])
-    if final <= 0:
+    if final <= 0 or len(line) < 2:
         return float("nan")
     reached = line["step"][line["test_share_above_2"] >= share * final]
     return float(reached.iloc[0])
