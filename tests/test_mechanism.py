@@ -26,6 +26,7 @@ from toyrelu.analysis.dynamics import Trajectory
 from toyrelu.core import evaluation
 from toyrelu.core.config import RunConfig
 from toyrelu.experiments import RECORDS
+from toyrelu.experiments import mechanism as xmech
 from toyrelu.figures import mechanism as fmech
 from toyrelu.runs.store import Store
 from toyrelu.runs.sweep import run_sweep
@@ -196,38 +197,66 @@ def test_tail_shares_take_the_tail_apart_per_procedure_and_T():
     assert_close(row["long_share"], 6 / 8, rtol=1e-12)
     assert_close(row["false_positive_share"], 1 - 1 / 8, rtol=1e-12)
     assert row["onset"] == 5_000 and row["test_loss"] == 4
-    assert mechanism.bump_T(shares.reset_index()) == 300
+    assert xmech.bump_T(shares.reset_index()) == 300
     assert math.isnan(shares.loc[("sum", 100), "onset"])
 
 
 def test_findings_are_computed_from_the_tables():
-    found = mechanism.findings(_measured())
-    assert [f.claim for f in found] == list(mechanism.CLAIMS)
+    found = xmech.findings(_measured())
+    assert [f.claim for f in found] == list(xmech.CLAIMS)
     holds = [f.holds for f in found]
     # Full steps under the sum (gain 1), damped under the mean (0.3); speed 0.02 against 0.1
     # is 0.2 of it; rare features carry 6/8 (sum) and 1/2 (mean) of the tail.
     assert holds == [True, True, True, True, True, True, True]
     assert "1 under the sum, 0.3 under the mean" in found[0].measured
     assert "(0.20 of it)" in found[1].measured
-    assert "75% (sum) and 50% (mean)" in found[2].measured
-    slower = mechanism.findings(_measured(mean_speed=0.08, mean_tail_loss=0.5))
+    assert found[2].measured.endswith("0-2 times: 75% (sum), 50% (mean)")
+    assert found[5].measured == ("T = 300: of 10,000 steps, half the final tail at step 5,000 "
+                                 "(sum), 5,000 (mean)")
+    slower = xmech.findings(_measured(mean_speed=0.08, mean_tail_loss=0.5))
     assert [f.holds for f in slower][1:3] == [False, False]
     assert "(0.80 of it)" in slower[1].measured
+
+
+def test_what_carries_the_tail_is_asked_where_the_tail_is_heavy():
+    measured = _measured()
+    light = measured.examples["loss_reduction"] == "mean"
+    measured.examples.loc[light, "tail_loss_share"] = 0.05  # below HEAVY: not a heavy tail
+    measured.features.loc[measured.features["loss_reduction"] == "mean", "tail_loss"] = 0.0
+    found = xmech.findings(measured)
+    assert found[2].measured == ("T = 300: share of the tail's loss on features seen 0-2 "
+                                 "times: 75% (sum); no heavy tail under the mean (5.0% of its "
+                                 "test loss)")
+    assert found[2].holds
+    measured.examples["tail_loss_share"] = 0.05
+    assert xmech.findings(measured)[2].measured.startswith("not measured at T = 300: no heavy")
+
+
+def test_runs_without_snapshots_leave_the_steps_and_the_onset_unmeasured():
+    full = _measured()
+    features = full.features.assign(speed=np.nan, gain=np.nan, late_gain=np.nan)
+    finals = full.lines[full.lines["step"] == 10_000]  # the final state alone: no onset
+    measured = mechanism.Measured(features, finals.assign(test_share_above_2=0.06),
+                                  full.examples)
+    found = xmech.findings(measured)
+    assert [f.measured for f in found[:2]] == ["not measured at T = 300: no snapshots"] * 2
+    assert found[5].measured == "not measured at T = 300: no snapshots"
+    assert found[3].holds and found[6].holds
 
 
 def test_findings_need_both_procedures():
     measured = _measured()
     only_sum = mechanism.Measured(*(t[t["loss_reduction"] == "sum"] for t in (
         measured.features, measured.lines, measured.examples)))
-    found = mechanism.findings(only_sum)
-    assert len(found) == len(mechanism.CLAIMS)
+    found = xmech.findings(only_sum)
+    assert len(found) == len(xmech.CLAIMS)
     assert all(f.measured.startswith("not measured") for f in found)
 
 
 @pytest.mark.parametrize(("value", "text"), [(0.073, "7.3%"), (0.5, "50%"), (1.0, "100%"),
                                              (0.0996, "10%"), (float("nan"), "n/a")])
 def test_shares_read_as_percentages(value: float, text: str):
-    assert mechanism._pct(value) == text
+    assert xmech._pct(value) == text
 
 
 # ---------------------------------------------------------------------------- figures
@@ -325,6 +354,6 @@ def test_a_tiny_store_of_both_procedures_gives_the_section(tmp_path: Path):
         assert table["speed"].isna().all() and table["gain"].isna().all()
         assert (table["count"] == mechanism.feature_counts(alone.X)).all()
     assert (tmp_path / "out" / "mechanism.png").is_file()
-    assert [f.claim for f in section.findings] == list(mechanism.CLAIMS)
+    assert [f.claim for f in section.findings] == list(xmech.CLAIMS)
     assert section.tables[0][1]["procedure"].iloc[0] == "sum"
     assert plt.get_fignums() == []

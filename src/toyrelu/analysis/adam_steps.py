@@ -12,17 +12,19 @@ far full steps would have taken it. ``analysis.mechanism`` builds its tables fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from toyrelu.analysis.dynamics import Trajectory
+from toyrelu.core import evaluation
 from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
 from toyrelu.core.schedule import learning_rates
 
-# Rows per block when a pass needs the dense (examples, n_features) outputs.
+# Examples per block when a pass needs the dense (examples, n_features) outputs.
 ROWS = 1024
 
 
@@ -31,12 +33,40 @@ def effective_eps(config: RunConfig) -> float:
     is averaged over features (docs/experiment.md section 9)."""
     return config.eps * (config.n_features if config.loss_reduction == "mean" else 1)
 
-def dense_blocks(X: SparseData, rows: int = ROWS):  # noqa: ANN201 - a generator
-    """(lo, x) for consecutive blocks of at most ``rows`` examples of ``X``: the first row's
-    index and the block as a dense float64 (rows, n_features) array."""
+@dataclass(frozen=True)
+class Block:
+    """Consecutive examples of a sparse set and the model's outputs on them, in float64.
+
+    Attributes:
+        lo: the index of its first example.
+        h: (rows, n_hidden) hidden vectors W x_t.
+        z: (rows, n_features) pre-activations W^T h_t + b, so x'_t = relu(z_t).
+        rows, cols, values: its non-zero inputs x[rows, cols] = values, rows counted from 0.
+    """
+
+    lo: int
+    h: NDArray[np.float64]
+    z: NDArray[np.float64]
+    rows: NDArray[np.int64]
+    cols: NDArray[np.int64]
+    values: NDArray[np.float64]
+
+
+def blocks(
+    W: NDArray[np.floating],  # (n_hidden, n_features)
+    b: NDArray[np.floating],  # (n_features,)
+    X: SparseData,
+    rows: int = ROWS,
+) -> Iterator[Block]:
+    """The ``Block`` of every ``rows`` consecutive examples of ``X``: only z is dense, so a
+    pass holds (rows, n_features) numbers at a time whatever the size of X."""
+    W = np.asarray(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
     for lo in range(0, X.n_examples, rows):
-        hi = min(lo + rows, X.n_examples)
-        yield lo, X.rows(np.arange(lo, hi)).to_dense().astype(np.float64)
+        part = X.rows(np.arange(lo, min(lo + rows, X.n_examples)))
+        h = evaluation.hidden(W, part.astype(np.float64)).astype(np.float64, copy=False)
+        yield Block(lo, h, h @ W + b, part.row_ids(), part.indices.astype(np.int64),
+                    part.data.astype(np.float64))
 
 
 def gradient_W(
@@ -50,13 +80,18 @@ def gradient_W(
     respect to W, in float64: with z_t = W^T W x_t + b and d_t = 2 (x'_t - x_t) 1[z_t > 0],
     dL/dW = (1/T) sum_t (W x_t) d_t^T + (W d_t) x_t^T (the decoder's and the encoder's part)."""
     W = np.asarray(W, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
     grad = np.zeros_like(W)
-    for _, x in dense_blocks(X, rows):
-        h = x @ W.T
-        z = h @ W + b
-        d = 2.0 * (np.maximum(z, 0.0) - x) * (z > 0)
-        grad += h.T @ d + (d @ W.T).T @ x
+    for block in blocks(W, b, X, rows):
+        # d = 2 (relu(z) - x) 1[z > 0]: 2 relu(z) everywhere, less 2 x where x is non-zero.
+        d = 2.0 * np.maximum(block.z, 0.0)
+        on = block.z[block.rows, block.cols] > 0
+        d[block.rows[on], block.cols[on]] -= 2.0 * block.values[on]
+        grad += block.h.T @ d
+        # The encoder's part, (W d_t) x_t^T, only where x is non-zero.
+        Wd = d @ W.T
+        for k in range(W.shape[0]):
+            grad[k] += np.bincount(block.cols, weights=Wd[block.rows, k] * block.values,
+                                   minlength=W.shape[1])
     return grad / max(X.n_examples, 1)
 
 @dataclass(frozen=True)

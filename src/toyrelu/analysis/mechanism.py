@@ -18,8 +18,8 @@ feature i of a run (``feature_table``):
   (``tail``), and ``tail_loss_active`` the part where it is active in the example.
 
 ``timeline`` follows the test loss, its tail and the rare features over training; ``by_count``
-and ``tail_shares`` aggregate runs by training count and by T; ``findings`` gives the verdicts,
-each with the numbers it rests on. Nothing here draws.
+and ``tail_shares`` aggregate runs by training count and by T. The verdicts drawn from them are
+the experiment's record's (``toyrelu.experiments.mechanism``). Nothing here draws.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from numpy.typing import NDArray
 from toyrelu.analysis import dynamics, procedures
 from toyrelu.analysis.adam_steps import Trace, ratio, trace, weighted
 from toyrelu.analysis.dynamics import Trajectory
-from toyrelu.analysis.tables import Finding
 from toyrelu.analysis.tail import LONG, TAIL_LOSS, loss_by_feature, onset, tail_examples
 from toyrelu.core import data, evaluation
 from toyrelu.core.config import LOSS_REDUCTIONS, RunConfig
@@ -277,118 +276,3 @@ def tail_shares(measured: Measured) -> pd.DataFrame:
             "onset": float(np.nanmedian(onsets)) if np.isfinite(onsets).any() else np.nan,
         })
     return _in_order(pd.DataFrame(rows)) if rows else pd.DataFrame(rows)
-
-
-# A median Adam gain at least this is a full step; at most DAMPED, eps takes half of it or more.
-FULL = 0.9
-DAMPED = 0.5
-
-
-def bump_T(shares: pd.DataFrame) -> float:
-    """The T of ``tail_shares`` where the summed loss's mean test loss is highest (of every
-    procedure's when no run has the summed loss): where the tail matters most."""
-    rows = shares[shares["loss_reduction"] == "sum"]
-    rows = shares if rows.empty else rows
-    return float(rows.loc[rows["test_loss"].idxmax(), "n_train"])
-
-
-def _pct(value: float) -> str:
-    """A share as a percentage: one decimal below 10%."""
-    if value != value:
-        return "n/a"
-    return f"{100 * value:.1f}%" if 100 * value < 9.95 else f"{100 * value:.0f}%"
-
-
-def findings(measured: Measured) -> list[Finding]:
-    """The reading of docs/experiment.md section 9, checked at ``bump_T`` on runs of both
-    procedures, each verdict with the measured numbers it rests on: Adam's gain on rare
-    features (full under the sum, at most ``DAMPED`` under the mean), their speed (the mean's
-    at most half the sum's: "hardly moves"), who carries the tail (rare features, features
-    longer than ``LONG`` firing where they are 0), what the tail's examples hold, when the tail
-    forms and how much the mean shrinks it."""
-    shares = tail_shares(measured)
-    shares = shares[shares["eps"] == procedures.DEFAULT_EPS] if not shares.empty else shares
-    if shares.empty or set(shares["loss_reduction"]) != {"sum", "mean"}:
-        why = "not measured: needs stored snapshot runs of both procedures"
-        return [Finding(claim, why, False) for claim in CLAIMS]
-    T = bump_T(shares)
-    at = shares[shares["n_train"] == T].set_index("loss_reduction")
-    features = measured.features[(measured.features["n_train"] == T)
-                                 & (measured.features["eps"] == procedures.DEFAULT_EPS)]
-    steps = int(measured.lines["step"].max())
-    return (_rare_findings(features, T)
-            + _tail_findings(at.loc["sum"].to_dict(), at.loc["mean"].to_dict(), T, steps))
-
-
-def _rare_findings(features: pd.DataFrame, T: float) -> list[Finding]:
-    """The first two verdicts of ``findings``, on the features of its T."""
-    rare = features[(features["count"] >= 1) & (features["count"] <= RARE)]
-    of = {r: rare[rare["loss_reduction"] == r] for r in ("sum", "mean")}
-    seeds = int(features["seed"].nunique())
-    where = (f"T = {T:,.0f}, features seen 1-{RARE} times in training "
-             f"({len(of['sum']):,} and {len(of['mean']):,} over {seeds} seeds)")
-    gain = {r: float(of[r]["gain"].median()) for r in of}
-    late = {r: float(of[r]["late_gain"].median()) for r in of}
-    speed = {r: float(of[r]["speed"].median()) for r in of}
-    length = {r: float(of[r]["W_norm"].median()) for r in of}
-    ratio = speed["mean"] / speed["sum"] if speed["sum"] > 0 else float("nan")
-    return [
-        Finding(CLAIMS[0],
-                f"{where}: median Adam gain over training {gain['sum']:.3g} under the sum, "
-                f"{gain['mean']:.2g} under the mean (second half: {late['sum']:.3g} and "
-                f"{late['mean']:.2g})",
-                bool(gain["sum"] >= FULL and gain["mean"] <= DAMPED)),
-        Finding(CLAIMS[1],
-                f"{where}: median speed {speed['sum']:.2g} under the sum, {speed['mean']:.2g} "
-                f"under the mean ({ratio:.2f} of it); median final |W_i| {length['sum']:.2g} "
-                f"and {length['mean']:.2g}",
-                bool(ratio <= 0.5)),
-    ]
-
-
-def _tail_findings(a: dict, b: dict, T: float, steps: int) -> list[Finding]:
-    """The tail's verdicts of ``findings`` from the ``tail_shares`` rows of its T under the
-    sum (``a``) and the mean (``b``), trained for ``steps``."""
-    return [
-        Finding(CLAIMS[2],
-                f"T = {T:,.0f}: features seen 0-{RARE} times carry {_pct(a['rare_share'])} (sum) "
-                f"and {_pct(b['rare_share'])} (mean) of the tail's loss",
-                bool(min(a['rare_share'], b['rare_share']) >= 0.5)),
-        Finding(CLAIMS[3],
-                f"T = {T:,.0f}: features with |W_i| > {LONG:g} carry {_pct(a['long_share'])} "
-                f"(sum) and {_pct(b['long_share'])} (mean) of the tail's loss; "
-                f"{_pct(a['false_positive_share'])} and "
-                f"{_pct(b['false_positive_share'])} of it are outputs of features that are 0 "
-                "in the example",
-                bool(min(a['long_share'], b['long_share']) >= 0.5
-                     and min(a['false_positive_share'], b['false_positive_share']) >= 0.5)),
-        Finding(CLAIMS[4],
-                f"T = {T:,.0f}: {_pct(a['tail_holding_long'])} (sum) and "
-                f"{_pct(b['tail_holding_long'])} (mean) of the tail's examples hold a feature "
-                f"with |W_i| > {LONG:g}, against {_pct(a['all_holding_long'])} and "
-                f"{_pct(b['all_holding_long'])} of all test examples",
-                bool(min(a['tail_holding_long'], b['tail_holding_long']) >= 0.95
-                     and a['tail_holding_long'] > a['all_holding_long'])),
-        Finding(CLAIMS[5],
-                f"T = {T:,.0f}: the tail reaches half its final share at step "
-                f"{a['onset']:,.0f} (sum) and {b['onset']:,.0f} (mean) of {steps:,}",
-                bool(max(a['onset'], b['onset']) <= steps / 2)),
-        Finding(CLAIMS[6],
-                f"T = {T:,.0f}: {_pct(a['tail'])} of test examples above {TAIL_LOSS:g} under "
-                f"the sum, {_pct(b['tail'])} under the mean; they make "
-                f"{_pct(a['tail_loss_share'])} and {_pct(b['tail_loss_share'])} of the test "
-                f"loss ({a['test_loss']:.3g} and {b['test_loss']:.3g})",
-                bool(b['tail'] < a['tail'])),
-    ]
-
-
-CLAIMS = (
-    "Adam takes full steps on rare features under the summed loss, eps damps them under "
-    "the mean",
-    "so rare features hardly move under the mean (at most half the summed loss's speed)",
-    "the heavy tail is carried by rare features",
-    "the heavy tail is carried by stretched features firing where they are absent",
-    "every tail example holds a stretched feature",
-    "the tail forms in the first half of training, while the learning rate is high",
-    "the mean over features shrinks the tail",
-)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from toyrelu.analysis.adam_steps import dense_blocks
+from toyrelu.analysis.adam_steps import blocks
 from toyrelu.core import evaluation
 from toyrelu.core.data import SparseData
 
@@ -35,18 +35,21 @@ def loss_by_feature(
     """Per example loss (n_examples,), and per feature the squared error summed over the
     examples whose loss is above ``threshold`` (n_features,), all of it and the part where the
     feature is active; the rest is where the model outputs a feature that is 0."""
-    W = np.asarray(W, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
     losses = np.zeros(X.n_examples)
     tail = np.zeros(X.n_features)
     tail_active = np.zeros(X.n_features)
-    for lo, x in dense_blocks(X):
-        hi = lo + len(x)
-        error = (np.maximum(x @ W.T @ W + b, 0.0) - x) ** 2
-        losses[lo:hi] = error.sum(axis=1)
-        heavy = losses[lo:hi] > threshold
+    for block in blocks(W, b, X):
+        # (relu(z) - x)^2: relu(z)^2 everywhere, then (relu(z) - x)^2 where x is non-zero.
+        error = np.maximum(block.z, 0.0) ** 2
+        active = (np.maximum(block.z[block.rows, block.cols], 0.0) - block.values) ** 2
+        error[block.rows, block.cols] = active
+        span = slice(block.lo, block.lo + len(error))
+        losses[span] = error.sum(axis=1)
+        heavy = losses[span] > threshold
         tail += error[heavy].sum(axis=0)
-        tail_active += (error * (x != 0))[heavy].sum(axis=0)
+        kept = heavy[block.rows]
+        tail_active += np.bincount(block.cols[kept], weights=active[kept],
+                                   minlength=X.n_features)
     return losses, tail, tail_active
 
 def holding(X: SparseData, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
