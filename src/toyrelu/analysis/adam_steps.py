@@ -33,6 +33,7 @@ def effective_eps(config: RunConfig) -> float:
     is averaged over features (docs/experiment.md section 9)."""
     return config.eps * (config.n_features if config.loss_reduction == "mean" else 1)
 
+
 @dataclass(frozen=True)
 class Block:
     """Consecutive examples of a sparse set and the model's outputs on them, in float64.
@@ -93,6 +94,7 @@ def gradient_W(
             grad[k] += np.bincount(block.cols, weights=Wd[block.rows, k] * block.values,
                                    minlength=W.shape[1])
     return grad / max(X.n_examples, 1)
+
 
 @dataclass(frozen=True)
 class Trace:

@@ -52,6 +52,7 @@ def loss_by_feature(
                                    minlength=X.n_features)
     return losses, tail, tail_active
 
+
 def holding(X: SparseData, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """(n_examples,) whether each example of ``X`` has an active feature where ``mask``
     (n_features,) is true."""
