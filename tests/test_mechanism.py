@@ -326,16 +326,21 @@ def test_tail_panel_draws_one_bar_per_procedure_and_count():
     assert_close(centres, [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2], rtol=1e-12)
 
 
-def test_tail_over_training_draws_a_line_per_seed_labelled_once():
+def test_panels_over_training_draw_a_line_per_seed_labelled_once():
     lines = pd.DataFrame({"loss_reduction": ["sum"] * 4 + ["mean"] * 2, "eps": 1e-8,
-                          "seed": [0, 0, 1, 1, 0, 0], "step": [0, 10, 0, 10, 0, 10],
-                          "test_share_above_2": [0, 0.1, 0, 0.2, 0, 0.05]})
+                          "seed": [0, 0, 1, 1, 0, 0], "step": [10, 0, 0, 10, 0, 10],
+                          "test_share_above_2": [0.1, 0, 0, 0.2, 0, 0.05],
+                          "rare_W_norm": [0.5, 0.1, 0.1, 0.7, 0.1, 0.05]})
     ax = fmech.plot_tail_over_training(Figure().add_subplot(), lines)
     drawn = ax.get_lines()
     assert [line.get_ydata().tolist() for line in drawn] == [[0, 0.1], [0, 0.2], [0, 0.05]]
     assert drawn[0].get_color() == drawn[1].get_color() != drawn[2].get_color()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "summed loss (eps 1e-8)", "paper's procedure: mean over features"]
+    ax = fmech.plot_rare_over_training(Figure().add_subplot(), lines)
+    assert [line.get_ydata().tolist() for line in ax.get_lines()] == [
+        [0.1, 0.5], [0.1, 0.7], [0.1, 0.05]]
+    assert ax.get_lines()[0].get_xdata().tolist() == [0, 10]
 
 
 # ------------------------------------------------------------------ record and preset

@@ -31,8 +31,9 @@ from toyrelu.runs.store import Store
 CAPTION = ("At T = {T} (the summed loss's highest test loss), per count of a feature in the "
            "training set: (a) its median final |W_i|, (b) the median share of a full Adam "
            "step that eps leaves it, over training and over its second half, (c) its share "
-           "of the loss of the test examples above {tail}; (d) the share of test examples "
-           "above {tail} over training, one line per seed.")
+           "of the loss of the test examples above {tail}; over training, one line per seed: (d) "
+           "the median |W_i| of the features seen once or twice, (e) the share of test "
+           "examples above {tail}.")
 # The tables' columns as the report shows them.
 COLUMNS = {
     "loss_reduction": "procedure", "eps": "eps", "bin": "seen in training", "features":

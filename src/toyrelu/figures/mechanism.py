@@ -76,30 +76,43 @@ def plot_tail_by_count(ax: Axes, table: pd.DataFrame, *, style=None) -> Axes:
     return ax
 
 
-def plot_tail_over_training(ax: Axes, lines: pd.DataFrame, *, style=None) -> Axes:
-    """The share of test examples in the tail against the training step, one line per seed,
-    one colour per procedure (``timeline`` rows of one T)."""
-    st = as_style(style)
+def _over_training(ax: Axes, lines: pd.DataFrame, column: str, ylabel: str, st: Style) -> Axes:
+    """``column`` of ``timeline`` rows of one T against the training step, one line per seed,
+    one colour per procedure."""
     for k, (label, part) in enumerate(procedures.split(lines)):
         for j, (_, seed) in enumerate(part.groupby("seed")):
             seed = seed.sort_values("step")
-            ax.plot(seed["step"], seed["test_share_above_2"], color=_colors(st)[k % 4],
+            ax.plot(seed["step"], seed[column], color=_colors(st)[k % 4],
                     label=label if j == 0 else None)
     ax.set_xlabel("training step")
-    ax.set_ylabel("share of test examples with loss > 2")
+    ax.set_ylabel(ylabel)
     ax.legend(frameon=False, fontsize="x-small")
     return ax
 
 
+def plot_tail_over_training(ax: Axes, lines: pd.DataFrame, *, style=None) -> Axes:
+    """The share of test examples in the tail against the training step."""
+    return _over_training(ax, lines, "test_share_above_2",
+                          "share of test examples with loss > 2", as_style(style))
+
+
+def plot_rare_over_training(ax: Axes, lines: pd.DataFrame, *, style=None) -> Axes:
+    """The median |W_i| of the features seen once or twice in training against the step."""
+    return _over_training(ax, lines, "rare_W_norm",
+                          "median $|W_i|$ of features seen 1-2 times", as_style(style))
+
+
 def mechanism_figure(table: pd.DataFrame, lines: pd.DataFrame, title: str, *,
                      style=None) -> Figure:
-    """The four panels side by side: |W_i|, Adam's gain and the tail's share per training
-    count (``by_count`` rows of one T), and the tail over training (its ``timeline`` rows)."""
-    fig = Figure(figsize=(17, 4.2), layout="constrained")
-    axes = fig.subplots(1, 4)
+    """The five panels side by side: |W_i|, Adam's gain and the tail's share per training
+    count (``by_count`` rows of one T), then the rare features' length and the tail over
+    training (its ``timeline`` rows)."""
+    fig = Figure(figsize=(21, 4.2), layout="constrained")
+    axes = fig.subplots(1, 5)
     plot_length_by_count(axes[0], table, style=style)
     plot_gain_by_count(axes[1], table, style=style)
     plot_tail_by_count(axes[2], table, style=style)
-    plot_tail_over_training(axes[3], lines, style=style)
+    plot_rare_over_training(axes[3], lines, style=style)
+    plot_tail_over_training(axes[4], lines, style=style)
     fig.suptitle(title)
     return fig
