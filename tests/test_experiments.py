@@ -59,7 +59,7 @@ def test_every_preset_is_valid_and_names_its_experiment():
         assert preset.name == name and configs, name
         assert len({c.run_id for c in configs}) == len(configs)
         assert preset.experiment in ("double-descent", "heatmap", "weight-decay",
-                                     "training-length", "repeated", "sparsity")
+                                     "training-length", "repeated", "sparsity", "mechanism")
     with pytest.raises(ValueError, match="experiment"):
         Preset("x", "", RunConfig(), experiment="nope")
 

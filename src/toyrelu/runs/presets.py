@@ -48,7 +48,12 @@ PROCEDURES = ("sum", "mean")
 # ``toyrelu.experiments`` (which tests that each key has one): the figures and summary
 # ``toyrelu reproduce`` draws for it. "double-descent" is the m = 2 T sweep of figures 1-4.
 EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "repeated",
-               "sparsity")
+               "sparsity", "mechanism")
+# The mechanism study (docs/experiment.md section 9): T around the reduced bump, where a
+# feature is seen 1-10 times in training, and W, b kept every 100 steps, which is what
+# ``analysis.mechanism`` measures update sizes and the tail's onset from.
+MECHANISM_T = (100, 200, 300, 500, 1_000)
+MECHANISM_SNAPSHOT_EVERY = 100
 
 # Fused CPU engine, one single-threaded process per core as a sweep runs it: (example, feature)
 # pairs per second per core at n_hidden = 2, fitted with the rest of ``grid.cost`` by
@@ -276,6 +281,25 @@ _PRESETS = [
         {"seed": (0, 1, 2), "loss_reduction": PROCEDURES},
         experiment="sparsity",
         blocks=per_sparsity((0.97, 0.98, 0.99, 0.995), FEATURE_COUNTS),
+    ),
+    Preset(
+        "mechanism-quick",
+        "why the procedure changes the bump, measured: the reduced setting (n = 1,000, "
+        "S = 0.99, m = 2, 10,000 steps) at T = 100..1,000 around its bump, 2 seeds, both "
+        "procedures, W and b kept every 100 steps; per feature, its count in training against "
+        "its |W_i|, b_i and update sizes, and which features carry the test loss's heavy tail",
+        QUICK_BASE.replace(snapshot_every=MECHANISM_SNAPSHOT_EVERY),
+        {"n_train": MECHANISM_T, "seed": (0, 1), "loss_reduction": PROCEDURES},
+        experiment="mechanism",
+    ),
+    Preset(
+        "mechanism-laptop",
+        "the mechanism study at the paper's scale (n = 10,000, S = 0.999, m = 2, 50,000 "
+        "steps) at T = 500 and the paper's bump T = 2,000, 2 seeds, both procedures, W and b "
+        "kept every 500 steps",
+        PAPER_BASE.replace(snapshot_every=5 * MECHANISM_SNAPSHOT_EVERY),
+        {"n_train": (500, paper.BUMP_T), "seed": (0, 1), "loss_reduction": PROCEDURES},
+        experiment="mechanism",
     ),
 ]
 
