@@ -85,3 +85,13 @@ def trained_arrays(config: RunConfig, W: np.ndarray | None = None, b: np.ndarray
             "H": np.zeros((rows, m)) if H is None else H,
             "X_indptr": np.zeros(rows + 1, np.int64), "X_indices": np.zeros(0, np.int32),
             "X_data": np.zeros(0)}
+
+
+def assert_one_error_line(code: int, out: str, err: str, names: str) -> None:
+    """A command refused its input: exit code 2, nothing on stdout, one "toyrelu: error:" line
+    on stderr that contains ``names``."""
+    assert code == 2
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith("toyrelu: error: ")
+    assert names in err

@@ -17,7 +17,7 @@ from toyrelu.runs.outputs import OutputError, atomic, target
 
 
 @pytest.fixture(scope="module")
-def smoke_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def one_run_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One run of the smoke preset, stored."""
     path = tmp_path_factory.mktemp("smoke") / "runs.sqlite"
     from toyrelu import cli
@@ -99,11 +99,11 @@ def test_target_refuses_empty_paths_folders_and_the_input_itself(tmp_path: Path)
 @pytest.mark.parametrize("options", [
     ["--out", "{store}"], ["--format", "json", "--out", "{store}"],
     ["--run", "any", "--arrays", "{store}"]], ids=["csv", "json", "arrays"])
-def test_export_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
+def test_export_never_writes_onto_the_store(one_run_store: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture,
                                             options: list[str]) -> None:
     store = tmp_path / "runs.sqlite"
-    shutil.copyfile(smoke_store, store)
+    shutil.copyfile(one_run_store, store)
     before = store.read_bytes()
     argv = [o.format(store=store) for o in options]
     code, out, err = run_cli(capsys, "export", "--store", store, *argv)
@@ -116,12 +116,12 @@ def test_export_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
 
 @pytest.mark.parametrize("suffix", ["-journal", "-wal", "-shm"])
 def test_export_never_writes_where_sqlite_keeps_the_stores_journal(
-    smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
+    one_run_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str
 ) -> None:
     # A file there is taken for a journal the next time the store opens: a hot journal
     # would be played back into the store.
     store = tmp_path / "runs.sqlite"
-    shutil.copyfile(smoke_store, store)
+    shutil.copyfile(one_run_store, store)
     journal = tmp_path / f"runs.sqlite{suffix}"
     code, out, err = run_cli(capsys, "export", "--store", store, "--out", journal)
     assert (code, out) == (2, "")
@@ -130,19 +130,19 @@ def test_export_never_writes_where_sqlite_keeps_the_stores_journal(
     assert sorted(tmp_path.iterdir()) == [store]
 
 
-def test_export_to_an_empty_path_names_the_option(smoke_store: Path,
+def test_export_to_an_empty_path_names_the_option(one_run_store: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
-    code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", "")
+    code, out, err = run_cli(capsys, "export", "--store", one_run_store, "--out", "")
     assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no file\n")
 
 
 @pytest.mark.parametrize("command", ["figures", "report", "reproduce", "sensitivity"])
-def test_an_empty_output_folder_is_refused(smoke_store: Path, tmp_path: Path,
+def test_an_empty_output_folder_is_refused(one_run_store: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     # An empty --out would otherwise write into the current folder.
     monkeypatch.chdir(tmp_path)
-    source = [] if command in ("reproduce", "sensitivity") else ["--store", smoke_store]
+    source = [] if command in ("reproduce", "sensitivity") else ["--store", one_run_store]
     code, out, err = run_cli(capsys, command, *source, "--out", "")
     assert (code, out, err) == (2, "", "toyrelu: error: out: an empty path names no folder\n")
     assert list(tmp_path.iterdir()) == []
@@ -150,13 +150,13 @@ def test_an_empty_output_folder_is_refused(smoke_store: Path, tmp_path: Path,
 
 @pytest.mark.parametrize("command", ["export", "report"])
 def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
-        smoke_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        one_run_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
         monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     full_disk(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()
     argv = (["--out", out / "runs.csv"] if command == "export" else ["--out", out])
-    code, stdout, err = run_cli(capsys, command, "--store", smoke_store, *argv)
+    code, stdout, err = run_cli(capsys, command, "--store", one_run_store, *argv)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("toyrelu: error: No space left on device: ")
     assert str(out) in err
@@ -166,10 +166,10 @@ def test_a_full_disk_leaves_no_partial_output_and_names_the_path(
 
 
 @pytest.mark.parametrize("out", ["{store}", "{folder}/movie.gif"], ids=["store", "link"])
-def test_animate_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
+def test_animate_never_writes_onto_the_store(one_run_store: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture, out: str) -> None:
     store = tmp_path / "runs.sqlite"
-    shutil.copyfile(smoke_store, store)
+    shutil.copyfile(one_run_store, store)
     (tmp_path / "movie.gif").symlink_to(store)
     before = store.read_bytes()
     path = out.format(store=store, folder=tmp_path)
@@ -184,27 +184,27 @@ def test_animate_never_writes_onto_the_store(smoke_store: Path, tmp_path: Path,
 @pytest.mark.parametrize("out, words", [("", "an empty path names no file"),
                                         (".", ". is a folder; give a file name")])
 def test_animate_to_an_empty_path_or_a_folder_names_the_option(
-        smoke_store: Path, capsys: pytest.CaptureFixture, out: str, words: str) -> None:
-    code, stdout, err = run_cli(capsys, "animate", "--store", smoke_store, "--run", "any",
+        one_run_store: Path, capsys: pytest.CaptureFixture, out: str, words: str) -> None:
+    code, stdout, err = run_cli(capsys, "animate", "--store", one_run_store, "--run", "any",
                                 "--out", out)
     assert (code, stdout, err) == (2, "", f"toyrelu: error: out: {words}\n")
 
 
-def test_a_path_that_is_no_regular_file_is_written_in_place(smoke_store: Path, tmp_path: Path,
+def test_a_path_that_is_no_regular_file_is_written_in_place(one_run_store: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     # A rename would replace /dev/null itself (as root) or a named pipe with a regular file.
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", fifo)
+        code, out, err = run_cli(capsys, "export", "--store", one_run_store, "--out", fifo)
         received = os.read(read, 1 << 20)
     finally:
         os.close(read)
     assert (code, err) == (0, "")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert received.startswith(b"run_id,")
-    code, out, err = run_cli(capsys, "export", "--store", smoke_store, "--out", os.devnull)
+    code, out, err = run_cli(capsys, "export", "--store", one_run_store, "--out", os.devnull)
     assert (code, err) == (0, "") and stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 

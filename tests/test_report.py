@@ -128,13 +128,6 @@ def claims(page: Node) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def smoke_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("smoke") / "runs.sqlite"
-    assert cli.main(["sweep", "--preset", "smoke", "--store", str(path), "--workers", "1"]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
 def built(smoke_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``toyrelu report`` on the smoke store, run once through the CLI."""
     out = tmp_path_factory.mktemp("report") / "out"
