@@ -41,7 +41,7 @@ BAD_SWEEPS = {
     "negative in e-notation": (["--weight-decay", "-1e-2"], "weight_decay: -0.01 must be in"),
     "negative inf": (["--lr", "-inf"], "lr: -inf must be in"),
     "negative in a list": (["--n-train", "-1,-2"], "n_train: -1 must be"),
-    "T twice": (["--n-train", "3,5,3.0"], "n_train: 3"),
+    "T twice": (["--n-train", "3,5,3.0"], "n_train: 3 is given twice"),
     "warmup over steps": (["--warmup-steps", "400"], "warmup_steps: 400"),
     "preset": (["--preset", "nope"], "preset: 'nope'"),
     "workers 0": (["--workers", "0"], "workers: 0"),

@@ -389,3 +389,15 @@ def test_a_signal_while_the_program_starts_ends_it_with_one_line() -> None:
                           timeout=60)
     assert done.returncode == 128 + signal.SIGTERM
     assert done.stderr == "toyrelu: interrupted\n"
+
+
+def test_a_signal_while_the_program_starts_with_stderr_gone_still_exits_by_its_code() -> None:
+    # A closed terminal (SIGHUP) may take stderr with it: the line is lost, the code is not.
+    script = ("import os, signal, time, toyrelu.cli as cli\n"
+              "cli._quiet_until_ready()\n"
+              "os.close(2)\n"
+              "os.kill(os.getpid(), signal.SIGHUP)\n"
+              "time.sleep(10)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGHUP, "")

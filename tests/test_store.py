@@ -594,3 +594,20 @@ def test_a_reader_of_an_old_store_cannot_claim(tmp_path: Path) -> None:
     path = v1_store_without_leases(tmp_path / "old.sqlite")
     with Store(path, create=False) as s, pytest.raises(StoreError, match="opened to read"):
         s.claim("b")
+
+
+def test_a_failed_creation_removes_only_an_empty_store_and_empty_folders(tmp_path: Path) -> None:
+    folder = tmp_path / "made"
+    folder.mkdir()
+    empty, journal = folder / "empty.sqlite", folder / "empty.sqlite-journal"
+    empty.touch()
+    journal.write_bytes(b"j")
+    store_schema.remove_created([empty, folder])
+    assert list(tmp_path.iterdir()) == []
+
+    folder.mkdir()
+    written, journal = folder / "runs.sqlite", folder / "runs.sqlite-journal"
+    written.write_bytes(b"pages")
+    journal.write_bytes(b"a journal to play back")
+    store_schema.remove_created([written, folder])
+    assert sorted(folder.iterdir()) == [written, journal]  # kept whole, journal and all

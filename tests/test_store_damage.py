@@ -94,8 +94,6 @@ DAMAGES = {
     "n_hidden text": ("UPDATE runs SET config = json_set(config, '$.n_hidden', 'two')"
                       " WHERE run_id = ?", "config is not a valid run config (n_hidden: 'two' "
                       "must be an integer >= 1)", ALL),
-    "unknown field": ("UPDATE runs SET config = json_set(config, '$.warmup', 3) WHERE run_id = ?",
-                      "config is not a valid run config (warmup: unknown config field)", ALL),
     "config of another run": ("UPDATE runs SET config = json_set(config, '$.seed', 0)"
                               " WHERE run_id = ?",
                               f"config is that of run {ID['a']}, not of this run", ALL),
@@ -109,12 +107,16 @@ DAMAGES = {
     "X in part": ("DELETE FROM arrays WHERE run_id = ? AND name = 'X_data'",
                   "ok run without array X_data; array X_data missing beside X_indptr",
                   ("arrays",)),
+    "H of another length": ("UPDATE arrays SET npy = ? WHERE run_id = ? AND name = 'H'",
+                            "array H has 3 rows where X_indptr gives 2", ("arrays",)),
 }
+# The array written by the damages that replace one
+BLOBS = {"W of another shape": np.zeros((3, 2)), "H of another length": np.zeros((3, 2))}
 
 
 def damage_b(path: Path, case: str) -> None:
-    sql = DAMAGES[case][0]
-    damage(path, sql, *([npy(np.zeros((3, 2)))] if sql.count("?") == 2 else []), B)
+    blob = [npy(BLOBS[case])] if case in BLOBS else []
+    damage(path, DAMAGES[case][0], *blob, B)
 
 
 @pytest.mark.parametrize("case", list(DAMAGES))
@@ -144,6 +146,30 @@ def test_every_reader_names_the_damaged_run_in_one_line(path: Path, case: str) -
         found = store.check()
         assert [d.run_id for d in found] == [B]
         assert found[0].problem.startswith(problem)
+
+
+def test_a_run_stored_by_another_version_is_read(path: Path) -> None:
+    # A field that did not exist when the run was stored takes its default, a field that no
+    # longer exists is left out, and neither config can be checked against the run's id.
+    damage(path, "UPDATE runs SET config = json_remove(config, '$.snapshot_every')"
+                 " WHERE run_id = ?", B)
+    damage(path, "UPDATE runs SET config = json_set(config, '$.warmup', 3) WHERE run_id = ?",
+           ID["c"])
+    with Store(path, create=False) as store:
+        assert store.check() == []
+        assert "snapshot_every" not in store.config(B) and store.config(ID["c"])["warmup"] == 3
+        assert len(store.runs()) == 3
+
+
+def test_check_reads_array_headers_and_sizes_without_the_values(path: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.setattr(np, "load", None)  # the scan must not decode any array
+    damage(path, "UPDATE arrays SET npy = substr(npy, 1, length(npy) - 1)"
+                 " WHERE run_id = ? AND name = 'W'", B)
+    with Store(path, create=False) as store:
+        [found] = store.check()
+        assert (found.run_id, found.problem) == (B, "array W is not a valid .npy blob: 151 "
+                                                    "bytes of 152")
 
 
 def test_without_rules_a_store_reads_any_json_object(path: Path) -> None:
@@ -320,3 +346,42 @@ def test_a_sweep_names_a_damaged_finished_run_and_trains_it_again(
         with smoke_store:
             for name, array in smoke_store.arrays(run_id).items():
                 assert np.array_equal(store.arrays(run_id)[name], array)
+
+
+class StoredMeanwhile:
+    """An executor that, right before asking to start each run, lets another sweep store
+    ``run_id`` whole again (its result copied back from ``good``)."""
+
+    def __init__(self, path: Path, good: Path, run_id: str) -> None:
+        self.path, self.good, self.run_id = path, good, run_id
+        self.ran: list[str] = []
+
+    def map(self, configs, on_steps, start=None):
+        from toyrelu.runs.training import run_one
+
+        conn = sqlite3.connect(self.path)
+        conn.execute("ATTACH ? AS good", (str(self.good),))
+        with conn:
+            conn.execute("UPDATE runs SET result = (SELECT result FROM good.runs WHERE run_id = ?)"
+                         " WHERE run_id = ?", (self.run_id, self.run_id))
+        conn.close()
+        for config in configs:
+            if start is None or start(config):
+                self.ran.append(config.run_id)
+                yield run_one(config, on_steps)
+
+
+def test_a_damaged_run_another_sweep_stored_meanwhile_is_not_trained_again(
+    smoke: Path, tmp_path: Path
+) -> None:
+    from toyrelu.runs.presets import PRESETS
+    from toyrelu.runs.sweep import SweepReport, run_sweep
+
+    path, run_id = damaged_copy(smoke, tmp_path, SEMANTIC["result empty"])
+    configs = PRESETS["smoke"].override({"n_train": [3, 5, 30], "seed": [0]}).configs()
+    executor = StoredMeanwhile(path, smoke, run_id)
+    with Store(path) as store:
+        report = run_sweep(configs, store, executor)
+        assert store.check() == []
+    assert executor.ran == []
+    assert report == SweepReport(total=3, skipped=3, ok=0, failed=0, errors=0, damaged=1)

@@ -42,8 +42,13 @@ def _quiet_until_ready() -> None:
     from toyrelu.runs.resources import STOPPING
 
     def stop(signum: int, frame: object) -> None:
-        os.write(sys.stderr.fileno(), b"toyrelu: interrupted\n")
-        os._exit(128 + signum)
+        # A closed terminal may take stderr with it; the exit code still says what happened.
+        try:
+            os.write(sys.stderr.fileno(), b"toyrelu: interrupted\n")
+        except (OSError, AttributeError, ValueError):
+            pass
+        finally:
+            os._exit(128 + signum)
 
     for s in STOPPING:
         if signal.getsignal(s) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored

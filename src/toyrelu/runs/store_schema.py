@@ -148,11 +148,15 @@ def remove_created(made: list[Path]) -> None:
     if not made:
         return
     store = made[0]
-    with contextlib.suppress(OSError):
-        if store.stat().st_size == 0:
+    if store.exists():
+        try:
+            if store.stat().st_size != 0:
+                return  # it holds pages (and maybe a journal to play back): not ours to remove
             store.unlink()
-    with contextlib.suppress(OSError):
-        Path(f"{store}-journal").unlink()
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            Path(f"{store}-journal").unlink()
     for folder in made[1:]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only an empty folder

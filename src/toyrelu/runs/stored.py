@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from toyrelu.core.config import ConfigError, RunConfig
+from toyrelu.core.config import ConfigError, RunConfig, field_names
 
 STATUSES = ("ok", "failed", "error")
 # Every trained run has these; the analyses read them from every ok row.
 LOSSES = ("train_loss", "test_loss")
 _X = ("X_indptr", "X_indices", "X_data")
 _SNAPSHOTS = ("snapshot_steps", "snapshot_W", "snapshot_b")
+_FIELDS = set(field_names())
 # name -> (shape, dtype) of one stored array, read without keeping its values
 Shapes = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 
@@ -52,7 +53,9 @@ class RunRules:
         built = _config(config)
         if isinstance(built, str):
             problems.append(built)
-        elif built.run_id != run_id:
+        elif set(config) == _FIELDS and built.run_id != run_id:
+            # Only a config of this version's fields hashes to its id: a store written before a
+            # field existed keeps the ids of then, and stays readable.
             problems.append(f"config is that of run {built.run_id}, not of this run")
         for name, value in metrics.items():
             if value is not None and not _is_number(value):
@@ -87,18 +90,37 @@ class RunRules:
             if present and len(present) < len(group):
                 absent = [name for name in group if name not in shapes]
                 problems.append(f"array {', '.join(absent)} missing beside {present[0]}")
-        return problems
+        return problems + _disagreements(shapes)
 
 
 RUNS = RunRules()
 
 
 def _config(values: dict[str, Any]) -> RunConfig | str:
-    """The run's config, or the problem that stops it being one."""
+    """The run's config, or the problem that stops it being one. Keys that are no field (a
+    field of another toyrelu version) are left out; a missing field takes its default."""
+    known = {k: v for k, v in values.items() if k in _FIELDS}
     try:
-        return RunConfig.from_dict(values)
+        return RunConfig.from_dict(known)
     except (ConfigError, TypeError, ValueError, OverflowError) as exc:
         return f"config is not a valid run config ({str(exc).split(' (known: ')[0]})"
+
+
+def _disagreements(shapes: Shapes) -> list[str]:
+    """Arrays that must agree in length: one row of H per example of X, one value of X_data
+    per index, one W and b per snapshot step."""
+    def length(name: str) -> int | None:
+        found = shapes.get(name)
+        return found[0][0] if found is not None and found[0] else None
+
+    pairs = (("H", "X_indptr", -1), ("X_data", "X_indices", 0),
+             ("snapshot_W", "snapshot_steps", 0), ("snapshot_b", "snapshot_steps", 0))
+    problems = []
+    for name, other, offset in pairs:
+        a, b = length(name), length(other)
+        if a is not None and b is not None and a != b + offset:
+            problems.append(f"array {name} has {a} rows where {other} gives {b + offset}")
+    return problems
 
 
 def _is_number(value: Any) -> bool:

@@ -64,7 +64,7 @@ def run_sweep(
     counts: Counter[str] = Counter()
 
     def start(config: RunConfig) -> bool:
-        if store.claim(config.run_id, retry_failed=retry_failed, again=config.run_id in again):
+        if _claim(store, config.run_id, retry_failed, again):
             return True
         counts["taken"] += 1
         if bar is not None:
@@ -97,6 +97,14 @@ def run_sweep(
     skipped = len(configs) - len(todo) + counts["taken"]
     return SweepReport(len(configs), skipped, counts["ok"], counts["failed"], counts["error"],
                        len(again))
+
+
+def _claim(store: Store, run_id: str, retry_failed: bool, again: set[str]) -> bool:
+    """Claim ``run_id`` to train it; a run found damaged at the start is claimed whatever its
+    status, unless another sweep has stored it whole since."""
+    if run_id in again and not store.check(ids={run_id}):
+        return False
+    return store.claim(run_id, retry_failed=retry_failed, again=run_id in again)
 
 
 def _damaged(store: Store, finished: set[str], progress: TextIO | None) -> set[str]:
