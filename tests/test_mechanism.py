@@ -1,4 +1,4 @@
-"""The mechanism study (docs/experiment.md section 9): Adam's steps per feature
+"""The mechanism study (docs/experiment.md section 10): Adam's steps per feature
 (``analysis.adam_steps``), the tail taken apart (``analysis.tail``), the per feature tables and
 verdicts (``analysis.mechanism``), their figures (``figures.mechanism``) and the record and
 preset that run it.
@@ -21,6 +21,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers import assert_close, to_csr
+from toyrelu import analysis
 from toyrelu.analysis import adam_steps, mechanism, tail
 from toyrelu.analysis.dynamics import Trajectory
 from toyrelu.core import evaluation
@@ -259,7 +260,9 @@ def test_what_carries_the_tail_is_asked_where_the_tail_is_heavy():
                                  "test loss)")
     assert found[2].holds
     measured.examples["tail_loss_share"] = 0.05
-    assert xmech.findings(measured)[2].measured.startswith("not measured at T = 300: no heavy")
+    assert xmech.findings(measured)[2].measured == (
+        "not measured: no heavy tail at T = 300 (its examples make 5.0% of the summed loss's "
+        "test loss, 5.0% of the mean's)")
 
 
 def test_runs_without_snapshots_leave_the_steps_and_the_onset_unmeasured():
@@ -269,9 +272,55 @@ def test_runs_without_snapshots_leave_the_steps_and_the_onset_unmeasured():
     measured = mechanism.Measured(features, finals.assign(test_share_above_2=0.06),
                                   full.examples)
     found = xmech.findings(measured)
-    assert [f.measured for f in found[:2]] == ["not measured at T = 300: no snapshots"] * 2
-    assert found[5].measured == "not measured at T = 300: no snapshots"
+    assert [f.measured for f in found[:2]] == ["not measured: no snapshots at T = 300"] * 2
+    assert found[5].measured == "not measured: no snapshots at T = 300"
     assert found[3].holds and found[6].holds
+
+
+def test_the_bump_is_chosen_among_the_T_both_procedures_hold():
+    # An interrupted sweep: the mean's run at T = 300, the summed loss's bump, is missing.
+    # The verdicts move to T = 100, the only T both hold, instead of failing on the mean.
+    measured = _measured()
+    features, lines, examples = (
+        t[~((t["loss_reduction"] == "mean") & (t["n_train"] == 300))]
+        for t in (measured.features, measured.lines, measured.examples))
+
+    def mean100(t: pd.DataFrame) -> pd.DataFrame:
+        return t[(t["loss_reduction"] == "sum") & (t["n_train"] == 100)].assign(
+            loss_reduction="mean")
+
+    interrupted = mechanism.Measured(*(pd.concat([t, mean100(t)], ignore_index=True)
+                                       for t in (features, lines, examples)))
+    assert xmech.shared_T(mechanism.tail_shares(interrupted)) == [100]
+    found = xmech.findings(interrupted)
+    assert len(found) == len(xmech.CLAIMS)
+    assert found[6].measured == ("not measured: no test example above 2 under either "
+                                 "procedure at T = 100")
+
+
+def test_the_bump_is_regimes_bump_not_the_highest_loss():
+    # The memorization regime's loss at T = 50 is the highest; the bump is the peak at 300
+    # that the curve falls from into generalization (docs/experiment.md section 5).
+    runs = pd.DataFrame({"loss_reduction": ["sum"] * 4 + ["mean"] * 4,
+                         "n_train": [50, 100, 300, 1_000] * 2,
+                         "test_loss": [5.0, 1.2, 4.0, 0.9, 2.0, 1.1, 1.5, 0.9]})
+    assert xmech.bump_T(runs) == 300
+    assert xmech.bump_T(runs[runs["loss_reduction"] == "sum"]) is None
+
+
+def test_findings_name_the_missing_rare_features():
+    # At a large T every feature is seen often: no rare feature to measure, whatever the
+    # snapshots; and without a tail under either procedure the tail cannot shrink.
+    measured = _measured()
+    features = measured.features.assign(count=50)
+    examples = measured.examples.assign(tail=0.0, tail_loss_share=0.0)
+    found = xmech.findings(mechanism.Measured(features, measured.lines, examples))
+    assert [f.measured for f in found[:2]] == [
+        "not measured: no feature is seen 1-2 times in training at T = 300"] * 2
+    assert found[6].measured == ("not measured: no test example above 2 under either "
+                                 "procedure at T = 300")
+    assert all(f.measured.startswith("not measured: ") and "  " not in f.measured
+               for f in found)
 
 
 def test_findings_need_both_procedures():
@@ -365,30 +414,46 @@ def test_select_keeps_the_snapshot_runs_of_both_procedures():
         "run_id": list("abcde"), "n_train": [100, 100, 300, 300, 300],
         "seed": 0, "restart": 0, "loss_reduction": ["sum", "mean", "sum", "mean", "sum"],
         "eps": 1e-8, "snapshot_every": [100, 100, 100, 100, 0], "n_features": 1000,
+        "test_loss": [2.0, 1.5, 3.0, 1.8, 3.0],
     })
-    chosen = RECORDS["mechanism"].select(runs)
-    assert chosen["run_id"].tolist() == list("abcd")
-    assert RECORDS["mechanism"].select(runs.drop(columns="snapshot_every")).empty
-    assert RECORDS["mechanism"].select(runs[runs["snapshot_every"] == 0]).empty
+    select = RECORDS["mechanism"].select
+    assert select(runs)["run_id"].tolist() == list("abcd")
+    assert select(runs.drop(columns="snapshot_every")).empty
+    assert select(runs[runs["snapshot_every"] == 0]).empty
+    # What the study needs: both procedures at two T or more, the default eps, a bump.
+    assert select(runs[runs["n_train"] == 300]).empty  # an animation's one T
+    assert select(runs[runs["loss_reduction"] == "sum"]).empty
+    assert select(runs.assign(eps=1e-6)).empty
+    assert select(runs.assign(test_loss=0.9)).empty  # below 1 at every T: no bump
 
 
 def test_a_tiny_store_of_both_procedures_gives_the_section(tmp_path: Path):
     # One tiny run per procedure, trained with snapshots through the store like a sweep.
+    # (select asks for a bump, which so short a sweep need not have: build is called alone.)
     base = RunConfig(n_features=40, sparsity=0.9, n_train=20, steps=200, n_test=300,
                      snapshot_every=50)
     configs = [base.replace(loss_reduction=r) for r in ("sum", "mean")]
     final_only = base.replace(snapshot_every=0)
     with Store(tmp_path / "s.sqlite") as store:
         run_sweep([*configs, final_only], store)
-        (section,) = RECORDS["mechanism"].sections(store, tmp_path / "out")
-        # A run without snapshots is measured on its final state alone: no speed, no gain.
+        runs = analysis.ok_runs(store)
+        runs = runs[runs["snapshot_every"] > 0]
+        record = RECORDS["mechanism"]
+        section = record.build(record, store, runs, tmp_path / "out")
+        # A run without snapshots is measured on its final state alone: no speed, no gain,
+        # no Adam denominator (its v is not known).
         alone = mechanism.load(store, final_only.run_id)
         assert alone.steps.tolist() == [200]
         assert_close(alone.W[0], store.arrays(final_only.run_id)["W"], rtol=0.0)
         table = mechanism.feature_table(alone)
-        assert table["speed"].isna().all() and table["gain"].isna().all()
+        assert table[["speed", "gain", "late_gain", "late_grad"]].isna().all().all()
         assert (table["count"] == mechanism.feature_counts(alone.X)).all()
+        line = mechanism.timeline(alone)
+        assert line[["rare_gain", "common_gain"]].isna().all().all()
     assert (tmp_path / "out" / "mechanism.png").is_file()
     assert [f.claim for f in section.findings] == list(xmech.CLAIMS)
     assert section.tables[0][1]["procedure"].iloc[0] == "sum"
+    over_training = section.tables[2][1]
+    assert over_training["procedure"].tolist() == ["sum"] * 5 + ["mean"] * 5
+    assert over_training["step"].tolist()[:5] == [0, 50, 100, 150, 200]
     assert plt.get_fignums() == []

@@ -149,18 +149,22 @@ def adam_gain(
     return scale, gain
 
 
-def trace(trajectory: Trajectory) -> Trace:
-    """The ``Trace`` of a run with snapshots; one without (a single, final snapshot) has no
-    intervals and its gradient only at the end."""
+def trace(trajectory: Trajectory, *, gradients: bool = True) -> Trace:
+    """The ``Trace`` of a run with snapshots. Adam's denominator is estimated only where it
+    can be and is wanted: a run without snapshots (a single, final state, whose v is not
+    known) and a call with ``gradients=False`` (which skips the costly full-batch gradients)
+    leave ``grad`` and ``gain`` NaN; ``moved`` and ``budget`` cost little and are always
+    measured (empty for a single state)."""
     config = trajectory.config
     W = trajectory.W.astype(np.float64)
     steps = np.asarray(trajectory.steps, dtype=np.int64)
-    grads = np.stack([gradient_W(W[s], trajectory.b[s], trajectory.X) for s in range(len(W))])
-    if len(steps) == 1:  # the final state alone: Adam's v is not known, take g itself
-        grad = np.sqrt((grads ** 2).mean(axis=1))
-        gain = (np.abs(grads) / (np.abs(grads) + effective_eps(config))).mean(axis=1)
-    else:
+    if gradients and len(steps) > 1:
+        grads = np.stack([gradient_W(W[s], trajectory.b[s], trajectory.X)
+                          for s in range(len(W))])
         grad, gain = adam_gain(grads, steps, config.beta2, effective_eps(config))
+    else:
+        grad = np.full((len(steps), config.n_features), np.nan)
+        gain = grad.copy()
     lrs = np.concatenate([[0.0], np.cumsum(learning_rates(config))])
     budget = (lrs[steps[1:]] - lrs[steps[:-1]]) * np.sqrt(config.n_hidden)
     moved = np.linalg.norm(np.diff(W, axis=0), axis=1)

@@ -1,6 +1,6 @@
 """Why the training procedure decides the bump: per feature tables and verdicts.
 
-The reading to test (docs/experiment.md section 9): eps leaves Adam's full steps to a rare
+The reading to test (docs/experiment.md section 10): eps leaves Adam's full steps to a rare
 feature's tiny gradient under the summed loss and damps them under the mean (the sum with eps
 n x eps); the column grows further under the sum and makes the test loss's heavy tail. Per
 feature i of a run (``feature_table``):
@@ -24,7 +24,7 @@ the experiment's record's (``toyrelu.experiments.mechanism``). Nothing here draw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +71,8 @@ def feature_table(trajectory: Trajectory, test: SparseData | None = None,
                   measured: Trace | None = None) -> pd.DataFrame:
     """One row per feature of one run (``FEATURE_COLUMNS``, see the module's docstring);
     ``test`` is its test set (default: the config's, ``data.test_set``) and ``measured`` its
-    ``trace`` (computed when not given). A run without snapshots has NaN speeds and gains."""
+    ``trace`` (computed when not given). A run without snapshots has NaN speeds, gains and
+    ``late_grad``."""
     config = trajectory.config
     test = data.test_set(config) if test is None else test
     measured = trace(trajectory) if measured is None else measured
@@ -151,15 +152,19 @@ class Measured:
     examples: pd.DataFrame
 
 
-def collect(trajectories: Iterable[Trajectory], runs: pd.DataFrame) -> Measured:
+def collect(trajectories: Iterable[Trajectory], runs: pd.DataFrame,
+            traced: Collection[str] | None = None) -> Measured:
     """Measure every run of ``trajectories``; ``runs`` has one row per run with at least the
-    ``RUN_KEYS`` columns."""
+    ``RUN_KEYS`` columns. Adam's gains (the costly part, ``trace``) are estimated for the runs
+    in ``traced`` only (every run when None); the others' ``gain``, ``late_gain`` and
+    ``late_grad`` are NaN."""
     by_id = runs.set_index("run_id", drop=False)
     features, lines, examples = [], [], []
     for trajectory in trajectories:
         run = by_id.loc[trajectory.run_id]
         test = data.test_set(trajectory.config)
-        measured = trace(trajectory)
+        measured = trace(trajectory,
+                         gradients=traced is None or trajectory.run_id in traced)
         features.append(_tag(feature_table(trajectory, test, measured), run))
         lines.append(_tag(timeline(trajectory, test, measured), run))
         held = tail_examples(trajectory.W[-1], trajectory.b[-1], test)
@@ -186,9 +191,11 @@ def load(store: Store, run_id: str) -> Trajectory:
                       arrays["W"][None], arrays["b"][None], X)
 
 
-def measure(store: Store, runs: pd.DataFrame) -> Measured:
-    """``collect`` over the stored runs of ``runs`` (one row per run, ``RUN_KEYS`` columns)."""
-    return collect((load(store, run_id) for run_id in runs["run_id"]), runs)
+def measure(store: Store, runs: pd.DataFrame,
+            traced: Collection[str] | None = None) -> Measured:
+    """``collect`` over the stored runs of ``runs`` (one row per run, ``RUN_KEYS`` columns),
+    Adam's gains estimated for the runs in ``traced`` (every run when None)."""
+    return collect((load(store, run_id) for run_id in runs["run_id"]), runs, traced)
 
 
 def by_count(features: pd.DataFrame) -> pd.DataFrame:
@@ -260,7 +267,9 @@ def tail_shares(measured: Measured) -> pd.DataFrame:
         lines, held = _rows_of(measured.lines, key), _rows_of(measured.examples, key)
         onsets = [onset(seed.sort_values("step")) for _, seed in lines.groupby("seed")]
         ends = lines.sort_values("step").groupby("seed").tail(1)
-        active = _share(part, part["tail_loss"] > -1, "tail_loss_active")
+        # The share of the whole tail's loss (every feature's) that falls where the feature
+        # is active in the example; the rest is false positives.
+        active = _share(part, pd.Series(True, index=part.index), "tail_loss_active")
         rows.append({
             "loss_reduction": reduction, "eps": eps, "n_train": T,
             "seeds": part["seed"].nunique(),

@@ -22,7 +22,7 @@ from toyrelu.core.data import SparseData
 TAIL_LOSS = 2.0
 # A column longer than this is stretched: a feature alone in an example with |W_i| = 1 and
 # b_i = 0 gives back its own value, so a longer one needs a negative bias to stay quiet on
-# the examples it does not fit (docs/experiment.md section 9).
+# the examples it does not fit (docs/experiment.md section 10).
 LONG = 1.0
 
 

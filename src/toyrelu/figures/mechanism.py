@@ -1,4 +1,4 @@
-"""Figures of the mechanism study (docs/experiment.md section 9), drawn from the tables of
+"""Figures of the mechanism study (docs/experiment.md section 10), drawn from the tables of
 ``toyrelu.analysis.mechanism``; nothing here computes them.
 
 Each plotting function has the shape ``plot_x(ax, table, *, style=None) -> Axes`` and draws one

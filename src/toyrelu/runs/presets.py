@@ -49,7 +49,7 @@ PROCEDURES = ("sum", "mean")
 # ``toyrelu reproduce`` draws for it. "double-descent" is the m = 2 T sweep of figures 1-4.
 EXPERIMENTS = ("double-descent", "heatmap", "weight-decay", "training-length", "repeated",
                "sparsity", "mechanism")
-# The mechanism study (docs/experiment.md section 9): T around the reduced bump, where a
+# The mechanism study (docs/experiment.md section 10): T around the reduced bump, where a
 # feature is seen 1-10 times in training, and W, b kept every 100 steps, which is what
 # ``analysis.mechanism`` measures update sizes and the tail's onset from.
 MECHANISM_T = (100, 200, 300, 500, 1_000)
