@@ -126,6 +126,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", default=None, metavar="ray[:ADDRESS]",
+                        help="train on Ray: ray starts a local instance, ray:auto or "
+                             "ray:HOST:PORT joins a running cluster (one task per CPU run or "
+                             "GPU batch; needs pip install 'toyrelu[ray]')")
     parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
                         help="where to train (default: auto, a CUDA GPU when there is one)")
     parser.add_argument("--gpu-cells", action="store_true",

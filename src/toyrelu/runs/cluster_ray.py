@@ -1,0 +1,345 @@
+"""``RayCluster``: an executor that trains a sweep's runs as Ray tasks, on this machine or on a
+Ray cluster of many, with the store and its resume unchanged.
+
+Ray core tasks, not Ray Tune: toyrelu has its grid, store and resume already. The driver (this
+process) alone writes the store; the tasks return their outcomes through Ray's object store, so
+the nodes need no shared filesystem, only the same toyrelu, torch and numba (checked on every
+node before the first run, ``cluster_node``).
+
+- CPU runs: one task per run holding one CPU, submitted largest first (the order ``run_sweep``
+  gives), at most as many at once as the cluster has CPUs, so that a run is claimed in the
+  store (``start``) right before it can start.
+- GPU runs (``use_gpu``): one task per ``GpuBatches`` batch holding ``gpus_per_batch`` GPUs, so
+  that the batches, and so the numbers, are those of one GPU; Ray places them on nodes with
+  GPUs only. Runs of the reference engine stay CPU tasks.
+- Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
+  its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
+  trains again like any run the machine failed.
+
+Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
+``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
+every process of it, found by an environment mark that Ray's processes inherit; a cluster
+joined by address is left as it was. ``ray stop`` is never used: it ends every Ray of the
+machine, other users' too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from toyrelu.core.config import RunConfig
+from toyrelu.runs import cluster_node
+from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
+from toyrelu.runs.resources import default_workers
+from toyrelu.runs.training import Outcome, StepsCallback
+
+INSTALL = "pip install 'toyrelu[ray]'"
+# The environment variable whose value marks every process of a local instance started here.
+OWNER_ENV = "TOYRELU_RAY_OWNER"
+# How often the driver renews its store leases while no run finishes (store_leases.HEARTBEAT_S
+# is the most it writes), and how long closing lets a leftover process end on SIGTERM.
+WAIT_S = 5.0
+STOP_S = 3.0
+CONNECT_S = 5.0
+
+
+class ClusterError(Exception):
+    """A cluster that cannot take the sweep (unreachable, no GPU, other versions on a node, Ray
+    missing); the message is one line."""
+
+
+def parse_address(spec: str) -> str | None:
+    """The Ray address of a ``--cluster`` value: "ray" -> None (start a local instance),
+    "ray:auto" -> "auto", "ray:HOST:PORT" -> "HOST:PORT"; ``ClusterError`` otherwise."""
+    engine, colon, address = spec.partition(":")
+    if engine == "ray":
+        if not colon or address == "auto":
+            return address or None
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return address
+    raise ClusterError(f"cluster: {spec!r} is not a cluster (expected ray, ray:auto or "
+                       "ray:HOST:PORT)")
+
+
+def ray_module() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"cluster: ray is not installed; {INSTALL}") from None
+    return ray
+
+
+class RayCluster:
+    """Trains runs as Ray tasks (module docstring): on a local instance started here when
+    ``address`` is None (with ``num_cpus``, default one per core, and ``object_store_memory``
+    bytes), else on the running cluster at ``address`` ("auto" or HOST:PORT). A Ray already
+    connected in this process is used as it is.
+
+    ``open`` connects (``map`` does when it was not called, and then closes at its end).
+    """
+
+    def __init__(self, address: str | None = None, *, max_retries: int = 3,
+                 num_cpus: int | None = None, object_store_memory: int | None = None):
+        self.address = address
+        self.max_retries = max_retries
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self.gpu: GpuBatches | None = None
+        self.gpus_per_batch = 1.0
+        self.expected = cluster_node.versions()
+        self._connected = False
+        self._ours = False  # this process connected Ray (and ends the connection)
+        self._owner: str | None = None  # the mark of a local instance started here
+
+    def use_gpu(self, gpu: GpuBatches | None, gpus_per_batch: float = 1.0) -> RayCluster:
+        """Train the fused runs in ``gpu``'s batches, each task holding ``gpus_per_batch``
+        GPUs (a fraction is bookkeeping only: tasks sharing a GPU share its memory)."""
+        self.gpu, self.gpus_per_batch = gpu, gpus_per_batch
+        return self
+
+    @property
+    def where(self) -> str:
+        if self.address is None:
+            return "a local Ray instance"
+        return f"the Ray cluster at {self.address}"
+
+    def open(self) -> RayCluster:
+        """Connect, and check every node's versions; ``ClusterError`` if that fails (the
+        connection is closed again)."""
+        if self._connected:
+            return self
+        ray = ray_module()
+        if not ray.is_initialized():
+            self._connect(ray)
+        self._connected = True
+        try:
+            nodes = _alive_nodes(ray)
+            self._expect_same(ray.get([
+                ray.remote(cluster_node.check).options(
+                    num_cpus=0, scheduling_strategy=_on(node)).remote(self.expected)
+                for node in nodes]))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self, ray: Any) -> None:
+        options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        if self.address is None:
+            self._owner = secrets.token_hex(8)
+            os.environ[OWNER_ENV] = self._owner  # inherited by every process of the instance
+            options.update(num_cpus=self.num_cpus or default_workers(), include_dashboard=False,
+                           object_store_memory=self.object_store_memory)
+        elif self.address != "auto":
+            host, _, port = self.address.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)),
+                                         timeout=CONNECT_S).close()
+            except OSError as exc:
+                raise ClusterError(f"cluster: cannot reach a Ray cluster at {self.address} "
+                                   f"({exc.strerror or exc})") from None
+        try:
+            ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            self._end_owned()
+            why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
+            raise ClusterError(why) from None
+        finally:
+            os.environ.pop(OWNER_ENV, None)
+        self._ours = True
+
+    def resources(self) -> dict[str, float]:
+        return dict(ray_module().cluster_resources())
+
+    def resolve_device(self, device: str) -> str:
+        """"cpu" or "cuda" for ``--device`` on this cluster: "auto" takes the GPUs when the
+        cluster has some; "cuda" on a cluster without one is a ``ClusterError``."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise ClusterError(f"device: {device!r} must be one of auto, cpu, cuda")
+        gpus = self.resources().get("GPU", 0)
+        if device == "cuda" and not gpus:
+            raise ClusterError(f"device: cuda was requested but {self.where} has no GPU")
+        return "cuda" if device != "cpu" and gpus else "cpu"
+
+    def close(self) -> None:
+        """Disconnect if ``open`` connected, and end every process of a local instance
+        started here."""
+        if self._ours:
+            with contextlib.suppress(Exception):
+                ray_module().shutdown()
+        self._end_owned()
+        self._connected = self._ours = False
+
+    def __enter__(self) -> RayCluster:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]:
+        if not configs:
+            return
+        opened_here = not self._connected
+        self.open()
+        pending: dict[Any, list[RunConfig]] = {}
+        try:
+            gpu = self.gpu
+            cpu_runs = [c for c in configs if gpu is None or c.engine == "reference"]
+            batches = [] if gpu is None else gpu.batches(
+                [c for c in configs if c.engine != "reference"])
+            self._compile(compile_order(cpu_runs))
+            yield from self._schedule(cpu_runs, batches, on_steps, start, pending)
+        finally:
+            ray = ray_module()
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if opened_here:
+                self.close()
+
+    def _compile(self, kinds: Sequence[Any]) -> None:
+        """Each kind of kernels compiled (or loaded) on every node, the kinds side by side."""
+        if not kinds:
+            return
+        ray = ray_module()
+        task = ray.remote(cluster_node.compile_kind)
+        refs = [task.options(num_cpus=1, max_retries=0, scheduling_strategy=_on(node))
+                .remote(self.expected, kind) for node in _alive_nodes(ray) for kind in kinds]
+        found = []
+        for ref in refs:
+            # A node that dies meanwhile compiles nothing; its runs retry elsewhere.
+            with contextlib.suppress(ray.exceptions.RayError):
+                found.append(ray.get(ref))
+        self._expect_same(found)
+
+    def _schedule(self, cpu_runs: list[RunConfig], batches: list[list[RunConfig]],
+                  on_steps: StepsCallback, start: StartCallback | None,
+                  pending: dict[Any, list[RunConfig]]) -> Iterator[Outcome]:
+        ray = ray_module()
+        run_task = ray.remote(num_cpus=1, max_retries=self.max_retries, max_calls=0)(
+            cluster_node.train_run)
+        # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next batch,
+        # where Ray's default for GPU tasks starts a fresh worker for each.
+        batch_task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_batch,
+                                max_retries=self.max_retries, max_calls=0)(
+            cluster_node.train_batch)
+        queues = {"cpu": deque([c] for c in cpu_runs), "gpu": deque(batches)}
+        kinds: dict[Any, str] = {}
+        while any(queues.values()) or pending:
+            slots = self._slots()
+            for kind, queue in queues.items():
+                while queue and sum(k == kind for k in kinds.values()) < slots[kind]:
+                    accepted = [c for c in queue.popleft() if start is None or start(c)]
+                    if not accepted:
+                        continue
+                    ref = (run_task.remote(self.expected, accepted[0]) if kind == "cpu" else
+                           batch_task.remote(self.expected, self.gpu, accepted))
+                    pending[ref], kinds[ref] = accepted, kind
+            if not pending:
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+            if not ready:
+                # Nothing finished: renew the store's leases through the progress callback.
+                on_steps(next(iter(pending.values()))[0].run_id, 0)
+            for ref in ready:
+                configs = pending.pop(ref)
+                kinds.pop(ref)
+                for outcome in self._collect(ray, ref, configs):
+                    on_steps(outcome.run_id, next(c.steps for c in configs
+                                                  if c.run_id == outcome.run_id))
+                    yield outcome
+
+    def _slots(self) -> dict[str, int]:
+        """Tasks of each kind in flight at most: the cluster's CPUs and GPU shares now (at
+        least one, so that a sweep waits for a node rather than ending)."""
+        have = self.resources()
+        return {"cpu": max(1, int(have.get("CPU", 0))),
+                "gpu": max(1, int(have.get("GPU", 0) / self.gpus_per_batch + 1e-9))}
+
+    def _collect(self, ray: Any, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # toyrelu's own code raised
+            reason = _one_line(f"task raised {exc.cause!r}")[:300]
+        except ray.exceptions.RayError as exc:
+            reason = _one_line(f"lost after {self.max_retries} retries: "
+                               f"{type(exc).__name__}{_where(str(exc))}")
+        else:
+            self._expect_same([value])
+            return [value] if isinstance(value, Outcome) else list(value)
+        return [Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+                for c in configs]
+
+    def _expect_same(self, answers: Sequence[Any]) -> None:
+        for answer in answers:
+            if isinstance(answer, cluster_node.Mismatch):
+                raise ClusterError(cluster_node.describe(answer, self.expected))
+
+    def _end_owned(self) -> None:
+        if self._owner is not None:
+            end_marked(OWNER_ENV, self._owner)
+            self._owner = None
+
+
+def _alive_nodes(ray: Any) -> list[str]:
+    return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _on(node: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+
+
+def _where(message: str) -> str:
+    """The worker and node a Ray error names, if it names them."""
+    found = [f"{what} {m.group(1)}" for what, pattern in
+             (("node", r"Node ID: (\w+)"), ("address", r"IP address: ([\w.:-]+)"),
+              ("worker", r"Worker ID: (\w+)"), ("pid", r"Worker PID: (\d+)"))
+             if (m := re.search(pattern, message))]
+    return f" ({', '.join(found)})" if found else f" ({message.strip()[:200]})"
+
+
+def marked(name: str, value: str) -> list[int]:
+    """Pids of this user's processes (this one aside) whose environment has ``name=value``."""
+    mark = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        found.append(int(entry))
+    return found
+
+
+def end_marked(name: str, value: str) -> None:
+    """SIGTERM every process marked ``name=value``, then SIGKILL those still there after
+    ``STOP_S`` (some of Ray's agents ignore SIGTERM)."""
+    pids = marked(name, value)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_S
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.1)
+        pids = marked(name, value)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
