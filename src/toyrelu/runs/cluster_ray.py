@@ -20,7 +20,7 @@ Ray is imported only here and only when a cluster is opened: a missing Ray is a 
 ``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
 every process of it, found by an environment mark that Ray's processes inherit; a cluster
 joined by address is left as it was. ``ray stop`` is never used: it ends every Ray of the
-machine, other users' too.
+machine, other users' too (``cluster_procs``).
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ import logging
 import os
 import re
 import secrets
-import signal
 import socket
-import time
+import subprocess
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from toyrelu.core.config import RunConfig
-from toyrelu.runs import cluster_node
+from toyrelu.runs import cluster_node, cluster_procs
 from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback
@@ -47,9 +46,8 @@ INSTALL = "pip install 'toyrelu[ray]'"
 # The environment variable whose value marks every process of a local instance started here.
 OWNER_ENV = "TOYRELU_RAY_OWNER"
 # How often the driver renews its store leases while no run finishes (store_leases.HEARTBEAT_S
-# is the most it writes), and how long closing lets a leftover process end on SIGTERM.
+# is the most it writes), and how long it tries to reach a cluster's address.
 WAIT_S = 5.0
-STOP_S = 3.0
 CONNECT_S = 5.0
 
 
@@ -101,6 +99,7 @@ class RayCluster:
         self._connected = False
         self._ours = False  # this process connected Ray (and ends the connection)
         self._owner: str | None = None  # the mark of a local instance started here
+        self._reaper: subprocess.Popen | None = None
 
     def use_gpu(self, gpu: GpuBatches | None, gpus_per_batch: float = 1.0) -> RayCluster:
         """Train the fused runs in ``gpu``'s batches, each task holding ``gpus_per_batch``
@@ -149,8 +148,11 @@ class RayCluster:
             except OSError as exc:
                 raise ClusterError(f"cluster: cannot reach a Ray cluster at {self.address} "
                                    f"({exc.strerror or exc})") from None
+        if self._owner is not None:
+            self._reaper = cluster_procs.start_reaper(OWNER_ENV, self._owner)
         try:
-            ray.init(address=self.address, **options)
+            # "local": a new instance, even where another one runs (address=None would join it).
+            ray.init(address=self.address or "local", **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             self._end_owned()
             why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
@@ -289,8 +291,12 @@ class RayCluster:
 
     def _end_owned(self) -> None:
         if self._owner is not None:
-            end_marked(OWNER_ENV, self._owner)
+            cluster_procs.end_marked(OWNER_ENV, self._owner)
             self._owner = None
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
 
 
 def _alive_nodes(ray: Any) -> list[str]:
@@ -310,35 +316,6 @@ def _where(message: str) -> str:
               ("worker", r"Worker ID: (\w+)"), ("pid", r"Worker PID: (\d+)"))
              if (m := re.search(pattern, message))]
     return f" ({', '.join(found)})" if found else f" ({message.strip()[:200]})"
-
-
-def marked(name: str, value: str) -> list[int]:
-    """Pids of this user's processes (this one aside) whose environment has ``name=value``."""
-    mark = f"{name}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if mark in f.read().split(b"\0"):
-                        found.append(int(entry))
-    return found
-
-
-def end_marked(name: str, value: str) -> None:
-    """SIGTERM every process marked ``name=value``, then SIGKILL those still there after
-    ``STOP_S`` (some of Ray's agents ignore SIGTERM)."""
-    pids = marked(name, value)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_S
-    while pids and time.monotonic() < deadline:
-        time.sleep(0.1)
-        pids = marked(name, value)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _one_line(message: object) -> str:
