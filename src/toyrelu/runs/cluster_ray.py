@@ -153,8 +153,12 @@ class RayCluster:
         try:
             # "local": a new instance, even where another one runs (address=None would join it).
             ray.init(address=self.address or "local", **options)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except BaseException as exc:  # a Ctrl-C while Ray starts too: end what it started
+            with contextlib.suppress(Exception):
+                ray.shutdown()
             self._end_owned()
+            if not isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
+                raise
             why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
             raise ClusterError(why) from None
         finally:
