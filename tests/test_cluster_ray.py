@@ -65,7 +65,18 @@ def mark() -> Iterator[str]:
     os.environ.pop("RAY_TMPDIR")
     left = wait_for(lambda: not marked(MARK, token), 10)
     end_marked(MARK, token)
-    assert left, "Ray processes were left behind"
+    assert left, f"Ray processes were left behind: {described(marked(MARK, token))}"
+
+
+def described(pids: list[int]) -> list[str]:
+    """What each process is, for a failing test's message."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:80]!r}")
+        except OSError:
+            pass
+    return out
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
@@ -193,7 +204,9 @@ def test_the_driver_stopped_or_killed_leaves_no_ray_and_a_rerun_trains_the_rest(
         _, err = driver.communicate(timeout=60)
         assert driver.returncode == (130 if signum == signal.SIGINT else -9), err
         # After kill -9, Ray's agents are ended by the reaper (runs.cluster_procs).
-        assert wait_for(lambda: marked(MARK, mark) == [], 10), "Ray outlived its driver"
+        assert wait_for(lambda: marked(MARK, mark) == [], 10), \
+            f"{signal.Signals(signum).name}: Ray outlived its driver: " \
+            f"{described(marked(MARK, mark))}"
         with Store(store, create=False) as s:
             runs = s.runs()
             stored = dict(zip(runs["run_id"], runs["wall_seconds"], strict=True))
@@ -284,6 +297,13 @@ def test_a_node_removed_mid_sweep_loses_no_run(tmp_path: Path, expected: dict[st
     assert report.ok == len(LONG)
     assert_same_runs(path, expected["long"])
     assert ray.cluster_resources().get("GPU", 0) == 0
+    # No GPU is left: the batch sent waits node_wait_s, then comes back lost, not for good.
+    runner = RayCluster(node_wait_s=1).use_gpu(gpu_batches(), gpus_per_batch=0.5)
+    report = sweep(tmp_path / "g.sqlite", GPU_RUNS, runner)
+    assert (report.ok, report.errors) == (0, 4)  # the first batch sent; the other is missing
+    with Store(tmp_path / "g.sqlite", create=False) as store:
+        assert set(store.runs()["error"]) == {
+            "lost: no node with a GPU in the Ray cluster this process is connected to for 1 s"}
 
 
 def test_the_command_line_trains_on_the_cluster_and_refuses_a_missing_gpu(

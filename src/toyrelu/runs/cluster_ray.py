@@ -32,6 +32,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ OWNER_ENV = "TOYRELU_RAY_OWNER"
 # is the most it writes), and how long it tries to reach a cluster's address.
 WAIT_S = 5.0
 CONNECT_S = 5.0
+RESOURCE = {"cpu": "CPU", "gpu": "GPU"}  # what each kind of task holds
 
 
 class ClusterError(Exception):
@@ -84,13 +86,17 @@ class RayCluster:
     bytes), else on the running cluster at ``address`` ("auto" or HOST:PORT). A Ray already
     connected in this process is used as it is.
 
+    Runs that no node can take for ``node_wait_s`` seconds (the GPU nodes are gone) come
+    back lost rather than waiting for good; a cluster that grows meanwhile takes them.
     ``open`` connects (``map`` does when it was not called, and then closes at its end).
     """
 
     def __init__(self, address: str | None = None, *, max_retries: int = 3,
-                 num_cpus: int | None = None, object_store_memory: int | None = None):
+                 num_cpus: int | None = None, object_store_memory: int | None = None,
+                 node_wait_s: float = 600.0):
         self.address = address
         self.max_retries = max_retries
+        self.node_wait_s = node_wait_s
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
         self.gpu: GpuBatches | None = None
@@ -109,9 +115,11 @@ class RayCluster:
 
     @property
     def where(self) -> str:
-        if self.address is None:
-            return "a local Ray instance"
-        return f"the Ray cluster at {self.address}"
+        if self.address is not None:
+            return f"the Ray cluster at {self.address}"
+        if self._connected and not self._ours:
+            return "the Ray cluster this process is connected to"
+        return "a local Ray instance"
 
     def open(self) -> RayCluster:
         """Connect, and check every node's versions; ``ClusterError`` if that fails (the
@@ -137,7 +145,9 @@ class RayCluster:
         options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         if self.address is None:
             self._owner = secrets.token_hex(8)
-            os.environ[OWNER_ENV] = self._owner  # inherited by every process of the instance
+            # Inherited by every process of the instance; kept until it is ended, since Ray
+            # starts its agents after ray.init has returned.
+            os.environ[OWNER_ENV] = self._owner
             options.update(num_cpus=self.num_cpus or default_workers(), include_dashboard=False,
                            object_store_memory=self.object_store_memory)
         elif self.address != "auto":
@@ -161,8 +171,6 @@ class RayCluster:
                 raise
             why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
             raise ClusterError(why) from None
-        finally:
-            os.environ.pop(OWNER_ENV, None)
         self._ours = True
 
     def resources(self) -> dict[str, float]:
@@ -234,25 +242,35 @@ class RayCluster:
                   on_steps: StepsCallback, start: StartCallback | None,
                   pending: dict[Any, list[RunConfig]]) -> Iterator[Outcome]:
         ray = ray_module()
-        run_task = ray.remote(num_cpus=1, max_retries=self.max_retries, max_calls=0)(
-            cluster_node.train_run)
-        # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next batch,
-        # where Ray's default for GPU tasks starts a fresh worker for each.
-        batch_task = ray.remote(num_cpus=1, num_gpus=self.gpus_per_batch,
-                                max_retries=self.max_retries, max_calls=0)(
-            cluster_node.train_batch)
+        tasks = {
+            "cpu": ray.remote(num_cpus=1, max_retries=self.max_retries, max_calls=0)(
+                cluster_node.train_run),
+            # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next
+            # batch, where Ray's default for GPU tasks starts a fresh worker for each.
+            "gpu": ray.remote(num_cpus=1, num_gpus=self.gpus_per_batch,
+                              max_retries=self.max_retries, max_calls=0)(
+                cluster_node.train_batch)}
         queues = {"cpu": deque([c] for c in cpu_runs), "gpu": deque(batches)}
         kinds: dict[Any, str] = {}
+        starved: dict[str, float] = {}  # kind -> since when no node could take it
         while any(queues.values()) or pending:
-            slots = self._slots()
+            have = self.resources()
             for kind, queue in queues.items():
-                while queue and sum(k == kind for k in kinds.values()) < slots[kind]:
+                while queue and list(kinds.values()).count(kind) < _slots(have, kind, self):
                     accepted = [c for c in queue.popleft() if start is None or start(c)]
-                    if not accepted:
-                        continue
-                    ref = (run_task.remote(self.expected, accepted[0]) if kind == "cpu" else
-                           batch_task.remote(self.expected, self.gpu, accepted))
-                    pending[ref], kinds[ref] = accepted, kind
+                    if accepted:
+                        args = (accepted[0],) if kind == "cpu" else (self.gpu, accepted)
+                        ref = tasks[kind].remote(self.expected, *args)
+                        pending[ref], kinds[ref] = accepted, kind
+            for kind in self._starved(have, queues, kinds, starved):
+                # Not started, so not claimed: the next sweep trains them as missing runs.
+                queues[kind].clear()
+                for ref in [r for r, k in kinds.items() if k == kind]:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
+                    del kinds[ref]
+                    yield from _lost(pending.pop(ref), f"lost: no node with a {RESOURCE[kind]} "
+                                     f"in {self.where} for {self.node_wait_s:g} s")
             if not pending:
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
@@ -267,12 +285,18 @@ class RayCluster:
                                                   if c.run_id == outcome.run_id))
                     yield outcome
 
-    def _slots(self) -> dict[str, int]:
-        """Tasks of each kind in flight at most: the cluster's CPUs and GPU shares now (at
-        least one, so that a sweep waits for a node rather than ending)."""
-        have = self.resources()
-        return {"cpu": max(1, int(have.get("CPU", 0))),
-                "gpu": max(1, int(have.get("GPU", 0) / self.gpus_per_batch + 1e-9))}
+    def _starved(self, have: dict[str, float], queues: dict[str, deque],
+                 kinds: dict[Any, str], since: dict[str, float]) -> list[str]:
+        """The kinds of tasks that have waited ``node_wait_s`` for a node that can run them
+        (the GPU nodes are gone, say): Ray would keep them waiting for good."""
+        out = []
+        for kind in queues:
+            waiting = queues[kind] or kind in kinds.values()
+            if not waiting or have.get(RESOURCE[kind], 0) > 0:
+                since.pop(kind, None)
+            elif time.monotonic() - since.setdefault(kind, time.monotonic()) > self.node_wait_s:
+                out.append(kind)
+        return out
 
     def _collect(self, ray: Any, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
         try:
@@ -285,8 +309,7 @@ class RayCluster:
         else:
             self._expect_same([value])
             return [value] if isinstance(value, Outcome) else list(value)
-        return [Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
-                for c in configs]
+        return list(_lost(configs, reason))
 
     def _expect_same(self, answers: Sequence[Any]) -> None:
         for answer in answers:
@@ -295,12 +318,26 @@ class RayCluster:
 
     def _end_owned(self) -> None:
         if self._owner is not None:
+            os.environ.pop(OWNER_ENV, None)
             cluster_procs.end_marked(OWNER_ENV, self._owner)
             self._owner = None
         if self._reaper is not None:
             self._reaper.kill()
             self._reaper.wait()
             self._reaper = None
+
+
+def _slots(have: dict[str, float], kind: str, cluster: RayCluster) -> int:
+    """Tasks of ``kind`` in flight at most: the cluster's CPUs, or its GPU shares, now (at
+    least one, so that a sweep waits for a node rather than ending)."""
+    share = 1.0 if kind == "cpu" else cluster.gpus_per_batch
+    return max(1, int(have.get(RESOURCE[kind], 0) / share + 1e-9))
+
+
+def _lost(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
+    """"error" outcomes, which the next sweep trains again."""
+    for c in configs:
+        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
 
 
 def _alive_nodes(ray: Any) -> list[str]:
