@@ -84,7 +84,14 @@ def train_batch(expected: dict[str, str], gpu: GpuBatches,
     mismatch = check(expected)
     if mismatch is not None:
         return mismatch
-    return list(gpu.train(batch, lambda run_id, k: None))
+    outcomes = list(gpu.train(batch, lambda run_id, k: None))
+    if gpu.device.startswith("cuda"):
+        import torch
+
+        # The worker stays for the next batch (max_calls=0): give back what torch's allocator
+        # keeps, which a task sharing the GPU may need.
+        torch.cuda.empty_cache()
+    return outcomes
 
 
 def _single_threaded() -> None:

@@ -14,7 +14,8 @@ node before the first run, ``cluster_node``).
   GPUs only. Runs of the reference engine stay CPU tasks.
 - Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
   its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
-  trains again like any run the machine failed.
+  trains again like any run the machine failed. So do runs that no node has been able to take
+  for ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good.
 
 Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
 ``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
