@@ -153,7 +153,8 @@ def with_worker_killed(fn: Callable[[], object]) -> list[int]:
 # Without a cluster of the module's: each starts and ends a Ray of its own.
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--cluster", "dask"], "cluster: 'dask' is not a cluster (expected ray, ray:auto or"),
+    (["--cluster", "dask"], "cluster: 'dask' is not a cluster (expected ray, ray:auto, "
+                            "ray:HOST:PORT or slurm)"),
     (["--cluster", "ray:"], "cluster: 'ray:' is not a cluster"),
     (["--cluster", "ray:host"], "cluster: 'ray:host' is not a cluster"),
     (["--cluster", "ray:127.0.0.1:1"], "cluster: cannot reach a Ray cluster at 127.0.0.1:1"),
@@ -283,8 +284,8 @@ def test_retries_exhausted_store_lost_runs_that_a_rerun_trains(
     assert_same_runs(path, expected["long"])
 
 
-def test_a_node_removed_mid_sweep_loses_no_run(tmp_path: Path, expected: dict[str, Path],
-                                              two_nodes) -> None:
+def test_a_node_removed_mid_sweep_loses_no_run_and_gpu_runs_then_wait_no_longer(
+        tmp_path: Path, expected: dict[str, Path], capsys, two_nodes) -> None:
     cluster, gpu_node = two_nodes
     path = tmp_path / "n.sqlite"
     remover = threading.Thread(target=lambda: wait_for(lambda: rows(path) >= 1, 120)
@@ -304,17 +305,13 @@ def test_a_node_removed_mid_sweep_loses_no_run(tmp_path: Path, expected: dict[st
     with Store(tmp_path / "g.sqlite", create=False) as store:
         assert set(store.runs()["error"]) == {
             "lost: no node with a GPU in the Ray cluster this process is connected to for 1 s"}
-
-
-def test_the_command_line_trains_on_the_cluster_and_refuses_a_missing_gpu(
-        tmp_path: Path, capsys, two_nodes) -> None:
-    # After the GPU node was removed (above): one CPU node left.
+    # The command line on the one CPU node left: --device cuda is refused, the CPU sweep runs.
     store = tmp_path / "s.sqlite"
     argv = ["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "ray:auto"]
     assert main([*argv, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err == "toyrelu: error: device: cuda was requested but the Ray cluster at auto has " \
-        "no GPU\n"
+    assert err == ("toyrelu: error: device: cuda was requested but the Ray cluster at auto has "
+                   "no GPU\n")
     assert not store.exists()
     assert main(argv) == 0
     assert "8 finished, 0 failed, 0 errors" in capsys.readouterr().err

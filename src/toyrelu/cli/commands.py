@@ -24,6 +24,9 @@ from toyrelu.runs.resources import default_workers, resolve_device, usable_worke
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
     from toyrelu.runs.cluster_ray import RayCluster
+    from toyrelu.runs.cluster_slurm import SlurmJobs
+
+    Cluster = RayCluster | SlurmJobs
     from toyrelu.runs.executors import Executor
     from toyrelu.runs.knobs import Study
     from toyrelu.runs.store import Store
@@ -243,24 +246,46 @@ def _study_configs(study: Study) -> list[RunConfig]:
 
 
 @contextlib.contextmanager
-def _cluster(args: argparse.Namespace) -> Iterator[RayCluster | None]:
-    """The Ray cluster of ``--cluster``, connected and its nodes checked before any store is
-    opened, and closed at the end (a local instance ended); None without ``--cluster``. A
-    cluster that cannot take the sweep raises ``ClusterError``, a one-line input error."""
+def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
+    """The cluster of ``--cluster``, checked before any store is opened: a Ray cluster
+    connected, its nodes' versions checked, and closed at the end (a local instance ended), or
+    SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
+    ``ClusterError``, a one-line input error."""
+    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time}
+    given = [name for name, value in slurm.items() if value is not None]
+    if given and args.cluster != "slurm":
+        raise UsageError(f"{given[0][2:]}: goes with --cluster slurm")
     if args.cluster is None:
         yield None
         return
     from toyrelu.runs.cluster_ray import RayCluster, parse_address
 
-    address = parse_address(args.cluster)
+    address = None if args.cluster == "slurm" else parse_address(args.cluster)
     if args.workers is not None:
         raise UsageError("workers: --workers counts local processes; on a cluster every CPU "
                          "of its nodes takes one run")
+    if args.cluster == "slurm":
+        yield _slurm(args)
+        return
     with RayCluster(address) as cluster:
         yield cluster
 
 
-def _device(args: argparse.Namespace, cluster: RayCluster | None = None) -> str:
+def _slurm(args: argparse.Namespace) -> SlurmJobs:
+    from toyrelu.runs.cluster_slurm import SlurmJobs
+
+    time_min = 240 if args.slurm_time is None else args.slurm_time
+    if time_min < 1:
+        raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
+    # Beside the store: submitit's job files need a folder the nodes share, as the store's.
+    where = Path(args.store).parent if getattr(args, "store", None) else _out_dir(args.out)
+    jobs = SlurmJobs(where / "toyrelu-slurm", partition=args.slurm_partition,
+                     time_min=time_min)
+    jobs.check()
+    return jobs
+
+
+def _device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
     """The device of ``--device``, here or on the ``cluster``'s nodes."""
     try:
         device = (resolve_device(args.device) if cluster is None else
@@ -276,7 +301,7 @@ def _device(args: argparse.Namespace, cluster: RayCluster | None = None) -> str:
 
 
 def _executor(args: argparse.Namespace, workers: int, device: str,
-              cluster: RayCluster | None = None) -> Executor:
+              cluster: Cluster | None = None) -> Executor:
     """Where the runs train, with the GPU options of ``parser._add_device_options``: the
     ``cluster`` if there is one, with the GPU batches of one GPU on "cuda"."""
     from toyrelu.runs.executors import GpuBatches, executor
@@ -297,12 +322,10 @@ def _out_dir(path: str) -> Path:
 
 
 def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argparse.Namespace,
-           workers: int, device: str, cluster: RayCluster | None = None) -> None:
+           workers: int, device: str, cluster: Cluster | None = None) -> None:
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
     if cluster is not None:
-        have = cluster.resources()
-        where = (f"on {cluster.where} ({have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} "
-                 f"GPUs{', GPU batches' if device == 'cuda' else ''})")
+        where = cluster.describe(device)
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
     from toyrelu.runs.sweep import run_sweep

@@ -1,5 +1,5 @@
-"""What a cluster node runs for ``cluster_ray.RayCluster``: the version check, the kernel
-compilation before the first run, one CPU run, and one GPU batch.
+"""What a cluster node runs for ``cluster_ray.RayCluster`` and ``cluster_slurm.SlurmJobs``: the
+version check, the kernel compilation before the first run, CPU runs, and one GPU batch.
 
 Plain functions, importable without Ray: the executor wraps them as Ray tasks, and Ray's workers
 import this module by name, so every node needs toyrelu installed (the version check says
@@ -10,6 +10,7 @@ which node has another toyrelu, torch or numba). A task returns what the store k
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,25 @@ def train_run(expected: dict[str, str], config: RunConfig) -> Outcome | Mismatch
 
     _single_threaded()
     return run_one(config)
+
+
+def train_runs(expected: dict[str, str], configs: list[RunConfig]) -> list[Outcome] | Mismatch:
+    """CPU runs one after another, single-threaded (a SLURM job holding one CPU)."""
+    mismatch = check(expected)
+    if mismatch is not None:
+        return mismatch
+    from toyrelu.runs.training import run_one
+
+    _single_threaded()
+    return [run_one(config) for config in configs]
+
+
+def lost_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
+    """"error" outcomes for runs that a cluster lost, which the next sweep trains again."""
+    from toyrelu.runs.training import Outcome
+
+    for c in configs:
+        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
 
 
 def train_batch(expected: dict[str, str], gpu: GpuBatches,

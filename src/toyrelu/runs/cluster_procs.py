@@ -27,6 +27,10 @@ from toyrelu.runs.store_leases import process_start
 # looks for its driver.
 STOP_S = 3.0
 POLL_S = 0.5
+# After the driver's death, the reaper ends marked processes until none has been seen for
+# QUIET_S, for REAP_S at most.
+QUIET_S = 2.0
+REAP_S = 30.0
 
 
 def marked(name: str, value: str) -> list[int]:
@@ -44,7 +48,8 @@ def marked(name: str, value: str) -> list[int]:
 
 def end_marked(name: str, value: str) -> None:
     """SIGTERM every process marked ``name=value``, then SIGKILL those still there after
-    ``STOP_S``."""
+    ``STOP_S``, and any that appeared meanwhile, until none is left (for ``STOP_S`` more at
+    most)."""
     pids = marked(name, value)
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -53,9 +58,13 @@ def end_marked(name: str, value: str) -> None:
     while pids and time.monotonic() < deadline:
         time.sleep(0.1)
         pids = marked(name, value)
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_S
+    while pids and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+        pids = marked(name, value)
 
 
 def start_reaper(name: str, value: str) -> subprocess.Popen:
@@ -72,10 +81,17 @@ def start_reaper(name: str, value: str) -> subprocess.Popen:
 
 def reap(pid: int, start: str, name: str, value: str) -> None:
     """Wait until the process ``pid`` that started at ``start`` is gone, then end the marked
-    processes."""
+    processes, and again any that a dying process of Ray starts, until none has been seen for
+    ``QUIET_S`` (or ``REAP_S`` have passed)."""
     while process_start(pid) == start:
         time.sleep(POLL_S)
-    end_marked(name, value)
+    deadline = time.monotonic() + REAP_S
+    quiet = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet < QUIET_S:
+        if marked(name, value):
+            end_marked(name, value)
+            quiet = time.monotonic()
+        time.sleep(POLL_S / 5)
 
 
 if __name__ == "__main__":

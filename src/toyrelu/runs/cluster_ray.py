@@ -69,8 +69,8 @@ def parse_address(spec: str) -> str | None:
         host, _, port = address.rpartition(":")
         if host and port.isdigit() and 0 < int(port) < 65536:
             return address
-    raise ClusterError(f"cluster: {spec!r} is not a cluster (expected ray, ray:auto or "
-                       "ray:HOST:PORT)")
+    raise ClusterError(f"cluster: {spec!r} is not a cluster (expected ray, ray:auto, "
+                       "ray:HOST:PORT or slurm)")
 
 
 def ray_module() -> Any:
@@ -174,6 +174,11 @@ class RayCluster:
             raise ClusterError(why) from None
         self._ours = True
 
+    def describe(self, device: str) -> str:
+        have = self.resources()
+        return (f"on {self.where} ({have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs"
+                f"{', GPU batches' if device == 'cuda' else ''})")
+
     def resources(self) -> dict[str, float]:
         return dict(ray_module().cluster_resources())
 
@@ -270,8 +275,9 @@ class RayCluster:
                     with contextlib.suppress(Exception):
                         ray.cancel(ref, force=True)
                     del kinds[ref]
-                    yield from _lost(pending.pop(ref), f"lost: no node with a {RESOURCE[kind]} "
-                                     f"in {self.where} for {self.node_wait_s:g} s")
+                    reason = (f"lost: no node with a {RESOURCE[kind]} in {self.where} for "
+                              f"{self.node_wait_s:g} s")
+                    yield from cluster_node.lost_outcomes(pending.pop(ref), reason)
             if not pending:
                 continue
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
@@ -310,7 +316,7 @@ class RayCluster:
         else:
             self._expect_same([value])
             return [value] if isinstance(value, Outcome) else list(value)
-        return list(_lost(configs, reason))
+        return list(cluster_node.lost_outcomes(configs, reason))
 
     def _expect_same(self, answers: Sequence[Any]) -> None:
         for answer in answers:
@@ -333,12 +339,6 @@ def _slots(have: dict[str, float], kind: str, cluster: RayCluster) -> int:
     least one, so that a sweep waits for a node rather than ending)."""
     share = 1.0 if kind == "cpu" else cluster.gpus_per_batch
     return max(1, int(have.get(RESOURCE[kind], 0) / share + 1e-9))
-
-
-def _lost(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
-    """"error" outcomes, which the next sweep trains again."""
-    for c in configs:
-        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
 
 
 def _alive_nodes(ray: Any) -> list[str]:
