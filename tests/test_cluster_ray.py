@@ -34,7 +34,7 @@ pytest.importorskip("triton")
 
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
-from toyrelu.runs.cluster_procs import end_marked, marked  # noqa: E402
+from toyrelu.runs.cluster_procs import end, marked  # noqa: E402
 from toyrelu.runs.cluster_ray import RayCluster  # noqa: E402
 from toyrelu.runs.executors import Executor, GpuBatches, InProcess  # noqa: E402
 from toyrelu.runs.store import Store  # noqa: E402
@@ -64,7 +64,7 @@ def mark() -> Iterator[str]:
     os.environ.pop(MARK)
     os.environ.pop("RAY_TMPDIR")
     left = wait_for(lambda: not marked(MARK, token), 10)
-    end_marked(MARK, token)
+    end(lambda: marked(MARK, token))
     assert left, f"Ray processes were left behind: {described(marked(MARK, token))}"
 
 

@@ -107,6 +107,7 @@ class RayCluster:
         self._ours = False  # this process connected Ray (and ends the connection)
         self._owner: str | None = None  # the mark of a local instance started here
         self._reaper: subprocess.Popen | None = None
+        self._roots: list[int] = []  # the processes ray.init started here
 
     def use_gpu(self, gpu: GpuBatches | None, gpus_per_batch: float = 1.0) -> RayCluster:
         """Train the fused runs in ``gpu``'s batches, each task holding ``gpus_per_batch``
@@ -161,18 +162,28 @@ class RayCluster:
                                    f"({exc.strerror or exc})") from None
         if self._owner is not None:
             self._reaper = cluster_procs.start_reaper(OWNER_ENV, self._owner)
+        before = set(cluster_procs.children().get(os.getpid(), ()))
         try:
             # "local": a new instance, even where another one runs (address=None would join it).
             ray.init(address=self.address or "local", **options)
         except BaseException as exc:  # a Ctrl-C while Ray starts too: end what it started
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-            self._end_owned()
+            self._roots = self._started(before)
+            self._end_owned(ray)
             if not isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
                 raise
             why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
             raise ClusterError(why) from None
+        self._roots = self._started(before)
         self._ours = True
+
+    def _started(self, before: set[int]) -> list[int]:
+        """The processes this one started since ``before``, but the reaper: the instance's
+        when it was started here."""
+        if self._owner is None:
+            return []
+        reaper = None if self._reaper is None else self._reaper.pid
+        return [pid for pid in cluster_procs.children().get(os.getpid(), ())
+                if pid not in before and pid != reaper]
 
     def describe(self, device: str) -> str:
         have = self.resources()
@@ -196,9 +207,7 @@ class RayCluster:
         """Disconnect if ``open`` connected, and end every process of a local instance
         started here."""
         if self._ours:
-            with contextlib.suppress(Exception):
-                ray_module().shutdown()
-        self._end_owned()
+            self._end_owned(ray_module())
         self._connected = self._ours = False
 
     def __enter__(self) -> RayCluster:
@@ -323,11 +332,17 @@ class RayCluster:
             if isinstance(answer, cluster_node.Mismatch):
                 raise ClusterError(cluster_node.describe(answer, self.expected))
 
-    def _end_owned(self) -> None:
+    def _end_owned(self, ray: Any) -> None:
+        """Disconnect, and end the processes of a local instance started here: those below
+        what ray.init started, seen before shutting down (Ray's agents are reparented as it
+        goes), and those marked."""
+        known = cluster_procs.tree(self._roots) if self._owner is not None else {}
+        with contextlib.suppress(Exception):
+            ray.shutdown()
         if self._owner is not None:
             os.environ.pop(OWNER_ENV, None)
-            cluster_procs.end_marked(OWNER_ENV, self._owner)
-            self._owner = None
+            cluster_procs.end(cluster_procs.finder(known, OWNER_ENV, self._owner))
+            self._owner, self._roots = None, []
         if self._reaper is not None:
             self._reaper.kill()
             self._reaper.wait()
