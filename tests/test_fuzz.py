@@ -153,8 +153,16 @@ def count_values(option: str, valid: Sequence[str]) -> Values:
 FLAG = Values(st.just(None), st.just(None))
 OVERRIDES = {f"--{name.replace('_', '-')}": field_values(name) for name in field_names()}
 OVERRIDES["--seeds"] = field_values("seed")
+# A well-formed cluster address that nothing listens on: no example starts Ray (the small
+# defaults' --workers 1 is refused beside --cluster anyway); tests/test_cluster_ray.py trains on
+# Ray.
+CLUSTERS = values(("ray:127.0.0.1:1", "ray:[::1]:1", "slurm"),
+                  ("dask", "ray:", "ray:host", "RAY", "ray:h:0", "ray:h:99999", "ray:auto:1", ""))
 TRAINING = {"--workers": count_values("workers", ("1",)),
-            "--device": values(("cpu",), DEVICES), "--gpu-cells": FLAG, "--gpu-dots": FLAG}
+            "--device": values(("cpu",), DEVICES), "--gpu-cells": FLAG, "--gpu-dots": FLAG,
+            "--cluster": CLUSTERS,
+            "--slurm-partition": values(("gpu", "ünï"), ("", " ", "-")),
+            "--slurm-time": count_values("slurm-time", ("1", "60"))}
 RUN_OPTIONS = {**TRAINING, "--restarts": count_values("restarts", ("1", "2")),
                "--retry-failed": FLAG, **OVERRIDES}
 PRESET = values(CHEAP_PRESETS, ("SMOKE", "", "nope", "smoke "))

@@ -9,7 +9,9 @@ so that ``toyrelu presets`` and ``--help`` load no numerical library.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,10 @@ from toyrelu.runs.resources import default_workers, resolve_device, usable_worke
 
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
+    from toyrelu.runs.cluster_ray import RayCluster
+    from toyrelu.runs.cluster_slurm import SlurmJobs
+
+    Cluster = RayCluster | SlurmJobs
     from toyrelu.runs.executors import Executor
     from toyrelu.runs.knobs import Study
     from toyrelu.runs.store import Store
@@ -32,12 +38,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     preset = _preset(args)
     workers = _workers(args)
-    device = _device(args)
     out = _out_dir(args.out)
-    configs = _checked(preset, workers, device)
-    with Store(out / "runs.sqlite") as store:
-        _sweep(preset, configs, store, args, workers, device)
-        found = reproduce.write(preset, store, out)
+    with _cluster(args) as cluster:
+        device = _device(args, cluster)
+        configs = _checked(preset, workers, device)
+        with Store(out / "runs.sqlite") as store:
+            _sweep(preset, configs, store, args, workers, device, cluster)
+            found = reproduce.write(preset, store, out)
     for f in found:
         print(f"{'ok ' if f.holds else 'NOT'} {f.claim}: {f.measured}")
     print(f"toyrelu: figures and summary.md in {out}")
@@ -48,10 +55,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     preset = _preset(args)
     workers = _workers(args)
-    device = _device(args)
-    configs = _checked(preset, workers, device)
-    with Store(args.store) as store:
-        _sweep(preset, configs, store, args, workers, device)
+    with _cluster(args) as cluster:
+        device = _device(args, cluster)
+        configs = _checked(preset, workers, device)
+        with Store(args.store) as store:
+            _sweep(preset, configs, store, args, workers, device, cluster)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -144,14 +152,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
 
     knobs = None if args.knobs is None else [k.strip() for k in args.knobs.split(",")]
     study = make_study(args.base, knobs, args.seeds)
-    workers, device, out = _workers(args), _device(args), _out_dir(args.out)
-    _check_runs(_study_configs(study), workers, device)
-    with Store(out / "runs.sqlite") as store:
-        print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
-              f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
-        study = sensitivity.run(study, store, _executor(args, workers, device),
-                                progress=sys.stderr)
-        tables, sentence, _ = sensitivity_report.write(study, store, out)
+    workers, out = _workers(args), _out_dir(args.out)
+    configs = _study_configs(study)
+    with _cluster(args) as cluster:
+        device = _device(args, cluster)
+        _check_runs(configs, workers, device)
+        with Store(out / "runs.sqlite") as store:
+            print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
+                  f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
+            study = sensitivity.run(study, store, _executor(args, workers, device, cluster),
+                                    progress=sys.stderr)
+            tables, sentence, _ = sensitivity_report.write(study, store, out)
     if tables.bumps.empty:
         # The sweep above stored every run, so an empty analysis means none finished.
         raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
@@ -234,9 +245,51 @@ def _study_configs(study: Study) -> list[RunConfig]:
     return study.configs()
 
 
-def _device(args: argparse.Namespace) -> str:
+@contextlib.contextmanager
+def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
+    """The cluster of ``--cluster``, checked before any store is opened: a Ray cluster
+    connected, its nodes' versions checked, and closed at the end (a local instance ended), or
+    SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
+    ``ClusterError``, a one-line input error."""
+    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time}
+    given = [name for name, value in slurm.items() if value is not None]
+    if given and args.cluster != "slurm":
+        raise UsageError(f"{given[0][2:]}: goes with --cluster slurm")
+    if args.cluster is None:
+        yield None
+        return
+    from toyrelu.runs.cluster_ray import RayCluster, parse_address
+
+    address = None if args.cluster == "slurm" else parse_address(args.cluster)
+    if args.workers is not None:
+        raise UsageError("workers: --workers counts local processes; on a cluster every CPU "
+                         "of its nodes takes one run")
+    if args.cluster == "slurm":
+        yield _slurm(args)
+        return
+    with RayCluster(address) as cluster:
+        yield cluster
+
+
+def _slurm(args: argparse.Namespace) -> SlurmJobs:
+    from toyrelu.runs.cluster_slurm import SlurmJobs
+
+    time_min = 240 if args.slurm_time is None else args.slurm_time
+    if time_min < 1:
+        raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
+    # Beside the store: submitit's job files need a folder the nodes share, as the store's.
+    where = Path(args.store).parent if getattr(args, "store", None) else _out_dir(args.out)
+    jobs = SlurmJobs(where / "toyrelu-slurm", partition=args.slurm_partition,
+                     time_min=time_min)
+    jobs.check()
+    return jobs
+
+
+def _device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
+    """The device of ``--device``, here or on the ``cluster``'s nodes."""
     try:
-        device = resolve_device(args.device)
+        device = (resolve_device(args.device) if cluster is None else
+                  cluster.resolve_device(args.device))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.gpu_cells and device != "cuda":
@@ -247,10 +300,15 @@ def _device(args: argparse.Namespace) -> str:
     return device
 
 
-def _executor(args: argparse.Namespace, workers: int, device: str) -> Executor:
-    """Where the runs train, with the GPU options of ``parser._add_device_options``."""
-    from toyrelu.runs.executors import executor
+def _executor(args: argparse.Namespace, workers: int, device: str,
+              cluster: Cluster | None = None) -> Executor:
+    """Where the runs train, with the GPU options of ``parser._add_device_options``: the
+    ``cluster`` if there is one, with the GPU batches of one GPU on "cuda"."""
+    from toyrelu.runs.executors import GpuBatches, executor
 
+    if cluster is not None:
+        return cluster.use_gpu(GpuBatches(cells=args.gpu_cells, dots=args.gpu_dots)
+                               if device == "cuda" else None)
     return executor(workers, device, args.gpu_cells, args.gpu_dots)
 
 
@@ -264,14 +322,16 @@ def _out_dir(path: str) -> Path:
 
 
 def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argparse.Namespace,
-           workers: int, device: str) -> None:
+           workers: int, device: str, cluster: Cluster | None = None) -> None:
     where = "on the GPU" if device == "cuda" else f"on {workers} CPU process(es)"
+    if cluster is not None:
+        where = cluster.describe(device)
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
     from toyrelu.runs.sweep import run_sweep
 
-    report = run_sweep(configs, store, _executor(args, workers, device), progress=sys.stderr,
-                       retry_failed=args.retry_failed)
+    report = run_sweep(configs, store, _executor(args, workers, device, cluster),
+                       progress=sys.stderr, retry_failed=args.retry_failed)
     again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
           f"(retried by the next run), {report.skipped} already stored{again}", file=sys.stderr)

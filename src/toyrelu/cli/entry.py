@@ -112,12 +112,13 @@ def _stopping_signals_raise(*, exiting: bool) -> Iterator[None]:
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean bad input: the CLI's own, the config's, the store's and the
-    outputs'.
+    """The errors that mean bad input: the CLI's own, the config's, the store's, the
+    outputs' and a cluster's.
 
     Python evaluates an ``except`` clause only once an exception is raised, and a StoreError
     can only come from a loaded store module; so the store (and numpy with it) is not imported
     just to be ready to catch its error."""
-    lazy = {"toyrelu.runs.store": "StoreError", "toyrelu.runs.outputs": "OutputError"}
+    lazy = {"toyrelu.runs.store": "StoreError", "toyrelu.runs.outputs": "OutputError",
+            "toyrelu.runs.cluster_ray": "ClusterError"}
     loaded = [getattr(sys.modules[m], name) for m, name in lazy.items() if m in sys.modules]
     return (UsageError, ConfigError, *loaded)

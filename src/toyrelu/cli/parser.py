@@ -147,6 +147,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", default=None, metavar="ray[:ADDRESS]|slurm",
+                        help="train on Ray: ray starts a local instance, ray:auto or "
+                             "ray:HOST:PORT joins a running cluster (one task per CPU run or "
+                             "GPU batch; needs pip install 'toyrelu[ray]'); or slurm: SLURM "
+                             "jobs through submitit (pip install 'toyrelu[slurm]')")
+    parser.add_argument("--slurm-partition", default=None, metavar="NAME",
+                        help="with --cluster slurm: the partition (default: the cluster's)")
+    parser.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                        help="with --cluster slurm: each job's time limit (default 240)")
     parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
                         help="where to train (default: auto, a CUDA GPU when there is one)")
     parser.add_argument("--gpu-cells", action="store_true",

@@ -134,9 +134,10 @@ class GpuBatches:
         for batch in self.batches([c for c in configs if c.engine != "reference"]):
             accepted = [c for c in batch if start is None or start(c)]
             if accepted:
-                yield from self._train(accepted, on_steps)
+                yield from self.train(accepted, on_steps)
 
-    def _train(self, batch: list[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+    def train(self, batch: list[RunConfig], on_steps: StepsCallback) -> Iterator[Outcome]:
+        """Train one of ``batches`` here, yielding its outcomes."""
         from toyrelu.engines import gpu
 
         start = time.perf_counter()

@@ -1,0 +1,123 @@
+"""What a cluster node runs for ``cluster_ray.RayCluster`` and ``cluster_slurm.SlurmJobs``: the
+version check, the kernel compilation before the first run, CPU runs, and one GPU batch.
+
+Plain functions, importable without Ray: the executor wraps them as Ray tasks, and Ray's workers
+import this module by name, so every node needs toyrelu installed (the version check says
+which node has another toyrelu, torch or numba). A task returns what the store keeps (an
+``Outcome``, or a batch's list of them) through Ray's object store, never a file.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toyrelu.core.config import RunConfig
+    from toyrelu.runs.executors import GpuBatches
+    from toyrelu.runs.training import KernelKind, Outcome
+
+# The packages whose versions decide the stored numbers: a node with another version of any of
+# them could store other numbers for the same config.
+PACKAGES = ("toyrelu", "torch", "numba")
+
+
+class Mismatch(tuple):
+    """A node whose versions differ from the driver's: (host, its versions). Returned, not
+    raised, so that Ray does not retry it and the driver names the node in one line."""
+
+
+def versions() -> dict[str, str]:
+    """This process's versions of ``PACKAGES`` ("source" for a toyrelu run from a checkout)."""
+    import numba
+    import torch
+
+    try:
+        own = metadata.version("toyrelu")
+    except metadata.PackageNotFoundError:
+        own = "source"
+    return {"toyrelu": own, "torch": str(torch.__version__), "numba": str(numba.__version__)}
+
+
+def check(expected: dict[str, str]) -> Mismatch | None:
+    """None when this node has the ``expected`` versions, else the ``Mismatch``."""
+    found = versions()
+    return None if found == expected else Mismatch((socket.gethostname(), found))
+
+
+def describe(mismatch: Mismatch, expected: dict[str, str]) -> str:
+    """One line naming the node and the versions that differ."""
+    host, found = mismatch
+    differ = ", ".join(f"{name} {found.get(name)} (driver: {expected[name]})"
+                       for name in PACKAGES if found.get(name) != expected[name])
+    return f"cluster: node {host} has other versions than this machine: {differ}"
+
+
+def compile_kind(expected: dict[str, str], kind: KernelKind) -> Mismatch | None:
+    """Check the node, then compile (or load from its disk cache) one kind of kernels there, as
+    ``LocalProcesses`` does before its first run; a kind that fails to compile fails its runs,
+    which store the reason."""
+    mismatch = check(expected)
+    if mismatch is None:
+        from toyrelu.runs import workers
+
+        _single_threaded()
+        workers.compile_kind(kind)
+    return mismatch
+
+
+def train_run(expected: dict[str, str], config: RunConfig) -> Outcome | Mismatch:
+    """One CPU run, single-threaded (the task holds one CPU)."""
+    mismatch = check(expected)
+    if mismatch is not None:
+        return mismatch
+    from toyrelu.runs.training import run_one
+
+    _single_threaded()
+    return run_one(config)
+
+
+def train_runs(expected: dict[str, str], configs: list[RunConfig]) -> list[Outcome] | Mismatch:
+    """CPU runs one after another, single-threaded (a SLURM job holding one CPU)."""
+    mismatch = check(expected)
+    if mismatch is not None:
+        return mismatch
+    from toyrelu.runs.training import run_one
+
+    _single_threaded()
+    return [run_one(config) for config in configs]
+
+
+def lost_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
+    """"error" outcomes for runs that a cluster lost, which the next sweep trains again."""
+    from toyrelu.runs.training import Outcome
+
+    for c in configs:
+        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+
+
+def train_batch(expected: dict[str, str], gpu: GpuBatches,
+                batch: list[RunConfig]) -> list[Outcome] | Mismatch:
+    """One ``GpuBatches`` batch on the GPU that Ray gave this task (``CUDA_VISIBLE_DEVICES``)."""
+    mismatch = check(expected)
+    if mismatch is not None:
+        return mismatch
+    outcomes = list(gpu.train(batch, lambda run_id, k: None))
+    if gpu.device.startswith("cuda"):
+        import torch
+
+        # The worker stays for the next batch (max_calls=0): give back what torch's allocator
+        # keeps, which a task sharing the GPU may need.
+        torch.cuda.empty_cache()
+    return outcomes
+
+
+def _single_threaded() -> None:
+    # One task per CPU: threads of a run would only compete with the other tasks of the node.
+    import numba
+    import torch
+
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)

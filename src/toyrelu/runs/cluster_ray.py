@@ -1,0 +1,379 @@
+"""``RayCluster``: an executor that trains a sweep's runs as Ray tasks, on this machine or on a
+Ray cluster of many, with the store and its resume unchanged.
+
+Ray core tasks, not Ray Tune: toyrelu has its grid, store and resume already. The driver (this
+process) alone writes the store; the tasks return their outcomes through Ray's object store, so
+the nodes need no shared filesystem, only the same toyrelu, torch and numba (checked on every
+node before the first run, ``cluster_node``).
+
+- CPU runs: one task per run holding one CPU, submitted largest first (the order ``run_sweep``
+  gives), at most as many at once as the cluster has CPUs, so that a run is claimed in the
+  store (``start``) right before it can start.
+- GPU runs (``use_gpu``): one task per ``GpuBatches`` batch holding ``gpus_per_batch`` GPUs, so
+  that the batches, and so the numbers, are those of one GPU; Ray places them on nodes with
+  GPUs only. Runs of the reference engine stay CPU tasks.
+- Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
+  its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
+  trains again like any run the machine failed. So do runs that no node has been able to take
+  for ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good.
+
+Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
+``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
+every process of it, found by an environment mark that Ray's processes inherit; a cluster
+joined by address is left as it was. ``ray stop`` is never used: it ends every Ray of the
+machine, other users' too (``cluster_procs``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from toyrelu.core.config import RunConfig
+from toyrelu.runs import cluster_node, cluster_procs
+from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
+from toyrelu.runs.resources import default_workers
+from toyrelu.runs.training import Outcome, StepsCallback
+
+INSTALL = "pip install 'toyrelu[ray]'"
+# The environment variable whose value marks every process of a local instance started here.
+OWNER_ENV = "TOYRELU_RAY_OWNER"
+# How often the driver renews its store leases while no run finishes (store_leases.HEARTBEAT_S
+# is the most it writes), and how long it tries to reach a cluster's address.
+WAIT_S = 5.0
+CONNECT_S = 5.0
+RESOURCE = {"cpu": "CPU", "gpu": "GPU"}  # what each kind of task holds
+
+
+class ClusterError(Exception):
+    """A cluster that cannot take the sweep (unreachable, no GPU, other versions on a node, Ray
+    missing); the message is one line."""
+
+
+def parse_address(spec: str) -> str | None:
+    """The Ray address of a ``--cluster`` value: "ray" -> None (start a local instance),
+    "ray:auto" -> "auto", "ray:HOST:PORT" -> "HOST:PORT"; ``ClusterError`` otherwise."""
+    engine, colon, address = spec.partition(":")
+    if engine == "ray":
+        if not colon or address == "auto":
+            return address or None
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return address
+    raise ClusterError(f"cluster: {spec!r} is not a cluster (expected ray, ray:auto, "
+                       "ray:HOST:PORT or slurm)")
+
+
+def ray_module() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(f"cluster: ray is not installed; {INSTALL}") from None
+    return ray
+
+
+class RayCluster:
+    """Trains runs as Ray tasks (module docstring): on a local instance started here when
+    ``address`` is None (with ``num_cpus``, default one per core, and ``object_store_memory``
+    bytes), else on the running cluster at ``address`` ("auto" or HOST:PORT). A Ray already
+    connected in this process is used as it is.
+
+    Runs that no node can take for ``node_wait_s`` seconds (the GPU nodes are gone) come
+    back lost rather than waiting for good; a cluster that grows meanwhile takes them.
+    ``open`` connects (``map`` does when it was not called, and then closes at its end).
+    """
+
+    def __init__(self, address: str | None = None, *, max_retries: int = 3,
+                 num_cpus: int | None = None, object_store_memory: int | None = None,
+                 node_wait_s: float = 600.0):
+        self.address = address
+        self.max_retries = max_retries
+        self.node_wait_s = node_wait_s
+        self.num_cpus = num_cpus
+        self.object_store_memory = object_store_memory
+        self.gpu: GpuBatches | None = None
+        self.gpus_per_batch = 1.0
+        self.expected = cluster_node.versions()
+        self._connected = False
+        self._ours = False  # this process connected Ray (and ends the connection)
+        self._owner: str | None = None  # the mark of a local instance started here
+        self._reaper: subprocess.Popen | None = None
+        self._roots: list[int] = []  # the processes ray.init started here
+
+    def use_gpu(self, gpu: GpuBatches | None, gpus_per_batch: float = 1.0) -> RayCluster:
+        """Train the fused runs in ``gpu``'s batches, each task holding ``gpus_per_batch``
+        GPUs (a fraction is bookkeeping only: tasks sharing a GPU share its memory)."""
+        self.gpu, self.gpus_per_batch = gpu, gpus_per_batch
+        return self
+
+    @property
+    def where(self) -> str:
+        if self.address is not None:
+            return f"the Ray cluster at {self.address}"
+        if self._connected and not self._ours:
+            return "the Ray cluster this process is connected to"
+        return "a local Ray instance"
+
+    def open(self) -> RayCluster:
+        """Connect, and check every node's versions; ``ClusterError`` if that fails (the
+        connection is closed again)."""
+        if self._connected:
+            return self
+        ray = ray_module()
+        if not ray.is_initialized():
+            self._connect(ray)
+        self._connected = True
+        try:
+            nodes = _alive_nodes(ray)
+            self._expect_same(ray.get([
+                ray.remote(cluster_node.check).options(
+                    num_cpus=0, scheduling_strategy=_on(node)).remote(self.expected)
+                for node in nodes]))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self, ray: Any) -> None:
+        options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        if self.address is None:
+            self._owner = secrets.token_hex(8)
+            # Inherited by every process of the instance; kept until it is ended, since Ray
+            # starts its agents after ray.init has returned.
+            os.environ[OWNER_ENV] = self._owner
+            options.update(num_cpus=self.num_cpus or default_workers(), include_dashboard=False,
+                           object_store_memory=self.object_store_memory)
+        elif self.address != "auto":
+            host, _, port = self.address.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)),
+                                         timeout=CONNECT_S).close()
+            except OSError as exc:
+                raise ClusterError(f"cluster: cannot reach a Ray cluster at {self.address} "
+                                   f"({exc.strerror or exc})") from None
+        if self._owner is not None:
+            self._reaper = cluster_procs.start_reaper(OWNER_ENV, self._owner)
+        before = set(cluster_procs.children().get(os.getpid(), ()))
+        try:
+            # "local": a new instance, even where another one runs (address=None would join it).
+            ray.init(address=self.address or "local", **options)
+        except BaseException as exc:  # a Ctrl-C while Ray starts too: end what it started
+            self._roots = self._started(before)
+            self._end_owned(ray)
+            if not isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
+                raise
+            why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
+            raise ClusterError(why) from None
+        self._roots = self._started(before)
+        self._ours = True
+
+    def _started(self, before: set[int]) -> list[int]:
+        """The processes this one started since ``before``, but the reaper: the instance's
+        when it was started here."""
+        if self._owner is None:
+            return []
+        reaper = None if self._reaper is None else self._reaper.pid
+        return [pid for pid in cluster_procs.children().get(os.getpid(), ())
+                if pid not in before and pid != reaper]
+
+    def describe(self, device: str) -> str:
+        have = self.resources()
+        return (f"on {self.where} ({have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs"
+                f"{', GPU batches' if device == 'cuda' else ''})")
+
+    def resources(self) -> dict[str, float]:
+        return dict(ray_module().cluster_resources())
+
+    def resolve_device(self, device: str) -> str:
+        """"cpu" or "cuda" for ``--device`` on this cluster: "auto" takes the GPUs when the
+        cluster has some; "cuda" on a cluster without one is a ``ClusterError``."""
+        if device not in ("auto", "cpu", "cuda"):
+            raise ClusterError(f"device: {device!r} must be one of auto, cpu, cuda")
+        gpus = self.resources().get("GPU", 0)
+        if device == "cuda" and not gpus:
+            raise ClusterError(f"device: cuda was requested but {self.where} has no GPU")
+        return "cuda" if device != "cpu" and gpus else "cpu"
+
+    def close(self) -> None:
+        """Disconnect if ``open`` connected, and end every process of a local instance
+        started here."""
+        if self._ours:
+            self._end_owned(ray_module())
+        self._connected = self._ours = False
+
+    def __enter__(self) -> RayCluster:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
+            start: StartCallback | None = None) -> Iterator[Outcome]:
+        if not configs:
+            return
+        opened_here = not self._connected
+        self.open()
+        pending: dict[Any, list[RunConfig]] = {}
+        try:
+            gpu = self.gpu
+            cpu_runs = [c for c in configs if gpu is None or c.engine == "reference"]
+            batches = [] if gpu is None else gpu.batches(
+                [c for c in configs if c.engine != "reference"])
+            self._compile(compile_order(cpu_runs))
+            yield from self._schedule(cpu_runs, batches, on_steps, start, pending)
+        finally:
+            ray = ray_module()
+            for ref in pending:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if opened_here:
+                self.close()
+
+    def _compile(self, kinds: Sequence[Any]) -> None:
+        """Each kind of kernels compiled (or loaded) on every node, the kinds side by side."""
+        if not kinds:
+            return
+        ray = ray_module()
+        task = ray.remote(cluster_node.compile_kind)
+        refs = [task.options(num_cpus=1, max_retries=0, scheduling_strategy=_on(node))
+                .remote(self.expected, kind) for node in _alive_nodes(ray) for kind in kinds]
+        found = []
+        for ref in refs:
+            # A node that dies meanwhile compiles nothing; its runs retry elsewhere.
+            with contextlib.suppress(ray.exceptions.RayError):
+                found.append(ray.get(ref))
+        self._expect_same(found)
+
+    def _schedule(self, cpu_runs: list[RunConfig], batches: list[list[RunConfig]],
+                  on_steps: StepsCallback, start: StartCallback | None,
+                  pending: dict[Any, list[RunConfig]]) -> Iterator[Outcome]:
+        ray = ray_module()
+        tasks = {
+            "cpu": ray.remote(num_cpus=1, max_retries=self.max_retries, max_calls=0)(
+                cluster_node.train_run),
+            # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next
+            # batch, where Ray's default for GPU tasks starts a fresh worker for each.
+            "gpu": ray.remote(num_cpus=1, num_gpus=self.gpus_per_batch,
+                              max_retries=self.max_retries, max_calls=0)(
+                cluster_node.train_batch)}
+        queues = {"cpu": deque([c] for c in cpu_runs), "gpu": deque(batches)}
+        kinds: dict[Any, str] = {}
+        starved: dict[str, float] = {}  # kind -> since when no node could take it
+        while any(queues.values()) or pending:
+            have = self.resources()
+            for kind, queue in queues.items():
+                while queue and list(kinds.values()).count(kind) < _slots(have, kind, self):
+                    accepted = [c for c in queue.popleft() if start is None or start(c)]
+                    if accepted:
+                        args = (accepted[0],) if kind == "cpu" else (self.gpu, accepted)
+                        ref = tasks[kind].remote(self.expected, *args)
+                        pending[ref], kinds[ref] = accepted, kind
+            for kind in self._starved(have, queues, kinds, starved):
+                # Not started, so not claimed: the next sweep trains them as missing runs.
+                queues[kind].clear()
+                for ref in [r for r, k in kinds.items() if k == kind]:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
+                    del kinds[ref]
+                    reason = (f"lost: no node with a {RESOURCE[kind]} in {self.where} for "
+                              f"{self.node_wait_s:g} s")
+                    yield from cluster_node.lost_outcomes(pending.pop(ref), reason)
+            if not pending:
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+            if not ready:
+                # Nothing finished: renew the store's leases through the progress callback.
+                on_steps(next(iter(pending.values()))[0].run_id, 0)
+            for ref in ready:
+                configs = pending.pop(ref)
+                kinds.pop(ref)
+                for outcome in self._collect(ray, ref, configs):
+                    on_steps(outcome.run_id, next(c.steps for c in configs
+                                                  if c.run_id == outcome.run_id))
+                    yield outcome
+
+    def _starved(self, have: dict[str, float], queues: dict[str, deque],
+                 kinds: dict[Any, str], since: dict[str, float]) -> list[str]:
+        """The kinds of tasks that have waited ``node_wait_s`` for a node that can run them
+        (the GPU nodes are gone, say): Ray would keep them waiting for good."""
+        out = []
+        for kind in queues:
+            waiting = queues[kind] or kind in kinds.values()
+            if not waiting or have.get(RESOURCE[kind], 0) > 0:
+                since.pop(kind, None)
+            elif time.monotonic() - since.setdefault(kind, time.monotonic()) > self.node_wait_s:
+                out.append(kind)
+        return out
+
+    def _collect(self, ray: Any, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
+        try:
+            value = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # toyrelu's own code raised
+            reason = _one_line(f"task raised {exc.cause!r}")[:300]
+        except ray.exceptions.RayError as exc:
+            reason = _one_line(f"lost after {self.max_retries} retries: "
+                               f"{type(exc).__name__}{_where(str(exc))}")
+        else:
+            self._expect_same([value])
+            return [value] if isinstance(value, Outcome) else list(value)
+        return list(cluster_node.lost_outcomes(configs, reason))
+
+    def _expect_same(self, answers: Sequence[Any]) -> None:
+        for answer in answers:
+            if isinstance(answer, cluster_node.Mismatch):
+                raise ClusterError(cluster_node.describe(answer, self.expected))
+
+    def _end_owned(self, ray: Any) -> None:
+        """Disconnect, and end the processes of a local instance started here: those below
+        what ray.init started, seen before shutting down (Ray's agents are reparented as it
+        goes), and those marked."""
+        known = cluster_procs.tree(self._roots) if self._owner is not None else {}
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if self._owner is not None:
+            os.environ.pop(OWNER_ENV, None)
+            cluster_procs.end(cluster_procs.finder(known, OWNER_ENV, self._owner))
+            self._owner, self._roots = None, []
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+
+
+def _slots(have: dict[str, float], kind: str, cluster: RayCluster) -> int:
+    """Tasks of ``kind`` in flight at most: the cluster's CPUs, or its GPU shares, now (at
+    least one, so that a sweep waits for a node rather than ending)."""
+    share = 1.0 if kind == "cpu" else cluster.gpus_per_batch
+    return max(1, int(have.get(RESOURCE[kind], 0) / share + 1e-9))
+
+
+def _alive_nodes(ray: Any) -> list[str]:
+    return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _on(node: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+
+
+def _where(message: str) -> str:
+    """The worker and node a Ray error names, if it names them."""
+    found = [f"{what} {m.group(1)}" for what, pattern in
+             (("node", r"Node ID: (\w+)"), ("address", r"IP address: ([\w.:-]+)"),
+              ("worker", r"Worker ID: (\w+)"), ("pid", r"Worker PID: (\d+)"))
+             if (m := re.search(pattern, message))]
+    return f" ({', '.join(found)})" if found else f" ({message.strip()[:200]})"
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())

@@ -1,0 +1,143 @@
+"""The SLURM executor (toyrelu.runs.cluster_slurm) on submitit's local executor, since no SLURM
+is here: CPU runs in jobs of two and GPU batches (Triton's interpreter) store the in-process
+numbers bit for bit; a job killed mid-run gives lost rows that a rerun trains; bad input on the
+command line is one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # inherited by the jobs' processes
+submitit = pytest.importorskip("submitit")
+pytest.importorskip("triton")
+
+import numpy as np  # noqa: E402
+
+from toyrelu.cli import main  # noqa: E402
+from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.runs.cluster_slurm import SlurmJobs  # noqa: E402
+from toyrelu.runs.executors import GpuBatches, InProcess  # noqa: E402
+from toyrelu.runs.store import Store  # noqa: E402
+from toyrelu.runs.sweep import run_sweep  # noqa: E402
+
+BASE = RunConfig(n_features=1000, n_hidden=2, sparsity=0.99, n_train=300, steps=1000, n_test=200)
+RUNS = [BASE.replace(seed=s) for s in range(4)]
+# The GPU sweep of tests/test_gpu.py, in two batches.
+GPU_BASE = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=10, n_test=50, batch_size=6,
+                     lr=1e-2)
+GPU_RUNS = [GPU_BASE.replace(n_train=T, seed=s) for T in (3, 9, float("inf")) for s in (0, 1)]
+
+
+def gpu_batches() -> GpuBatches:
+    return GpuBatches(device="cuda" if torch.cuda.is_available() else "cpu", max_rows=20)
+
+
+def assert_same_runs(path: Path, expected: Path) -> None:
+    """Every stored value identical, bit for bit, but the time each run took."""
+    with Store(path, create=False) as got, Store(expected, create=False) as want:
+        a = got.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
+        b = want.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
+        assert (a["status"] == "ok").all(), a["error"].tolist()
+        assert a.equals(b)
+        for run_id in b.index:
+            x, y = got.arrays(run_id), want.arrays(run_id)
+            assert list(x) == list(y)
+            for name in x:
+                assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name])
+
+
+class Recording:
+    """A submitit executor that keeps the jobs it submits."""
+
+    def __init__(self, folder: Path) -> None:
+        self.executor = submitit.LocalExecutor(folder)
+        self.jobs: list[Any] = []
+
+    def update_parameters(self, **kwargs: Any) -> None:
+        self.executor.update_parameters(**kwargs)
+
+    def submit(self, *args: Any) -> Any:
+        job = self.executor.submit(*args)
+        self.jobs.append(job)
+        return job
+
+
+def expected(path: Path, configs: list[RunConfig], runner: Any) -> Path:
+    with Store(path) as store:
+        assert run_sweep(configs, store, runner).ok == len(configs)
+    return path
+
+
+def test_jobs_store_the_in_process_numbers(tmp_path: Path) -> None:
+    jobs = SlurmJobs(tmp_path / "jobs", runs_per_job=2,
+                     executor=submitit.LocalExecutor(tmp_path / "jobs"))
+    with Store(tmp_path / "cpu.sqlite") as store:
+        assert run_sweep(RUNS, store, jobs).ok == len(RUNS)
+    assert_same_runs(tmp_path / "cpu.sqlite", expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+    jobs.use_gpu(gpu_batches())
+    with Store(tmp_path / "gpu.sqlite") as store:
+        assert run_sweep(GPU_RUNS, store, jobs).ok == len(GPU_RUNS)
+    assert_same_runs(tmp_path / "gpu.sqlite",
+                     expected(tmp_path / "b.sqlite", GPU_RUNS, gpu_batches()))
+
+
+def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path) -> None:
+    recording = Recording(tmp_path / "jobs")
+    jobs = SlurmJobs(tmp_path / "jobs", runs_per_job=2, executor=recording)
+
+    def kill_first_job() -> None:
+        while not recording.jobs:
+            time.sleep(0.01)
+        os.kill(int(recording.jobs[0].job_id), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_first_job)
+    killer.start()
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        report = run_sweep(RUNS, store, jobs)
+        killer.join()
+        assert (report.ok, report.errors) == (2, 2)
+        errors = store.runs()["error"].dropna()
+        assert all(e.startswith(f"lost: SLURM job {recording.jobs[0].job_id} (") for e in errors)
+        report = run_sweep(RUNS, store, SlurmJobs(tmp_path / "jobs", runs_per_job=2,
+                                                  executor=submitit.LocalExecutor(tmp_path)))
+        assert (report.ok, report.skipped) == (2, 2)
+    assert_same_runs(path, expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--cluster", "slurm"], "cluster: slurm needs sbatch, which is not on the PATH here"),
+    (["--cluster", "slurm", "--slurm-time", "0"],
+     "slurm-time: 0 must be an integer >= 1 (minutes)"),
+    (["--slurm-partition", "gpu"], "slurm-partition: goes with --cluster slurm"),
+    (["--cluster", "ray", "--slurm-time", "5"], "slurm-time: goes with --cluster slurm"),
+])
+def test_bad_slurm_input_is_one_line_and_exit_2(tmp_path: Path, capsys, argv: list[str],
+                                                says: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", "--preset", "smoke", "--store", str(store), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == f"toyrelu: error: {says}\n"
+    assert not store.exists()
+
+
+def test_a_missing_submitit_says_what_to_install(tmp_path: Path, capsys,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "slurm"]) == 2
+    assert capsys.readouterr().err == ("toyrelu: error: cluster: submitit is not installed; "
+                                       "pip install 'toyrelu[slurm]'\n")
+    assert not store.exists()
