@@ -4,9 +4,10 @@ times of stored sweeps, and check its estimates against them.
 A run of the CPU engine at n_hidden = 2 takes, per step, time for its (example, feature) pairs
 (the fused step's, or the split-cell step's where the engine takes it, ``engine.takes_cells``),
 for the nonzeros of its training set, and for the per-feature work (AdamW, the gradient flush),
-plus a fixed time per run (its data, its evaluation). This benchmark reads the ``wall_seconds``
-every stored run records, takes the median over the runs of each setting (seeds, procedures),
-and fits those five times by least squares on the relative error. It prints them in the units
+plus a fixed time per run (its data, its evaluation): the five counts of ``grid.work``, which
+``grid.cost`` prices. This benchmark reads the ``wall_seconds`` every stored run records, takes
+the median over the runs of each setting (seeds, procedures), and fits those five times by
+least squares on the relative error. It prints them in the units
 ``runs/grid.py`` uses (pairs per second; the rest in pairs' worth), then each setting's measured
 and estimated time, and each store's sweep time against ``cpu_seconds`` with the constants in
 ``runs/grid.py`` and ``runs/presets.py``.
@@ -30,34 +31,26 @@ from collections import defaultdict
 
 import numpy as np
 
-from toyrelu.core.config import RunConfig, field_names
-from toyrelu.engines.cpu import engine
+from toyrelu.core.config import RunConfig
 from toyrelu.runs import grid
 from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND, cpu_seconds
 from toyrelu.runs.store import Store
 
-TERMS = ("fused pairs", "split-cell pairs", "nonzeros", "feature-steps", "runs")
-
-
-def terms(config: RunConfig) -> list[float]:
-    """How much of each of TERMS one run of ``config`` holds."""
-    T, n = config.examples_per_step, config.n_features
-    split = not config.infinite and engine.takes_cells(int(config.n_train), config.n_hidden)
-    pairs = config.steps * T * n
-    return [0.0 if split else pairs, pairs if split else 0.0,
-            config.steps * T * n * (1.0 - config.sparsity), config.steps * n, 1.0]
+TERMS = grid.Work._fields
 
 
 def settings(paths: list[str]) -> dict[str, list[tuple[RunConfig, float]]]:
-    """Per store, its finished m = 2 runs as (config, wall seconds)."""
-    names = set(field_names())
+    """Per store, its finished m = 2 runs as (config, wall seconds), each config rebuilt from
+    the store's own record of it (a column of the runs table turns to floats when T = infinity
+    sits among finite T)."""
     out = {}
     for path in paths:
         with Store(path, create=False, write=False) as store:
             runs = store.runs()
-        ok = runs[(runs["status"] == "ok") & (runs["n_hidden"] == 2)]
-        out[path] = [(RunConfig(**{k: v for k, v in row.items() if k in names}),
-                      float(row["wall_seconds"])) for row in ok.to_dict("records")]
+            ok = runs[runs["status"] == "ok"]
+            timed = [(RunConfig.from_dict(store.config(run_id)), float(seconds))
+                     for run_id, seconds in zip(ok["run_id"], ok["wall_seconds"], strict=True)]
+        out[path] = [(config, seconds) for config, seconds in timed if config.n_hidden == 2]
     return out
 
 
@@ -71,12 +64,13 @@ def main() -> None:
     example: dict[tuple, RunConfig] = {}
     for runs in by_store.values():
         for config, seconds in runs:
-            key = (config.n_features, config.sparsity, config.n_train, config.steps)
+            key = (config.n_features, config.sparsity, config.n_train, config.steps,
+                   config.examples_per_step)
             groups[key].append(seconds)
             example[key] = config
     keys = sorted(groups)
     measured = np.array([statistics.median(groups[k]) for k in keys])
-    A = np.array([terms(example[k]) for k in keys])
+    A = np.array([grid.work(example[k]) for k in keys])
     used = A.any(axis=0)
     # Least squares on the relative error, so that the many short runs count as much as the few
     # long ones that hold most of a sweep's time.

@@ -3,15 +3,19 @@ step priced as the engine takes it (docs/engines.md, the constants of ``runs/gri
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 
+from helpers import trained_arrays
 from toyrelu.core.config import RunConfig
 from toyrelu.engines.cpu import engine
 from toyrelu.runs import grid
 from toyrelu.runs.grid import cost
 from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND, cpu_seconds
+from toyrelu.runs.store import Store
 
 BASE = RunConfig(n_features=20, n_hidden=2, sparsity=0.9, n_train=5, steps=80, n_test=200)
 
@@ -55,3 +59,32 @@ def test_cpu_seconds_spreads_the_cost_over_the_cores() -> None:
     total = (cost(configs[0]) + cost(configs[1])) / CPU_PAIRS_PER_SECOND
     assert cpu_seconds(configs, cores=2) == pytest.approx(total / 2, rel=1e-12)
     assert cpu_seconds(configs, cores=1) == pytest.approx(total, rel=1e-12)
+
+
+def test_work_counts_a_fresh_batch_twice() -> None:
+    # Sampling a fresh batch per step costs about as much again as training on it, and the
+    # split-cell step is never taken without a fixed training set.
+    fixed = grid.work(BASE.replace(n_train=40))
+    fresh = grid.work(BASE.replace(n_train=math.inf, batch_size=40))
+    assert fresh.fused_pairs == 2 * fixed.fused_pairs and fresh.split_pairs == 0
+    assert fresh.nonzeros == 2 * fixed.nonzeros
+    assert fresh.feature_steps == fixed.feature_steps and fresh.runs == fixed.runs == 1
+
+
+def test_the_benchmark_reads_stores_that_hold_a_fresh_batch_per_step(tmp_path: Path) -> None:
+    # A store's runs table turns n_train into floats when T = infinity sits among finite T;
+    # benchmarks/bench_cost.py rebuilds each config from the store's own record instead.
+    spec = importlib.util.spec_from_file_location(
+        "bench_cost", Path(__file__).parent.parent / "benchmarks" / "bench_cost.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    configs = [BASE, BASE.replace(n_train=math.inf, batch_size=7), BASE.replace(n_hidden=3)]
+    path = tmp_path / "runs.sqlite"
+    with Store(path) as store:
+        for seconds, config in enumerate(configs, start=1):
+            store.put(config.run_id, config.to_dict(),
+                      {"status": "ok", "error": None, "train_loss": 0.1, "test_loss": 1.0,
+                       "W_norm": 1.0, "b_norm": 0.5, "wall_seconds": float(seconds)},
+                      trained_arrays(config))
+    assert bench.settings([str(path)]) == {str(path): [(configs[0], 1.0), (configs[1], 2.0)]}
