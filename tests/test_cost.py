@@ -114,4 +114,4 @@ def test_the_benchmark_reads_stores_that_hold_a_fresh_batch_per_step(tmp_path: P
                       {"status": "ok", "error": None, "train_loss": 0.1, "test_loss": 1.0,
                        "W_norm": 1.0, "b_norm": 0.5, "wall_seconds": float(seconds)},
                       trained_arrays(config))
-    assert bench.settings([str(path)]) == {str(path): [(configs[0], 1.0), (configs[1], 2.0)]}
+    assert bench.settings([str(path)]) == {str(path): [(c, s + 1.0) for s, c in enumerate(configs)]}
