@@ -25,7 +25,7 @@ A sweep over m checks ``SPEED_BY_HIDDEN`` on whole runs (each sweep's load cance
 ratio to its own m = 2 runs), e.g. the summed-loss half of one seed of ``heatmap-quick``:
 
     PYTHONPATH=src python -m toyrelu sweep --preset heatmap-quick --seeds 0
-        --loss-reduction sum --store /tmp/hq.sqlite                                   # ~3 min
+        --loss-reduction sum --store /tmp/hq.sqlite                                   # ~5 min
     PYTHONPATH=src python benchmarks/bench_cost.py /tmp/hq.sqlite
 
 The times are those of the sweep's workers (one single-threaded run per core), as loaded as the

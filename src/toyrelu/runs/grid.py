@@ -34,11 +34,13 @@ def once(name: str, values: Sequence[Any]) -> None:
         seen.add(value)
 
 
-# Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
-# n_hidden = 2, so that a run's cost is its real work. Re-measured by
-# benchmarks/bench_engine.py at each m against m = 2; the measurements are in docs/engines.md.
-SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
-                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
+# Throughput of the CPU engine per (example, feature) pair at each n_hidden, relative to
+# n_hidden = 2, so that a run's cost is its real work. m = 6, 8 and 16 are fitted to whole runs
+# of a timed heatmap-quick sweep against its own m = 2 runs by benchmarks/bench_cost.py; the
+# others are the kernel's speed measured by benchmarks/bench_engine.py at each m against
+# m = 2, which ran fast over whole runs at m = 6 to 16 (docs/engines.md).
+SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.31, 7: 0.36, 8: 0.19,
+                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.16}
 SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
 # What a run costs besides its pairs, in fused pairs' worth at n_hidden = 2: each nonzero of X
 # per step (its correction to the fused step), each feature per step (AdamW, the gradient
