@@ -12,6 +12,7 @@ regular T-gon m/T = 2/T.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -297,9 +298,25 @@ def test_the_bump_is_the_peak_of_the_last_rise_before_generalization(
     assert regimes.bump(curve) == index
 
 
-def test_the_bump_of_an_empty_curve_is_an_error() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        regimes.bump([])
+@pytest.mark.parametrize(
+    ("curve", "index"),
+    [
+        ((1.2, 1.3, math.nan), 1),  # no loss at the last T: walked from the last finite one
+        ((1.2, math.nan, 1.5, 0.5), 2),  # a gap inside the rise is stepped over
+        ((1.2, 2.0, math.nan, 1.4, 0.5), 1),  # ... and inside the fall
+        ((math.nan, 0.3, 0.9, 0.6), 2),  # below 1 everywhere: the highest finite point
+        ((1.2, 1.5, math.inf, 0.5), 1),  # a diverged mean is no peak
+        ((1.2, 1.5, -math.inf, 0.5), 1),
+    ],
+)
+def test_the_bump_skips_non_finite_losses(curve: tuple[float, ...], index: int) -> None:
+    assert regimes.bump(curve) == index
+
+
+@pytest.mark.parametrize("curve", [(), (math.nan,), (math.nan, math.inf)])
+def test_the_bump_of_a_curve_without_a_finite_loss_is_an_error(curve: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="empty|no finite"):
+        regimes.bump(curve)
 
 
 def test_generalization_starts_where_the_loss_stays_below_one() -> None:

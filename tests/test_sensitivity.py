@@ -341,10 +341,10 @@ def test_plot_bump_height_marks_a_value_without_a_bump_at_the_floor() -> None:
     assert list(gone.get_xdata()) == [1] and list(gone.get_ydata()) == [1e-4]
 
 
-def test_plot_bump_height_marks_a_peak_at_the_grids_edge() -> None:
+def test_plot_bump_height_marks_a_bump_at_the_grids_edge() -> None:
     _, bumps, _ = hand_tables()
     ax = fs.plot_bump_height(new_ax(), bumps.assign(inner=[True, False]))
-    edge = [line for line in ax.lines if line.get_label().startswith("highest at")][0]
+    edge = [line for line in ax.lines if line.get_label().startswith("bump at")][0]
     assert list(edge.get_xdata()) == [1]
     assert_close(edge.get_ydata(), [0.02], rtol=1e-13, what="edge excess")
 

@@ -43,16 +43,20 @@ def bump(losses: Sequence[float] | np.ndarray) -> int:
     A curve that never settles below 1 is walked from its last T; one below 1 at every T has no
     rise, and its highest point is returned (below 1: no bump, as every caller checks).
 
-    The index may be the first or the last T: callers that need a bump inside the T range check
-    for that themselves. ValueError on an empty curve.
+    A non-finite loss (NaN where no run of a T has a test loss, infinity where one diverged)
+    is no point of the curve: the bump is found among the finite losses, and the index is into
+    ``losses`` as given. The index may be the first or the last T: callers that need a bump
+    inside the T range check for that themselves. ValueError on a curve with no finite loss.
     """
     values = np.asarray(losses, dtype=float)
-    if values.size == 0:
-        raise ValueError("bump: an empty test-loss curve")
-    start = generalizes_from(values)
+    kept = np.flatnonzero(np.isfinite(values))
+    if kept.size == 0:
+        raise ValueError(f"bump: a test-loss curve with no finite loss ({values.size} points)")
+    finite = values[kept]
+    start = generalizes_from(finite)
     if start == 0:
-        return int(np.argmax(values))
+        return int(kept[np.argmax(finite)])
     top = start - 1
-    while top > 0 and values[top - 1] > values[top]:
+    while top > 0 and finite[top - 1] > finite[top]:
         top -= 1
-    return top
+    return int(kept[top])

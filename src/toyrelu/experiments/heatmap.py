@@ -50,7 +50,7 @@ def ridges(table: pd.DataFrame, sparsity: float) -> pd.DataFrame:
     The ridge of a row is its bump (``regimes.bump`` over the T it holds): the peak the test
     loss falls from into generalization, never a higher loss of the memorization regime. A
     ridge is raised test loss, above the zero model's 1: a row whose bump stays at or below 1
-    has none (ridge_T NaN), as its highest cell would only be noise among learned models."""
+    has none (ridge_T NaN), as its bump would only be noise among learned models."""
     rows = []
     for m, row in table.iterrows():
         row = row.dropna()
@@ -107,7 +107,8 @@ def plot_heatmap(ax: Axes, table: pd.DataFrame, *, ridge: pd.DataFrame | None = 
     """Figure 5: mean test loss per (m, T) of a ``heatmap_table`` (rows m, columns
     T) as coloured cells, m upwards and T rightwards (∞ last), coloured by log10 of the loss
     with white at 1 (predicting zero): red above, blue below. ``ridge`` (``ridges``)
-    marks each row's highest cell with a black cross labelled "ridge" (rows without one, none)."""
+    marks each row's bump (``regimes.bump``) with a black cross labelled "ridge" (rows without
+    one, none)."""
     as_style(style)
     values = np.log10(table.to_numpy(dtype=float))
     finite = values[np.isfinite(values)]
@@ -162,7 +163,8 @@ RECORD = Experiment(
     claims=(MOVES, PLACE),
     figures={
         "heatmap": "Mean test loss over seeds per (m, T), coloured by log loss with white at 1 "
-                   "(predicting zero); crosses mark each m's highest loss (the ridge).",
+                   "(predicting zero); crosses mark each m's bump, the peak its test loss "
+                   "falls from into generalization (the ridge).",
         "heatmap_curves": "The same test losses as curves vs T, one per m: mean over seeds "
                           "with the min..max band.",
     },

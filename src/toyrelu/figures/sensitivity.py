@@ -62,7 +62,7 @@ def plot_bump_height(ax: Axes, bumps: pd.DataFrame, *, style=None) -> Axes:
     """Bump height per knob value as the excess of the peak's seed-mean test loss over 1 (the
     zero predictor), on a log axis so that the paper's 0.015 and excesses of 100 both show: a
     dot per value with the seeds' min..max at that T as a bar, the paper's excess as a dashed
-    line. A peak at the edge of the T grid (``inner`` false) is an open circle; an excess at or
+    line. A bump at the edge of the T grid (``inner`` false) is an open circle; an excess at or
     below ``floor`` (no bump) is drawn at ``floor`` as a downward triangle."""
     st = as_style(style)
     rows = bumps.sort_values("position")
@@ -81,7 +81,7 @@ def plot_bump_height(ax: Axes, bumps: pd.DataFrame, *, style=None) -> Axes:
     edge = ~rows["inner"].to_numpy(dtype=bool) & ~gone
     ax.plot(x[edge], shown[edge], linestyle="none", marker="o", markerfacecolor="white",
             color=st.test_color, markersize=2 * st.marker_size, zorder=3,
-            label="highest at the T grid's edge (no bump inside)")
+            label="bump at the T grid's edge (none inside)")
     ax.axhline(paper.BUMP_PEAK - 1, color=st.feature_color, linestyle="--", linewidth=1.2,
                label=f"paper ({paper.BUMP_PEAK} - 1)")
     ax.set_xticks(x, [_label(v, b) for v, b in zip(rows["value"], rows["is_base"], strict=True)],

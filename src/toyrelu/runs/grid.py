@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from toyrelu.core.config import ConfigError, RunConfig
 
@@ -34,11 +34,13 @@ def once(name: str, values: Sequence[Any]) -> None:
         seen.add(value)
 
 
-# Throughput of the fused engine per (example, feature) pair at each n_hidden, relative to
-# n_hidden = 2, so that a run's cost is its real work. Re-measured by
-# benchmarks/bench_engine.py at each m against m = 2; the measurements are in docs/engines.md.
-SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.41, 7: 0.36, 8: 0.30,
-                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.36}
+# Throughput of the CPU engine per (example, feature) pair at each n_hidden, relative to
+# n_hidden = 2, so that a run's cost is its real work. m = 6, 8 and 16 are fitted to whole runs
+# of a timed heatmap-quick sweep against its own m = 2 runs by benchmarks/bench_cost.py; the
+# others are the kernel's speed measured by benchmarks/bench_engine.py at each m against
+# m = 2, which ran fast over whole runs at m = 6 to 16 (docs/engines.md).
+SPEED_BY_HIDDEN = {1: 1.0, 2: 1.0, 3: 0.73, 4: 0.56, 5: 0.44, 6: 0.31, 7: 0.36, 8: 0.19,
+                   9: 0.27, 10: 0.25, 12: 0.20, 16: 0.16}
 SPEED_LARGE_HIDDEN = 0.15  # the other sizes past 12: m = 16's speed with dense gradients
 # What a run costs besides its pairs, in fused pairs' worth at n_hidden = 2: each nonzero of X
 # per step (its correction to the fused step), each feature per step (AdamW, the gradient
@@ -54,24 +56,41 @@ RUN_OVERHEAD = 3.5e8
 CELLS_WORK = {2: 0.74, 4: 0.74, 8: 1.0}
 
 
-def cost(config: RunConfig) -> float:
-    """Relative cost of a run, in (example, feature) pairs of the fused step at n_hidden = 2:
-    its pairs, priced as the step the CPU engine takes for them (the split-cell step where
-    ``engines.cpu.engine.takes_cells``, ``CELLS_WORK``), its nonzeros of X
-    (``NONZERO_PAIRS`` each), its per-feature work (``STEP_OVERHEAD``) per step and its
-    ``RUN_OVERHEAD``, over the engine's relative speed at the run's n_hidden
-    (``SPEED_BY_HIDDEN``). A fresh batch per step (T = infinity) costs about as much again to
-    sample."""
+class Work(NamedTuple):
+    """What one run does, counted before it is priced: its (example, feature) pairs taken by
+    the fused step and by the split-cell step, its nonzeros of X, its feature-steps (each
+    feature once per step) and the run itself (1). A fresh batch per step (T = infinity) is
+    counted twice, since sampling it costs about as much again as training on it."""
+
+    fused_pairs: float
+    split_pairs: float
+    nonzeros: float
+    feature_steps: float
+    runs: float
+
+
+def work(config: RunConfig) -> Work:
+    """The ``Work`` of one run of ``config`` on the CPU engine, each step's pairs under the
+    step the engine takes for them (``engines.cpu.engine.takes_cells``)."""
     # Imported here: the engine loads numba, which listing the presets does not need.
     from toyrelu.engines.cpu import engine
 
     rows = config.examples_per_step * (2 if config.infinite else 1)
-    pairs = float(rows * config.n_features)
-    if not config.infinite and engine.takes_cells(int(config.n_train), config.n_hidden):
-        up_to = min((m for m in CELLS_WORK if m >= config.n_hidden), default=max(CELLS_WORK))
-        pairs *= CELLS_WORK[up_to]
-    nonzeros = rows * config.n_features * (1.0 - config.sparsity)
-    speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
-    per_step = pairs + NONZERO_PAIRS * nonzeros + STEP_OVERHEAD * config.n_features
-    return (config.steps * per_step + RUN_OVERHEAD) / speed
+    pairs = float(config.steps * rows * config.n_features)
+    split = not config.infinite and engine.takes_cells(int(config.n_train), config.n_hidden)
+    return Work(fused_pairs=0.0 if split else pairs, split_pairs=pairs if split else 0.0,
+                nonzeros=pairs * (1.0 - config.sparsity),
+                feature_steps=float(config.steps * config.n_features), runs=1.0)
 
+
+def cost(config: RunConfig) -> float:
+    """Relative cost of a run, in (example, feature) pairs of the fused step at n_hidden = 2:
+    its ``work`` priced term by term (split-cell pairs at ``CELLS_WORK``, nonzeros of X at
+    ``NONZERO_PAIRS``, feature-steps at ``STEP_OVERHEAD``, the run at ``RUN_OVERHEAD``), over
+    the engine's relative speed at the run's n_hidden (``SPEED_BY_HIDDEN``)."""
+    done = work(config)
+    up_to = min((m for m in CELLS_WORK if m >= config.n_hidden), default=max(CELLS_WORK))
+    speed = SPEED_BY_HIDDEN.get(config.n_hidden, SPEED_LARGE_HIDDEN)
+    return (done.fused_pairs + CELLS_WORK[up_to] * done.split_pairs
+            + NONZERO_PAIRS * done.nonzeros + STEP_OVERHEAD * done.feature_steps
+            + RUN_OVERHEAD * done.runs) / speed
