@@ -26,8 +26,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from toyrelu.runs.store_leases import process_start
 
@@ -146,3 +147,25 @@ def reap(pid: int, start: str, name: str, value: str) -> None:
 
 if __name__ == "__main__":
     reap(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
+
+
+@contextlib.contextmanager
+def held_stderr(hold: bool) -> Iterator[None]:
+    """While joining a cluster, Ray's core prints each failed try to the process's stderr
+    (file descriptor 2, past Python's ``sys.stderr``), one line a second for some twenty
+    seconds when the address answers but is no Ray: held in a temporary file, so that a failure
+    is the one line toyrelu prints."""
+    if not hold:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

@@ -165,7 +165,8 @@ class RayCluster:
         before = set(cluster_procs.children().get(os.getpid(), ()))
         try:
             # "local": a new instance, even where another one runs (address=None would join it).
-            ray.init(address=self.address or "local", **options)
+            with cluster_procs.held_stderr(self.address is not None):
+                ray.init(address=self.address or "local", **options)
         except BaseException as exc:  # a Ctrl-C while Ray starts too: end what it started
             self._roots = self._started(before)
             self._end_owned(ray)
@@ -377,3 +378,4 @@ def _where(message: str) -> str:
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
+
