@@ -1,10 +1,11 @@
-"""The SLURM executor (toyrelu.runs.cluster_slurm) on submitit's local executor, since no SLURM
-is here: CPU runs in jobs of two and GPU batches (Triton's interpreter) store the in-process
-numbers bit for bit; a job killed mid-run gives lost rows that a rerun trains; bad input on the
-command line is one line and exit code 2."""
+"""The SLURM executor (toyrelu.runs.cluster_slurm) on submitit's local executor, since no SLURM is
+here: CPU runs in jobs of two and GPU batches (Triton's interpreter) store the in-process numbers
+bit for bit, and so do jobs in submitit's debug executor; a job killed mid-run gives lost rows that
+a rerun trains; bad input on the command line is one line and exit code 2."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -89,6 +90,25 @@ def test_jobs_store_the_in_process_numbers(tmp_path: Path) -> None:
         assert run_sweep(GPU_RUNS, store, jobs).ok == len(GPU_RUNS)
     assert_same_runs(tmp_path / "gpu.sqlite",
                      expected(tmp_path / "b.sqlite", GPU_RUNS, gpu_batches()))
+
+
+# submitit's debug executor leaves each job's log files open behind it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_jobs_in_submitits_debug_executor_store_the_in_process_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The debug executor runs each job in this process when its result is asked for, as a user
+    # checking a setup before submitting would; a job that raised would open pdb, so stdin is
+    # empty to make such a failure end the test instead of waiting.
+    jobs = SlurmJobs(tmp_path / "jobs", runs_per_job=3,
+                     executor=submitit.DebugExecutor(tmp_path / "jobs"))
+    with open(os.devnull) as empty, Store(tmp_path / "debug.sqlite") as store:
+        monkeypatch.setattr(sys, "stdin", empty)
+        assert run_sweep(RUNS, store, jobs).ok == len(RUNS)
+        monkeypatch.undo()
+    assert_same_runs(tmp_path / "debug.sqlite",
+                     expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+    gc.collect()  # the open log files are closed here, within this test's warning filter
 
 
 def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path) -> None:
