@@ -227,9 +227,7 @@ class Store:
         records, config_keys, metric_keys = [], {}, {}
         for run_id, status, error, config_json, result_json in rows:
             with self._reading(run_id):
-                config = store_check.load_object(config_json, "config")
-                metrics = store_check.load_object(result_json, "result")
-                self._judge_row(run_id, status, error, config, metrics)
+                config, metrics = self._row(run_id, status, error, config_json, result_json)
             config_keys.update(dict.fromkeys(config))
             metric_keys.update(dict.fromkeys(metrics))
             base = {"run_id": run_id, "status": status, "error": error}
@@ -247,9 +245,7 @@ class Store:
             raise self._missing(run_id)
         status, error, config_json, result_json = row
         with self._reading(run_id):
-            config = store_check.load_object(config_json, "config")
-            metrics = store_check.load_object(result_json, "result")
-            self._judge_row(run_id, status, error, config, metrics)
+            config, _ = self._row(run_id, status, error, config_json, result_json)
             return config
 
     def arrays(self, run_id: str) -> dict[str, np.ndarray]:
@@ -266,9 +262,7 @@ class Store:
             raise self._missing(run_id)
         status, error, config_json, result_json = rows[0][:4]
         with self._reading(run_id):
-            config = store_check.load_object(config_json, "config")
-            metrics = store_check.load_object(result_json, "result")
-            self._judge_row(run_id, status, error, config, metrics)
+            config, _ = self._row(run_id, status, error, config_json, result_json)
             arrays = {name: store_check.load_array(blob, name)
                       for *_, name, blob in rows if name is not None}
             if self.rules is not None:
@@ -362,10 +356,14 @@ class Store:
                 f"store: {self.path} run {run_id} is damaged ({exc}); toyrelu check --store "
                 f"{self.path} --drop removes it"), run_id) from None
 
-    def _judge_row(self, run_id: str, status: Any, error: Any, config: dict[str, Any],
-                   metrics: dict[str, Any]) -> None:
+    def _row(self, run_id: str, status: Any, error: Any, config_json: Any,
+             result_json: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A row's config and metrics, decoded and judged by the rules; ``Damaged`` if not."""
+        config = store_check.load_object(config_json, "config")
+        metrics = store_check.load_object(result_json, "result")
         if self.rules is not None:
             _raise_first(self.rules.row(run_id, status, error, config, metrics))
+        return config, metrics
 
     def _error(self, problem: str) -> StoreError:
         return StoreError(_one_line(f"store: {self.path} {problem}"))
