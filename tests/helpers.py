@@ -1,13 +1,17 @@
 """Shared test code: the one comparison every numerical test uses (with explicit tolerances),
-dense-to-sparse conversion for hand-built batches, and an in-process CLI call."""
+dense-to-sparse conversion for hand-built batches, an in-process CLI call, the arrays of a
+hand-made stored run, and the comparison of two stores bit for bit."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
+from toyrelu.runs.store import Store
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str = "") -> None:
@@ -95,3 +99,18 @@ def assert_one_error_line(code: int, out: str, err: str, names: str) -> None:
     assert err.endswith("\n") and err.count("\n") == 1, err
     assert err.startswith("toyrelu: error: ")
     assert names in err
+
+
+def assert_same_runs(path: Path, expected: Path) -> None:
+    """The stores at ``path`` and ``expected`` hold the same ok runs: every stored value
+    identical, bit for bit, but the time each run took."""
+    with Store(path, create=False) as got, Store(expected, create=False) as want:
+        a = got.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
+        b = want.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
+        assert (a["status"] == "ok").all(), a["error"].tolist()
+        assert a.equals(b)
+        for run_id in b.index:
+            x, y = got.arrays(run_id), want.arrays(run_id)
+            assert list(x) == list(y)
+            for name in x:
+                assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name])

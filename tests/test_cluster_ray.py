@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,6 +31,7 @@ if not torch.cuda.is_available():
 ray = pytest.importorskip("ray")
 pytest.importorskip("triton")
 
+from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.runs.cluster_procs import end, marked  # noqa: E402
@@ -101,20 +101,6 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def gpu_batches() -> GpuBatches:
     return GpuBatches(device=DEVICE, max_rows=20)
-
-
-def assert_same_runs(path: Path, expected: Path) -> None:
-    """Every stored value identical, bit for bit, but the time each run took."""
-    with Store(path, create=False) as got, Store(expected, create=False) as want:
-        a = got.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
-        b = want.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
-        assert (a["status"] == "ok").all(), a["error"].tolist()
-        assert a.equals(b)
-        for run_id in b.index:
-            x, y = got.arrays(run_id), want.arrays(run_id)
-            assert list(x) == list(y)
-            for name in x:
-                assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name])
 
 
 def sweep(path: Path, configs: list[RunConfig], runner: Executor):

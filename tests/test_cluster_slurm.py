@@ -22,8 +22,8 @@ if not torch.cuda.is_available():
 submitit = pytest.importorskip("submitit")
 pytest.importorskip("triton")
 
-import numpy as np  # noqa: E402
 
+from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.runs.cluster_slurm import SlurmJobs  # noqa: E402
@@ -41,20 +41,6 @@ GPU_RUNS = [GPU_BASE.replace(n_train=T, seed=s) for T in (3, 9, float("inf")) fo
 
 def gpu_batches() -> GpuBatches:
     return GpuBatches(device="cuda" if torch.cuda.is_available() else "cpu", max_rows=20)
-
-
-def assert_same_runs(path: Path, expected: Path) -> None:
-    """Every stored value identical, bit for bit, but the time each run took."""
-    with Store(path, create=False) as got, Store(expected, create=False) as want:
-        a = got.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
-        b = want.runs().set_index("run_id").sort_index().drop(columns="wall_seconds")
-        assert (a["status"] == "ok").all(), a["error"].tolist()
-        assert a.equals(b)
-        for run_id in b.index:
-            x, y = got.arrays(run_id), want.arrays(run_id)
-            assert list(x) == list(y)
-            for name in x:
-                assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name])
 
 
 class Recording:
