@@ -3,7 +3,8 @@
 study), ``resources`` (the device and the number of workers), ``limits`` (what a machine can hold: a
 run's memory, the sizes refused before any work), ``executors`` (where runs train, with ``workers``,
 the local process pool), ``cluster_ray`` and ``cluster_slurm`` (runs as Ray tasks or SLURM jobs,
-with ``cluster_node``, what a node runs, and ``cluster_procs``, the processes of a local Ray
-instance), ``sweep`` (resumable sweeps), ``progress``, ``store`` (the SQLite results, with
-``store_schema``, ``store_leases`` and ``store_check``, and ``stored``, what a stored run must
-hold) and ``outputs`` (output files written whole, never onto an input)."""
+with ``cluster_queue``, the Ray tasks' queue, ``cluster_node``, what a node runs, and
+``cluster_procs``, the processes of a local Ray instance), ``sweep`` (resumable sweeps),
+``progress``, ``store`` (the SQLite results, with ``store_schema``, ``store_leases`` and
+``store_check``, and ``stored``, what a stored run must hold) and ``outputs`` (output files
+written whole, never onto an input)."""

@@ -4,18 +4,11 @@ Ray cluster of many, with the store and its resume unchanged.
 Ray core tasks, not Ray Tune: toyrelu has its grid, store and resume already. The driver (this
 process) alone writes the store; the tasks return their outcomes through Ray's object store, so
 the nodes need no shared filesystem, only the same toyrelu, torch and numba (checked on every
-node before the first run, ``cluster_node``).
-
-- CPU runs: one task per run holding one CPU, submitted largest first (the order ``run_sweep``
-  gives), at most as many at once as the cluster has CPUs, so that a run is claimed in the
-  store (``start``) right before it can start.
-- GPU runs (``use_gpu``): one task per ``GpuBatches`` batch holding ``gpus_per_batch`` GPUs, so
-  that the batches, and so the numbers, are those of one GPU; Ray places them on nodes with
-  GPUs only. Runs of the reference engine stay CPU tasks.
-- Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
-  its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
-  trains again like any run the machine failed. So do runs that no node has been able to take
-  for ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good.
+node before the first run, ``cluster_node``). ``cluster_queue`` sends the runs as tasks, one
+per CPU run or per GPU batch (``use_gpu``, so that the batches, and so the numbers, are those
+of one GPU); a task whose worker or node dies is retried, and runs lost after that, or that no
+node can take for ``node_wait_s``, come back as "error" outcomes whose reason starts with
+"lost", which the next sweep trains again.
 
 Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
 ``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
@@ -29,17 +22,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import socket
 import subprocess
-import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_node, cluster_procs
+from toyrelu.runs.cluster_queue import Pending, TaskQueue, one_line
 from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback
@@ -47,11 +38,8 @@ from toyrelu.runs.training import Outcome, StepsCallback
 INSTALL = "pip install 'toyrelu[ray]'"
 # The environment variable whose value marks every process of a local instance started here.
 OWNER_ENV = "TOYRELU_RAY_OWNER"
-# How often the driver renews its store leases while no run finishes (store_leases.HEARTBEAT_S
-# is the most it writes), and how long it tries to reach a cluster's address.
-WAIT_S = 5.0
+# How long the driver tries to reach a cluster's address.
 CONNECT_S = 5.0
-RESOURCE = {"cpu": "CPU", "gpu": "GPU"}  # what each kind of task holds
 
 
 class ClusterError(Exception):
@@ -134,7 +122,7 @@ class RayCluster:
         self._connected = True
         try:
             nodes = _alive_nodes(ray)
-            self._expect_same(ray.get([
+            self.expect_same(ray.get([
                 ray.remote(cluster_node.check).options(
                     num_cpus=0, scheduling_strategy=_on(node)).remote(self.expected)
                 for node in nodes]))
@@ -172,7 +160,7 @@ class RayCluster:
             self._end_owned(ray)
             if not isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
                 raise
-            why = _one_line(f"cluster: cannot connect to {self.where} ({exc})")
+            why = one_line(f"cluster: cannot connect to {self.where} ({exc})")
             raise ClusterError(why) from None
         self._roots = self._started(before)
         self._ours = True
@@ -223,14 +211,15 @@ class RayCluster:
             return
         opened_here = not self._connected
         self.open()
-        pending: dict[Any, list[RunConfig]] = {}
+        pending: Pending = {}
         try:
             gpu = self.gpu
             cpu_runs = [c for c in configs if gpu is None or c.engine == "reference"]
             batches = [] if gpu is None else gpu.batches(
                 [c for c in configs if c.engine != "reference"])
             self._compile(compile_order(cpu_runs))
-            yield from self._schedule(cpu_runs, batches, on_steps, start, pending)
+            yield from TaskQueue(self, ray_module(), start, pending).run(cpu_runs, batches,
+                                                                        on_steps)
         finally:
             ray = ray_module()
             for ref in pending:
@@ -238,6 +227,10 @@ class RayCluster:
                     ray.cancel(ref, force=True)
             if opened_here:
                 self.close()
+
+    def usable_nodes(self) -> list[dict[str, Any]]:
+        """The nodes alive, as ``ray.nodes()`` describes them."""
+        return [n for n in ray_module().nodes() if n.get("Alive")]
 
     def _compile(self, kinds: Sequence[Any]) -> None:
         """Each kind of kernels compiled (or loaded) on every node, the kinds side by side."""
@@ -252,83 +245,10 @@ class RayCluster:
             # A node that dies meanwhile compiles nothing; its runs retry elsewhere.
             with contextlib.suppress(ray.exceptions.RayError):
                 found.append(ray.get(ref))
-        self._expect_same(found)
+        self.expect_same(found)
 
-    def _schedule(self, cpu_runs: list[RunConfig], batches: list[list[RunConfig]],
-                  on_steps: StepsCallback, start: StartCallback | None,
-                  pending: dict[Any, list[RunConfig]]) -> Iterator[Outcome]:
-        ray = ray_module()
-        tasks = {
-            "cpu": ray.remote(num_cpus=1, max_retries=self.max_retries, max_calls=0)(
-                cluster_node.train_run),
-            # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next
-            # batch, where Ray's default for GPU tasks starts a fresh worker for each.
-            "gpu": ray.remote(num_cpus=1, num_gpus=self.gpus_per_batch,
-                              max_retries=self.max_retries, max_calls=0)(
-                cluster_node.train_batch)}
-        queues = {"cpu": deque([c] for c in cpu_runs), "gpu": deque(batches)}
-        kinds: dict[Any, str] = {}
-        starved: dict[str, float] = {}  # kind -> since when no node could take it
-        while any(queues.values()) or pending:
-            have = self.resources()
-            for kind, queue in queues.items():
-                while queue and list(kinds.values()).count(kind) < _slots(have, kind, self):
-                    accepted = [c for c in queue.popleft() if start is None or start(c)]
-                    if accepted:
-                        args = (accepted[0],) if kind == "cpu" else (self.gpu, accepted)
-                        ref = tasks[kind].remote(self.expected, *args)
-                        pending[ref], kinds[ref] = accepted, kind
-            for kind in self._starved(have, queues, kinds, starved):
-                # Not started, so not claimed: the next sweep trains them as missing runs.
-                queues[kind].clear()
-                for ref in [r for r, k in kinds.items() if k == kind]:
-                    with contextlib.suppress(Exception):
-                        ray.cancel(ref, force=True)
-                    del kinds[ref]
-                    reason = (f"lost: no node with a {RESOURCE[kind]} in {self.where} for "
-                              f"{self.node_wait_s:g} s")
-                    yield from cluster_node.lost_outcomes(pending.pop(ref), reason)
-            if not pending:
-                continue
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
-            if not ready:
-                # Nothing finished: renew the store's leases through the progress callback.
-                on_steps(next(iter(pending.values()))[0].run_id, 0)
-            for ref in ready:
-                configs = pending.pop(ref)
-                kinds.pop(ref)
-                for outcome in self._collect(ray, ref, configs):
-                    on_steps(outcome.run_id, next(c.steps for c in configs
-                                                  if c.run_id == outcome.run_id))
-                    yield outcome
-
-    def _starved(self, have: dict[str, float], queues: dict[str, deque],
-                 kinds: dict[Any, str], since: dict[str, float]) -> list[str]:
-        """The kinds of tasks that have waited ``node_wait_s`` for a node that can run them
-        (the GPU nodes are gone, say): Ray would keep them waiting for good."""
-        out = []
-        for kind in queues:
-            waiting = queues[kind] or kind in kinds.values()
-            if not waiting or have.get(RESOURCE[kind], 0) > 0:
-                since.pop(kind, None)
-            elif time.monotonic() - since.setdefault(kind, time.monotonic()) > self.node_wait_s:
-                out.append(kind)
-        return out
-
-    def _collect(self, ray: Any, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
-        try:
-            value = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # toyrelu's own code raised
-            reason = _one_line(f"task raised {exc.cause!r}")[:300]
-        except ray.exceptions.RayError as exc:
-            reason = _one_line(f"lost after {self.max_retries} retries: "
-                               f"{type(exc).__name__}{_where(str(exc))}")
-        else:
-            self._expect_same([value])
-            return [value] if isinstance(value, Outcome) else list(value)
-        return list(cluster_node.lost_outcomes(configs, reason))
-
-    def _expect_same(self, answers: Sequence[Any]) -> None:
+    def expect_same(self, answers: Sequence[Any]) -> None:
+        """``ClusterError`` naming the first node among ``answers`` whose versions differ."""
         for answer in answers:
             if isinstance(answer, cluster_node.Mismatch):
                 raise ClusterError(cluster_node.describe(answer, self.expected))
@@ -350,13 +270,6 @@ class RayCluster:
             self._reaper = None
 
 
-def _slots(have: dict[str, float], kind: str, cluster: RayCluster) -> int:
-    """Tasks of ``kind`` in flight at most: the cluster's CPUs, or its GPU shares, now (at
-    least one, so that a sweep waits for a node rather than ending)."""
-    share = 1.0 if kind == "cpu" else cluster.gpus_per_batch
-    return max(1, int(have.get(RESOURCE[kind], 0) / share + 1e-9))
-
-
 def _alive_nodes(ray: Any) -> list[str]:
     return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
 
@@ -365,17 +278,3 @@ def _on(node: str) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
-
-
-def _where(message: str) -> str:
-    """The worker and node a Ray error names, if it names them."""
-    found = [f"{what} {m.group(1)}" for what, pattern in
-             (("node", r"Node ID: (\w+)"), ("address", r"IP address: ([\w.:-]+)"),
-              ("worker", r"Worker ID: (\w+)"), ("pid", r"Worker PID: (\d+)"))
-             if (m := re.search(pattern, message))]
-    return f" ({', '.join(found)})" if found else f" ({message.strip()[:200]})"
-
-
-def _one_line(message: object) -> str:
-    return " ".join(str(message).split())
-
