@@ -2,7 +2,8 @@
 bit, on a local Ray instance and on a simulated two-node cluster (``ray.cluster_utils.Cluster``,
 one node with a logical GPU that runs GPU batches in Triton's interpreter); faults (a worker
 killed mid-run, retries exhausted, a node removed mid-sweep, the driver stopped by Ctrl-C and
-killed, then resumed); bad input on the command line; and no Ray process left behind.
+killed, then resumed); each task holding its runs' memory, and runs no node can hold refused;
+bad input on the command line; and no Ray process left behind.
 
 Every process of Ray started here carries an environment mark (``MARK``), so the tests kill and
 count only their own processes, never another user's Ray. The tests run in file order: those
@@ -34,6 +35,7 @@ pytest.importorskip("triton")
 from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.runs import limits  # noqa: E402
 from toyrelu.runs.cluster_procs import end, marked  # noqa: E402
 from toyrelu.runs.cluster_ray import RayCluster  # noqa: E402
 from toyrelu.runs.executors import Executor, GpuBatches, InProcess  # noqa: E402
@@ -51,6 +53,11 @@ LONG = [LONG_BASE.replace(seed=s) for s in range(6)]
 GPU_BASE = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=10, n_test=50, batch_size=6,
                      lr=1e-2)
 GPU_RUNS = [GPU_BASE.replace(n_train=T, seed=s) for T in (3, 9, float("inf")) for s in (0, 1)]
+# The memory each LONG run's task holds, and the head node's: room for one such task only,
+# where its two CPUs would take two.
+LONG_TASK = int(limits.task_bytes([LONG_BASE]))
+HEAD_MEMORY = LONG_TASK * 3 // 2
+GPU_NODE_MEMORY = 4 * 2**30
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -211,16 +218,18 @@ def test_the_driver_stopped_or_killed_leaves_no_ray_and_a_rerun_trains_the_rest(
     assert marked(MARK, mark) == []  # the instance's processes, agents included
 
 
-# On the module's simulated cluster: a head node with one CPU, and a node with two CPUs and
-# one (logical) GPU.
+# On the module's simulated cluster: a head node with two CPUs and the memory of one run
+# (HEAD_MEMORY), and a node with two CPUs, one (logical) GPU and 4 GiB.
 
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[tuple[object, object]]:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "object_store_memory": OBJECT_STORE, "include_dashboard": False})
-    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=OBJECT_STORE)
+        "num_cpus": 2, "memory": HEAD_MEMORY, "object_store_memory": OBJECT_STORE,
+        "include_dashboard": False})
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, memory=GPU_NODE_MEMORY,
+                                object_store_memory=OBJECT_STORE)
     try:
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         cluster.wait_for_nodes()
@@ -250,9 +259,38 @@ def test_gpu_batches_on_the_gpu_node_store_the_in_process_numbers(
 
 def test_a_worker_killed_mid_run_is_retried(tmp_path: Path, expected: dict[str, Path],
                                             two_nodes) -> None:
-    killed = with_worker_killed(lambda: sweep(tmp_path / "k.sqlite", LONG, RayCluster()))
+    held: list[float] = []
+    killed = with_worker_killed(lambda: with_memory_held(
+        held, lambda: sweep(tmp_path / "k.sqlite", LONG, RayCluster())))
     assert len(killed) == 1
     assert_same_runs(tmp_path / "k.sqlite", expected["long"])
+    # Each task held its run's memory (Ray's own bookkeeping of it is off by a few MB), so the
+    # head node took one run at a time: at most three at once on four CPUs.
+    tasks = [h / LONG_TASK for h in held]
+    assert tasks and all(abs(t - round(t)) < 0.01 for t in tasks), held
+    assert max(round(t) for t in tasks) <= 3, held
+
+
+def with_memory_held(held: list[float], fn: Callable[[], object]) -> None:
+    """Run ``fn``, recording in ``held`` the memory that tasks hold on the cluster whenever
+    some is held."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        total = ray.cluster_resources()["memory"]
+        while not stop.is_set():
+            taken = total - ray.available_resources().get("memory", 0.0)
+            if taken > 0:
+                held.append(taken)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        watcher.join()
 
 
 def test_retries_exhausted_store_lost_runs_that_a_rerun_trains(
@@ -268,6 +306,18 @@ def test_retries_exhausted_store_lost_runs_that_a_rerun_trains(
     report = sweep(path, LONG, RayCluster())
     assert (report.ok, report.skipped) == (1, len(LONG) - 1)
     assert_same_runs(path, expected["long"])
+
+
+def test_a_run_no_node_can_hold_is_refused_in_one_line(tmp_path: Path, capsys,
+                                                       two_nodes) -> None:
+    # Checked against the node with the most memory (4 GiB), not this machine's.
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "ray:auto",
+                 "--n-features", "1000", "--n-train", "1e9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("toyrelu: error: n_train: 1e9 needs about ") and err.count("\n") == 1
+    assert "; the largest node of the Ray cluster at auto has 4 GiB (allowed: n_train <= " in err
+    assert not store.exists()
 
 
 def test_a_node_removed_mid_sweep_loses_no_run_and_gpu_runs_then_wait_no_longer(

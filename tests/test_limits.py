@@ -70,6 +70,16 @@ def test_sweep_bytes_by_hand() -> None:
         2 * (536_870_912 + 8_331_500) + 536_870_912 + 3 * 108_000, rel=1e-9)
 
 
+def test_a_task_holds_one_process_and_each_of_its_runs() -> None:
+    # One run: as one worker of a sweep. A GPU batch of two: one process (536,870,912) and
+    # 1.25 x each run's parts on the GPU, whose schedule is 300 bytes a step with no chunks:
+    # 6,264,000 (the parts above less their schedule of 401,200) + 3,000,000.
+    assert limits.task_bytes([QUICK_1000]) == sweep_bytes(Sizes.of(QUICK_1000), 1)
+    batch = [QUICK_1000, QUICK_1000.replace(seed=1)]
+    assert limits.task_bytes(batch, "cuda") == pytest.approx(
+        536_870_912 + 2 * 1.25 * (6_264_000 + 3_000_000), rel=1e-9)
+
+
 def test_each_kind_of_run_adds_its_own_part() -> None:
     base = run_bytes(Sizes.of(QUICK_1000))
     # T = infinity with batches of 1,000: each step's batch drawn while two others are held,
@@ -154,6 +164,9 @@ def test_workers_multiply_what_a_run_needs() -> None:
     # On a GPU one process trains them.
     assert limits.refusal([config, config.replace(seed=1)], workers=2, device="cuda",
                           memory=24 * GiB) is None
+    # A cluster's node is named as the caller says.
+    node = limits.refusal([config], workers=1, memory=8 * GiB, machine="the largest node")
+    assert node is not None and "; the largest node has 8 GiB (allowed: " in node
 
 
 def test_hidden_sizes_past_the_kernels_are_refused_for_the_fused_engine_on_the_cpu() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = _out_dir(args.out)
     with _cluster(args) as cluster:
         device = _device(args, cluster)
-        configs = _checked(preset, workers, device)
+        configs = _checked(preset, workers, device, cluster)
         with Store(out / "runs.sqlite") as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
             found = reproduce.write(preset, store, out)
@@ -57,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     workers = _workers(args)
     with _cluster(args) as cluster:
         device = _device(args, cluster)
-        configs = _checked(preset, workers, device)
+        configs = _checked(preset, workers, device, cluster)
         with Store(args.store) as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
 
@@ -156,7 +157,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     configs = _study_configs(study)
     with _cluster(args) as cluster:
         device = _device(args, cluster)
-        _check_runs(configs, workers, device)
+        _check_runs(configs, workers, device, cluster)
         with Store(out / "runs.sqlite") as store:
             print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
                   f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
@@ -217,19 +218,32 @@ def _workers(args: argparse.Namespace) -> int:
     return workers
 
 
-def _checked(preset: Preset, workers: int, device: str) -> list[RunConfig]:
+def _checked(preset: Preset, workers: int, device: str,
+             cluster: Cluster | None = None) -> list[RunConfig]:
     """The preset's runs, counted before they are built (``Preset.configs``) and checked by
     ``_check_runs``."""
     configs = preset.configs()
-    _check_runs(configs, workers, device)
+    _check_runs(configs, workers, device, cluster)
     return configs
 
 
-def _check_runs(configs: list[RunConfig], workers: int, device: str) -> None:
-    """Refuse, before any store is opened, runs that no worker of this machine can train:
-    a hidden size the CPU kernels are not built for, or more memory than the machine has
-    with ``workers`` runs at once (``runs.limits``)."""
-    reason = limits.refusal(configs, workers=workers, device=device)
+def _check_runs(configs: list[RunConfig], workers: int, device: str,
+                cluster: Cluster | None = None) -> None:
+    """Refuse, before any store is opened, runs that no worker can train: a hidden size the
+    CPU kernels are not built for, or more memory than this machine has with ``workers`` runs
+    at once (``runs.limits``). On a Ray cluster, each task holds one run (or one GPU batch)
+    and Ray puts on a node only what fits, so the largest run must fit the node with the most
+    memory (of those with GPUs for "cuda"); a cluster with no such node yet checks none."""
+    memory, machine = None, "this machine"
+    if cluster is not None:
+        from toyrelu.runs.cluster_ray import RayCluster
+
+        if isinstance(cluster, RayCluster):
+            largest = cluster.largest_node(device)
+            workers, memory = 1, math.inf if largest is None else largest
+            machine = f"the largest node of {cluster.where}"
+    reason = limits.refusal(configs, workers=workers, device=device, memory=memory,
+                            machine=machine)
     if reason is not None:
         raise UsageError(reason)
 

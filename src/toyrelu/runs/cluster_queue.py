@@ -1,11 +1,12 @@
 """The task queue of ``cluster_ray.RayCluster.map``: a sweep's runs sent to the nodes as Ray tasks
 while they can take them, and their outcomes collected as the tasks finish.
 
-- CPU runs: one task per run holding one CPU, sent in the order given (largest first), at most
-  as many at once as the usable nodes have CPUs, so that a run is claimed in the store
-  (``start``) right before it can start.
-- GPU batches: one task per batch holding ``gpus_per_batch`` GPUs; Ray places them on nodes
-  with GPUs only.
+- CPU runs: one task per run holding one CPU and the memory the run needs
+  (``limits.task_bytes``, so that Ray puts no more runs on a node than fit), sent in the order
+  given (largest first), at most as many at once as the usable nodes have CPUs, so that a run
+  is claimed in the store (``start``) right before it can start.
+- GPU batches: one task per batch holding ``gpus_per_batch`` GPUs and the host memory of its
+  runs; Ray places them on nodes with GPUs only.
 - Nodes with other versions: every task checks its node before it trains; one that finds other
   versions ends the sweep (``RayCluster.expect_same``).
 - Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from toyrelu.core.config import RunConfig
-from toyrelu.runs import cluster_node
+from toyrelu.runs import cluster_node, limits
 from toyrelu.runs.executors import GpuBatches, StartCallback
 from toyrelu.runs.training import Outcome, StepsCallback
 
@@ -81,27 +82,32 @@ class TaskQueue:
         while any(self.fresh.values()) or self.pending:
             nodes = self.cluster.usable_nodes()
             have = _total(nodes)
-            self._send(have)
+            self._send(have, nodes)
             for kind in self._starved(have):
                 yield from self._give_up(kind)
             if self.pending:
                 yield from self._finished(on_steps)
 
-    def _send(self, have: dict[str, float]) -> None:
+    def _send(self, have: dict[str, float], nodes: list[dict[str, Any]]) -> None:
         """Tasks for the runs waiting, while a kind has fewer in flight than ``_slots``."""
         for kind, fresh in self.fresh.items():
             while fresh and list(self.kinds.values()).count(kind) < _slots(have, kind,
                                                                             self.cluster):
                 accepted = [c for c in fresh.popleft() if self.start is None or self.start(c)]
                 if accepted:
-                    ref = self._submit(kind, accepted)
+                    ref = self._submit(kind, accepted, nodes)
                     self.pending[ref], self.kinds[ref] = accepted, kind
 
-    def _submit(self, kind: str, configs: list[RunConfig]) -> Any:
-        """Send ``configs`` as one task of ``kind``."""
+    def _submit(self, kind: str, configs: list[RunConfig], nodes: list[dict[str, Any]]) -> Any:
+        """Send ``configs`` as one task of ``kind`` holding the memory they need (at most the
+        most a node that can take it has, so that one can)."""
         cluster = self.cluster
+        need = limits.task_bytes(configs, "cpu" if kind == "cpu" else "cuda")
+        room = max((n["Resources"].get("memory", 0.0) for n in nodes
+                    if n["Resources"].get(RESOURCE[kind], 0) > 0), default=need)
         args = (configs[0],) if kind == "cpu" else (cluster.gpu, configs)
-        return self.tasks[kind].remote(cluster.expected, *args)
+        return self.tasks[kind].options(memory=int(min(need, room))).remote(cluster.expected,
+                                                                            *args)
 
     def _starved(self, have: dict[str, float]) -> list[str]:
         """The kinds of tasks that have waited ``node_wait_s`` for a node that can run them

@@ -6,9 +6,9 @@ process) alone writes the store; the tasks return their outcomes through Ray's o
 the nodes need no shared filesystem, only the same toyrelu, torch and numba (checked on every
 node before the first run, ``cluster_node``). ``cluster_queue`` sends the runs as tasks, one
 per CPU run or per GPU batch (``use_gpu``, so that the batches, and so the numbers, are those
-of one GPU); a task whose worker or node dies is retried, and runs lost after that, or that no
-node can take for ``node_wait_s``, come back as "error" outcomes whose reason starts with
-"lost", which the next sweep trains again.
+of one GPU), each holding the memory its runs need; a task whose worker or node dies is
+retried, and runs lost after that, or that no node can take for ``node_wait_s``, come back as
+"error" outcomes whose reason starts with "lost", which the next sweep trains again.
 
 Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
 ``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
@@ -227,6 +227,14 @@ class RayCluster:
                     ray.cancel(ref, force=True)
             if opened_here:
                 self.close()
+
+    def largest_node(self, device: str) -> float | None:
+        """The memory Ray gives tasks on the node with the most of it (its ``memory``
+        resource: what was free when the node started, less its object store), among the
+        nodes that can train on ``device`` ("cuda": those with GPUs); None when none can."""
+        resource = "GPU" if device == "cuda" else "CPU"
+        return max((n["Resources"].get("memory", 0.0) for n in self.usable_nodes()
+                    if n["Resources"].get(resource, 0) > 0), default=None)
 
     def usable_nodes(self) -> list[dict[str, Any]]:
         """The nodes alive, as ``ray.nodes()`` describes them."""

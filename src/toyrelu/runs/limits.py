@@ -3,8 +3,9 @@ and the caps a sweep is held to before its store is opened.
 
 ``run_bytes`` adds up what a run allocates, part by part (the training set, the test set, the
 parameters, the learning-rate schedule, the snapshots); ``sweep_bytes`` adds the worker
-processes that hold runs at once. ``refusal`` compares the largest run of a sweep with the
-machine's memory and, when it cannot fit, names in one line the field that dominates and the
+processes that hold runs at once, ``task_bytes`` the runs one process holds at once (a cluster's
+task). ``refusal`` compares the largest run of a sweep with the machine's memory (or a cluster
+node's) and, when it cannot fit, names in one line the field that dominates and the
 largest value of it that would fit. ``hidden_refusal`` refuses hidden sizes the CPU engine's
 kernels are not built for. The estimate is a conservative upper bound, checked against measured
 runs by ``benchmarks/bench_memory.py`` (docs/engines.md, "Limits").
@@ -154,6 +155,14 @@ def sweep_bytes(sizes: Sizes, workers: int) -> float:
     return total
 
 
+def task_bytes(configs: Iterable[RunConfig], device: str = "cpu") -> float:
+    """The bytes one process needs to train ``configs`` at once: the process and each run's
+    parts with ``MARGIN``, as ``sweep_bytes`` counts one worker (a cluster's task: one CPU run,
+    or a GPU batch on "cuda", whose runs' data sets are all drawn on the host first)."""
+    return PROCESS_BYTES + MARGIN * sum(sum(run_bytes(Sizes.of(c, device)).values())
+                                        for c in configs)
+
+
 def machine_memory() -> int:
     """The machine's physical memory in bytes."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -190,14 +199,15 @@ def check_hidden(config: RunConfig, device: str = "cpu") -> None:
 
 
 def refusal(configs: Iterable[RunConfig], *, workers: int, device: str = "cpu",
-            memory: float | None = None) -> str | None:
+            memory: float | None = None, machine: str = "this machine") -> str | None:
     """Why the runs of ``configs`` cannot train here (one line), or None.
 
     A config the CPU engine's kernels are not built for is named first (``hidden_refusal``);
     then the run that needs the most memory is checked with ``workers`` processes holding one
     such run each (at most one per run, one process on a GPU) against ``memory`` (default:
-    the machine's). The line names the field whose value is furthest above what would fit,
-    the part of the run it fills and the largest value that fits, the others unchanged."""
+    the machine's), which the line calls ``machine``. The line names the field whose value is
+    furthest above what would fit, the part of the run it fills and the largest value that
+    fits, the others unchanged."""
     configs = list(configs)
     for config in configs:
         reason = hidden_refusal(config, device)
@@ -211,10 +221,11 @@ def refusal(configs: Iterable[RunConfig], *, workers: int, device: str = "cpu",
     sizes = Sizes.of(largest, device)
     if sweep_bytes(sizes, workers) <= memory:
         return None
-    return _memory_message(largest, sizes, workers, memory)
+    return _memory_message(largest, sizes, workers, memory, machine)
 
 
-def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float) -> str:
+def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float,
+                    machine: str) -> str:
     parts = run_bytes(sizes)
     part = max(parts, key=lambda name: parts[name])
     grows, quoted = _PARTS[part]
@@ -236,7 +247,7 @@ def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float
         fewer = max((k for k in range(1, workers) if sweep_bytes(sizes, k) <= memory), default=0)
         if fewer:
             allowed += f", or {fewer} worker{'s' if fewer > 1 else ''} as given"
-    return (f"{name}: {_number(getattr(config, name))} needs {need}; this machine has "
+    return (f"{name}: {_number(getattr(config, name))} needs {need}; {machine} has "
             f"{_bytes(memory)} (allowed: {allowed})")
 
 
