@@ -1,9 +1,9 @@
 """The Ray executor (toyrelu.runs.cluster_ray): the same stored numbers as in-process, bit for
 bit, on a local Ray instance and on a simulated two-node cluster (``ray.cluster_utils.Cluster``,
 one node with a logical GPU that runs GPU batches in Triton's interpreter); faults (a worker
-killed mid-run, retries exhausted, a node removed mid-sweep, the driver stopped by Ctrl-C and
-killed, then resumed); each task holding its runs' memory, and runs no node can hold refused;
-bad input on the command line; and no Ray process left behind.
+killed mid-run, retries exhausted, a node removed mid-sweep, a node with other versions joining,
+the driver stopped by Ctrl-C and killed, then resumed); each task holding its runs' memory, and
+runs no node can hold refused; bad input on the command line; and no Ray process left behind.
 
 Every process of Ray started here carries an environment mark (``MARK``), so the tests kill and
 count only their own processes, never another user's Ray. The tests run in file order: those
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
 from toyrelu.runs import limits  # noqa: E402
+from toyrelu.runs.cluster_node import versions  # noqa: E402
 from toyrelu.runs.cluster_procs import end, marked  # noqa: E402
 from toyrelu.runs.cluster_ray import RayCluster  # noqa: E402
 from toyrelu.runs.executors import Executor, GpuBatches, InProcess  # noqa: E402
@@ -53,6 +55,9 @@ LONG = [LONG_BASE.replace(seed=s) for s in range(6)]
 GPU_BASE = RunConfig(n_features=24, n_hidden=2, sparsity=0.8, steps=10, n_test=50, batch_size=6,
                      lr=1e-2)
 GPU_RUNS = [GPU_BASE.replace(n_train=T, seed=s) for T in (3, 9, float("inf")) for s in (0, 1)]
+# Runs of the reference engine, which compile no kernels: a node's first task is a run.
+REFERENCE = [RunConfig(engine="reference", n_features=20, n_hidden=2, sparsity=0.8, n_train=10,
+                       steps=100, n_test=20, seed=s) for s in range(2)]
 # The memory each LONG run's task holds, and the head node's: room for one such task only,
 # where its two CPUs would take two.
 LONG_TASK = int(limits.task_bytes([LONG_BASE]))
@@ -99,7 +104,8 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Stores of the config sets trained in this process (GPU batches on the interpreter)."""
     out = {}
-    for name, configs, runner in (("long", LONG, InProcess()), ("gpu", GPU_RUNS, gpu_batches())):
+    for name, configs, runner in (("long", LONG, InProcess()), ("gpu", GPU_RUNS, gpu_batches()),
+                                  ("reference", REFERENCE, InProcess())):
         out[name] = tmp_path_factory.mktemp("expected") / f"{name}.sqlite"
         with Store(out[name]) as store:
             assert run_sweep(configs, store, runner).ok == len(configs)
@@ -351,3 +357,54 @@ def test_a_node_removed_mid_sweep_loses_no_run_and_gpu_runs_then_wait_no_longer(
     assert not store.exists()
     assert main(argv) == 0
     assert "8 finished, 0 failed, 0 errors" in capsys.readouterr().err
+
+
+def test_a_node_with_other_versions_joining_later_is_left_out(
+        tmp_path: Path, expected: dict[str, Path], capsys, two_nodes) -> None:
+    # After the test above, the head node is alone: no GPU. The node that joins has another
+    # toyrelu: its workers find a distribution of version 0.0.0 first on their path.
+    cluster, _ = two_nodes
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    other = tmp_path / "other"
+    (other / "toyrelu-0.0.0.dist-info").mkdir(parents=True)
+    (other / "toyrelu-0.0.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toyrelu\nVersion: 0.0.0\n")
+    on_gpu = RayCluster(node_wait_s=1).use_gpu(gpu_batches(), gpus_per_batch=0.5).open()
+    on_cpu = RayCluster().open()  # both checked every node before it joined
+    path = os.pathsep.join([str(other), os.environ.get("PYTHONPATH", "")])
+    late = cluster.add_node(num_cpus=1, num_gpus=1, memory=GPU_NODE_MEMORY,
+                            object_store_memory=OBJECT_STORE, env_vars={"PYTHONPATH": path})
+    cluster.wait_for_nodes()
+    capsys.readouterr()
+    ours = versions()["toyrelu"]
+    note = (f"toyrelu: note: node {socket.gethostname()} (Ray node {late.node_id[:8]}) has "
+            f"other versions than this machine: toyrelu 0.0.0 (driver: {ours}); its tasks go "
+            "to the other nodes\n")
+    try:
+        # Its only GPU left out, the GPU batches wait node_wait_s, then come back lost.
+        report = sweep(tmp_path / "g.sqlite", GPU_RUNS, on_gpu)
+        assert (report.ok, report.errors) == (0, len(GPU_RUNS))
+        assert capsys.readouterr().err == note
+        with Store(tmp_path / "g.sqlite", create=False) as store:
+            assert set(store.runs()["error"]) == {
+                "lost: no node with a GPU and this machine's versions in the Ray cluster this "
+                "process is connected to for 1 s"}
+        # The head node holds one run at a time: the next run goes to the new node, which
+        # gives it back untrained; every run is trained on the head node, with its numbers.
+        report = sweep(tmp_path / "r.sqlite", REFERENCE, on_cpu)
+        assert report.ok == len(REFERENCE)
+        assert capsys.readouterr().err == note
+        assert_same_runs(tmp_path / "r.sqlite", expected["reference"])
+        # A sweep started now checks every node first: the new one ends it in one line.
+        store = tmp_path / "s.sqlite"
+        assert main(["sweep", "--preset", "smoke", "--store", str(store), "--cluster",
+                     "ray:auto"]) == 2
+        assert capsys.readouterr().err == (
+            f"toyrelu: error: cluster: node {socket.gethostname()} has other versions than this "
+            f"machine: toyrelu 0.0.0 (driver: {ours})\n")
+        assert not store.exists()
+    finally:
+        on_gpu.close()
+        on_cpu.close()
+        cluster.remove_node(late)
+

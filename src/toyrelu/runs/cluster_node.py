@@ -49,10 +49,15 @@ def check(expected: dict[str, str]) -> Mismatch | None:
 
 def describe(mismatch: Mismatch, expected: dict[str, str]) -> str:
     """One line naming the node and the versions that differ."""
-    host, found = mismatch
-    differ = ", ".join(f"{name} {found.get(name)} (driver: {expected[name]})"
-                       for name in PACKAGES if found.get(name) != expected[name])
-    return f"cluster: node {host} has other versions than this machine: {differ}"
+    return f"cluster: node {mismatch[0]} has other versions than this machine: " + differences(
+        mismatch, expected)
+
+
+def differences(mismatch: Mismatch, expected: dict[str, str]) -> str:
+    """The node's versions that differ from ``expected``: "torch 2.5.0 (driver: 2.6.0), ..."."""
+    found = mismatch[1]
+    return ", ".join(f"{name} {found.get(name)} (driver: {expected[name]})"
+                     for name in PACKAGES if found.get(name) != expected[name])
 
 
 def compile_kind(expected: dict[str, str], kind: KernelKind) -> Mismatch | None:

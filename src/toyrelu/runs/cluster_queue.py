@@ -7,12 +7,15 @@ while they can take them, and their outcomes collected as the tasks finish.
   is claimed in the store (``start``) right before it can start.
 - GPU batches: one task per batch holding ``gpus_per_batch`` GPUs and the host memory of its
   runs; Ray places them on nodes with GPUs only.
-- Nodes with other versions: every task checks its node before it trains; one that finds other
-  versions ends the sweep (``RayCluster.expect_same``).
+- Nodes with other versions: every task checks its node before it trains. One that finds other
+  versions returns its runs untrained (``OtherVersions``); the cluster leaves that node out
+  (``RayCluster.exclude``), the runs are sent again first, and every later task carries a label
+  selector that keeps Ray from placing it on a node left out.
 - Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
   its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
   trains again like any run the machine failed. So do runs that no usable node has been able to
-  take for ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good.
+  take for ``node_wait_s`` (the GPU nodes are gone, or left out), which Ray would keep waiting
+  for good.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import contextlib
 import re
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toyrelu.core.config import RunConfig
@@ -34,6 +38,8 @@ from toyrelu.runs.training import Outcome, StepsCallback
 WAIT_S = 5.0
 RESOURCE = {"cpu": "CPU", "gpu": "GPU"}  # what each kind of task holds
 TASK = {"cpu": cluster_node.train_run, "gpu": cluster_node.train_batch}
+# The label Ray gives every node, its node id, which keeps tasks off the nodes left out.
+NODE_LABEL = "ray.io/node-id"
 
 Pending = dict[Any, list[RunConfig]]  # a task in flight (its object ref) -> its runs
 
@@ -46,13 +52,14 @@ class Cluster(Protocol):
     gpu: GpuBatches | None
     gpus_per_batch: float
     expected: dict[str, str]  # the driver's versions
+    excluded: dict[str, str]  # the ids of the nodes left out -> their hosts
 
     @property
     def where(self) -> str: ...
 
     def usable_nodes(self) -> list[dict[str, Any]]: ...
 
-    def expect_same(self, answers: list[Any]) -> None: ...
+    def exclude(self, node: str, mismatch: cluster_node.Mismatch) -> None: ...
 
 
 class TaskQueue:
@@ -64,13 +71,14 @@ class TaskQueue:
                  pending: Pending):
         self.cluster, self.ray, self.start, self.pending = cluster, ray, start, pending
         self.tasks = {
-            "cpu": ray.remote(num_cpus=1, max_retries=cluster.max_retries, max_calls=0)(
-                TASK["cpu"]),
+            "cpu": ray.remote(num_cpus=1, max_retries=cluster.max_retries, max_calls=0)(_task),
             # max_calls=0 keeps a worker (its CUDA context and compiled kernels) for the next
             # batch, where Ray's default for GPU tasks starts a fresh worker for each.
             "gpu": ray.remote(num_cpus=1, num_gpus=cluster.gpus_per_batch,
-                              max_retries=cluster.max_retries, max_calls=0)(TASK["gpu"])}
+                              max_retries=cluster.max_retries, max_calls=0)(_task)}
         self.fresh: dict[str, deque[list[RunConfig]]] = {"cpu": deque(), "gpu": deque()}
+        # Runs claimed already, given back by a node left out: sent again first.
+        self.again: dict[str, deque[list[RunConfig]]] = {"cpu": deque(), "gpu": deque()}
         self.kinds: dict[Any, str] = {}  # the kind of each task in flight
         self.starved: dict[str, float] = {}  # kind -> since when no node could take it
 
@@ -79,7 +87,7 @@ class TaskQueue:
         """The outcomes of ``cpu_runs`` and of the GPU ``batches``, as their tasks finish."""
         self.fresh["cpu"].extend([c] for c in cpu_runs)
         self.fresh["gpu"].extend(batches)
-        while any(self.fresh.values()) or self.pending:
+        while any(self.fresh.values()) or any(self.again.values()) or self.pending:
             nodes = self.cluster.usable_nodes()
             have = _total(nodes)
             self._send(have, nodes)
@@ -91,30 +99,36 @@ class TaskQueue:
     def _send(self, have: dict[str, float], nodes: list[dict[str, Any]]) -> None:
         """Tasks for the runs waiting, while a kind has fewer in flight than ``_slots``."""
         for kind, fresh in self.fresh.items():
-            while fresh and list(self.kinds.values()).count(kind) < _slots(have, kind,
-                                                                            self.cluster):
-                accepted = [c for c in fresh.popleft() if self.start is None or self.start(c)]
+            again = self.again[kind]
+            while ((again or fresh)
+                   and list(self.kinds.values()).count(kind) < _slots(have, kind, self.cluster)):
+                accepted = (again.popleft() if again else
+                            [c for c in fresh.popleft() if self.start is None or self.start(c)])
                 if accepted:
                     ref = self._submit(kind, accepted, nodes)
                     self.pending[ref], self.kinds[ref] = accepted, kind
 
     def _submit(self, kind: str, configs: list[RunConfig], nodes: list[dict[str, Any]]) -> Any:
-        """Send ``configs`` as one task of ``kind`` holding the memory they need (at most the
-        most a node that can take it has, so that one can)."""
+        """Send ``configs`` as one task of ``kind``, off the nodes left out, holding the
+        memory they need (at most the most a node that can take it has, so that one can)."""
         cluster = self.cluster
         need = limits.task_bytes(configs, "cpu" if kind == "cpu" else "cuda")
         room = max((n["Resources"].get("memory", 0.0) for n in nodes
                     if n["Resources"].get(RESOURCE[kind], 0) > 0), default=need)
+        options: dict[str, Any] = {"name": TASK[kind].__name__, "memory": int(min(need, room))}
+        if cluster.excluded:
+            # Joined without spaces: with ", " Ray 2.60 keeps tasks off the first id only.
+            options["label_selector"] = {
+                NODE_LABEL: f"!in({','.join(sorted(cluster.excluded))})"}
         args = (configs[0],) if kind == "cpu" else (cluster.gpu, configs)
-        return self.tasks[kind].options(memory=int(min(need, room))).remote(cluster.expected,
-                                                                            *args)
+        return self.tasks[kind].options(**options).remote(TASK[kind], cluster.expected, *args)
 
     def _starved(self, have: dict[str, float]) -> list[str]:
         """The kinds of tasks that have waited ``node_wait_s`` for a node that can run them
         (the GPU nodes are gone, say): Ray would keep them waiting for good."""
         out = []
         for kind in self.fresh:
-            waiting = self.fresh[kind] or kind in self.kinds.values()
+            waiting = self.fresh[kind] or self.again[kind] or kind in self.kinds.values()
             if not waiting or have.get(RESOURCE[kind], 0) > 0:
                 self.starved.pop(kind, None)
             elif (time.monotonic() - self.starved.setdefault(kind, time.monotonic())
@@ -123,18 +137,20 @@ class TaskQueue:
         return out
 
     def _give_up(self, kind: str) -> Iterator[Outcome]:
-        """Lost outcomes for the runs of ``kind`` that were sent, which no node has taken for
-        ``node_wait_s``; the others are dropped: not started, so not claimed, the next sweep
-        trains them as missing runs."""
+        """Lost outcomes for the runs of ``kind`` that were claimed, which no node has taken
+        for ``node_wait_s``; the others are dropped: not started, so not claimed, the next
+        sweep trains them as missing runs."""
         self.fresh[kind].clear()
-        lost = []
+        lost = list(self.again[kind])
+        self.again[kind].clear()
         for ref in [r for r, k in self.kinds.items() if k == kind]:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)
             del self.kinds[ref]
             lost.append(self.pending.pop(ref))
         cluster = self.cluster
-        reason = (f"lost: no node with a {RESOURCE[kind]} in {cluster.where} for "
+        versions = " and this machine's versions" if cluster.excluded else ""
+        reason = (f"lost: no node with a {RESOURCE[kind]}{versions} in {cluster.where} for "
                   f"{cluster.node_wait_s:g} s")
         for configs in lost:
             yield from cluster_node.lost_outcomes(configs, reason)
@@ -147,14 +163,19 @@ class TaskQueue:
             on_steps(next(iter(self.pending.values()))[0].run_id, 0)
         for ref in ready:
             configs = self.pending.pop(ref)
-            self.kinds.pop(ref)
-            for outcome in self._outcomes(ref, configs):
+            kind = self.kinds.pop(ref)
+            outcomes = self._outcomes(ref, configs)
+            if outcomes is None:  # its node was left out before training them
+                self.again[kind].append(configs)
+                continue
+            for outcome in outcomes:
                 on_steps(outcome.run_id, next(c.steps for c in configs
                                               if c.run_id == outcome.run_id))
                 yield outcome
 
-    def _outcomes(self, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
-        """The outcomes of a finished task."""
+    def _outcomes(self, ref: Any, configs: list[RunConfig]) -> list[Outcome] | None:
+        """The outcomes of a finished task, or None when its node was left out for its
+        versions (its runs did not train)."""
         ray, retries = self.ray, self.cluster.max_retries
         try:
             value = ray.get(ref)
@@ -164,9 +185,31 @@ class TaskQueue:
             reason = one_line(f"lost after {retries} retries: "
                               f"{type(exc).__name__}{_where(str(exc))}")
         else:
-            self.cluster.expect_same([value])
+            if isinstance(value, OtherVersions):
+                self.cluster.exclude(value.node, value.mismatch)
+                return None
             return [value] if isinstance(value, Outcome) else list(value)
         return list(cluster_node.lost_outcomes(configs, reason))
+
+
+@dataclass(frozen=True)
+class OtherVersions:
+    """What a task returns from a node whose versions differ: the node's Ray id and its
+    ``Mismatch``, so that the driver keeps further tasks off that node."""
+
+    node: str
+    mismatch: cluster_node.Mismatch
+
+
+def _task(train: Callable[..., Any], expected: dict[str, str], *args: Any) -> Any:
+    """A task: ``train`` (a ``cluster_node`` function, which checks its node first) in a Ray
+    worker, its ``Mismatch`` returned with the id of the node it was found on."""
+    answer = train(expected, *args)
+    if isinstance(answer, cluster_node.Mismatch):
+        import ray  # in a Ray worker
+
+        return OtherVersions(ray.get_runtime_context().get_node_id(), answer)
+    return answer
 
 
 def _total(nodes: list[dict[str, Any]]) -> dict[str, float]:

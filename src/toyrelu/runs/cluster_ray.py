@@ -3,18 +3,19 @@ Ray cluster of many, with the store and its resume unchanged.
 
 Ray core tasks, not Ray Tune: toyrelu has its grid, store and resume already. The driver (this
 process) alone writes the store; the tasks return their outcomes through Ray's object store, so
-the nodes need no shared filesystem, only the same toyrelu, torch and numba (checked on every
-node before the first run, ``cluster_node``). ``cluster_queue`` sends the runs as tasks, one
-per CPU run or per GPU batch (``use_gpu``, so that the batches, and so the numbers, are those
-of one GPU), each holding the memory its runs need; a task whose worker or node dies is
-retried, and runs lost after that, or that no node can take for ``node_wait_s``, come back as
-"error" outcomes whose reason starts with "lost", which the next sweep trains again.
+the nodes need no shared filesystem, only the same toyrelu, torch and numba (``cluster_node``):
+a node with others ends ``open``, and one that joins later is left out, named once on stderr,
+its runs sent to the other nodes. ``cluster_queue`` sends the runs as tasks, one per CPU run
+or per GPU batch (``use_gpu``, so that the batches, and so the numbers, are those of one GPU),
+each holding the memory its runs need; a task whose worker or node dies is retried, and runs
+lost after that, or that no node can take for ``node_wait_s``, come back as "error" outcomes
+whose reason starts with "lost", which the next sweep trains again.
 
-Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
-``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
-every process of it, found by an environment mark that Ray's processes inherit; a cluster
-joined by address is left as it was. ``ray stop`` is never used: it ends every Ray of the
-machine, other users' too (``cluster_procs``).
+The driver imports Ray only here (``ray_module``) and only when a cluster is opened: a missing
+Ray is a one-line ``ClusterError`` saying what to install. A local instance started here is
+ended by ``close``, every process of it, found by an environment mark that Ray's processes
+inherit; a cluster joined by address is left as it was. ``ray stop`` is never used: it ends
+every Ray of the machine, other users' too (``cluster_procs``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -91,6 +93,7 @@ class RayCluster:
         self.gpu: GpuBatches | None = None
         self.gpus_per_batch = 1.0
         self.expected = cluster_node.versions()
+        self.excluded: dict[str, str] = {}  # node id -> host: nodes left out for their versions
         self._connected = False
         self._ours = False  # this process connected Ray (and ends the connection)
         self._owner: str | None = None  # the mark of a local instance started here
@@ -122,7 +125,7 @@ class RayCluster:
         self._connected = True
         try:
             nodes = _alive_nodes(ray)
-            self.expect_same(ray.get([
+            self._expect_same(ray.get([
                 ray.remote(cluster_node.check).options(
                     num_cpus=0, scheduling_strategy=_on(node)).remote(self.expected)
                 for node in nodes]))
@@ -237,26 +240,40 @@ class RayCluster:
                     if n["Resources"].get(resource, 0) > 0), default=None)
 
     def usable_nodes(self) -> list[dict[str, Any]]:
-        """The nodes alive, as ``ray.nodes()`` describes them."""
-        return [n for n in ray_module().nodes() if n.get("Alive")]
+        """The nodes alive and not left out, as ``ray.nodes()`` describes them."""
+        return [n for n in ray_module().nodes()
+                if n.get("Alive") and n["NodeID"] not in self.excluded]
+
+    def exclude(self, node: str, mismatch: cluster_node.Mismatch) -> None:
+        """Keep further tasks off ``node``, whose versions differ, naming it once on stderr."""
+        if node in self.excluded:
+            return
+        self.excluded[node] = mismatch[0]
+        print(f"toyrelu: note: node {mismatch[0]} (Ray node {node[:8]}) has other versions than "
+              f"this machine: {cluster_node.differences(mismatch, self.expected)}; its tasks go "
+              "to the other nodes", file=sys.stderr)
 
     def _compile(self, kinds: Sequence[Any]) -> None:
-        """Each kind of kernels compiled (or loaded) on every node, the kinds side by side."""
+        """Each kind of kernels compiled (or loaded) on every node with a CPU, the kinds side by
+        side; a node that joined since ``open`` with other versions is left out here. A node
+        that joins later compiles its kernels with its first run (or loads them from its disk
+        cache)."""
         if not kinds:
             return
         ray = ray_module()
         task = ray.remote(cluster_node.compile_kind)
-        refs = [task.options(num_cpus=1, max_retries=0, scheduling_strategy=_on(node))
-                .remote(self.expected, kind) for node in _alive_nodes(ray) for kind in kinds]
-        found = []
-        for ref in refs:
+        refs = {task.options(num_cpus=1, max_retries=0, scheduling_strategy=_on(node))
+                .remote(self.expected, kind): node
+                for node in [n["NodeID"] for n in self.usable_nodes()
+                             if n["Resources"].get("CPU", 0) >= 1] for kind in kinds}
+        for ref, node in refs.items():
             # A node that dies meanwhile compiles nothing; its runs retry elsewhere.
             with contextlib.suppress(ray.exceptions.RayError):
-                found.append(ray.get(ref))
-        self.expect_same(found)
+                answer = ray.get(ref)
+                if isinstance(answer, cluster_node.Mismatch):
+                    self.exclude(node, answer)
 
-    def expect_same(self, answers: Sequence[Any]) -> None:
-        """``ClusterError`` naming the first node among ``answers`` whose versions differ."""
+    def _expect_same(self, answers: Sequence[Any]) -> None:
         for answer in answers:
             if isinstance(answer, cluster_node.Mismatch):
                 raise ClusterError(cluster_node.describe(answer, self.expected))
