@@ -26,6 +26,7 @@ pytest.importorskip("triton")
 from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.runs import cluster_slurm  # noqa: E402
 from toyrelu.runs.cluster_slurm import SlurmJobs  # noqa: E402
 from toyrelu.runs.executors import GpuBatches, InProcess  # noqa: E402
 from toyrelu.runs.store import Store  # noqa: E402
@@ -43,6 +44,21 @@ def gpu_batches() -> GpuBatches:
     return GpuBatches(device="cuda" if torch.cuda.is_available() else "cpu", max_rows=20)
 
 
+@pytest.fixture(autouse=True)
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local jobs end within seconds and on a local disk: the driver looks at them every 0.2 s
+    rather than SLURM's 2 s."""
+    monkeypatch.setattr(cluster_slurm, "POLL_S", 0.2)
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Stores of the CPU and GPU runs trained in this process."""
+    folder = tmp_path_factory.mktemp("expected")
+    return {"cpu": trained(folder / "cpu.sqlite", RUNS, InProcess()),
+            "gpu": trained(folder / "gpu.sqlite", GPU_RUNS, gpu_batches())}
+
+
 class Recording:
     """A submitit executor that keeps the jobs it submits."""
 
@@ -55,33 +71,35 @@ class Recording:
 
     def submit(self, *args: Any) -> Any:
         job = self.executor.submit(*args)
+        # A killed local job leaves no result file to wait for, where submitit would give a
+        # shared filesystem 15 s to show it.
+        job._results_timeout_s = 0
         self.jobs.append(job)
         return job
 
 
-def expected(path: Path, configs: list[RunConfig], runner: Any) -> Path:
+def trained(path: Path, configs: list[RunConfig], runner: Any) -> Path:
     with Store(path) as store:
         assert run_sweep(configs, store, runner).ok == len(configs)
     return path
 
 
-def test_jobs_store_the_in_process_numbers(tmp_path: Path) -> None:
+def test_jobs_store_the_in_process_numbers(tmp_path: Path, expected: dict[str, Path]) -> None:
     jobs = SlurmJobs(tmp_path / "jobs", runs_per_job=2,
                      executor=submitit.LocalExecutor(tmp_path / "jobs"))
     with Store(tmp_path / "cpu.sqlite") as store:
         assert run_sweep(RUNS, store, jobs).ok == len(RUNS)
-    assert_same_runs(tmp_path / "cpu.sqlite", expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+    assert_same_runs(tmp_path / "cpu.sqlite", expected["cpu"])
     jobs.use_gpu(gpu_batches())
     with Store(tmp_path / "gpu.sqlite") as store:
         assert run_sweep(GPU_RUNS, store, jobs).ok == len(GPU_RUNS)
-    assert_same_runs(tmp_path / "gpu.sqlite",
-                     expected(tmp_path / "b.sqlite", GPU_RUNS, gpu_batches()))
+    assert_same_runs(tmp_path / "gpu.sqlite", expected["gpu"])
 
 
 # submitit's debug executor leaves each job's log files open behind it.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_jobs_in_submitits_debug_executor_store_the_in_process_numbers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expected: dict[str, Path]
 ) -> None:
     # The debug executor runs each job in this process when its result is asked for, as a user
     # checking a setup before submitting would; a job that raised would open pdb, so stdin is
@@ -92,12 +110,12 @@ def test_jobs_in_submitits_debug_executor_store_the_in_process_numbers(
         monkeypatch.setattr(sys, "stdin", empty)
         assert run_sweep(RUNS, store, jobs).ok == len(RUNS)
         monkeypatch.undo()
-    assert_same_runs(tmp_path / "debug.sqlite",
-                     expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+    assert_same_runs(tmp_path / "debug.sqlite", expected["cpu"])
     gc.collect()  # the open log files are closed here, within this test's warning filter
 
 
-def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path) -> None:
+def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path,
+                                                          expected: dict[str, Path]) -> None:
     recording = Recording(tmp_path / "jobs")
     jobs = SlurmJobs(tmp_path / "jobs", runs_per_job=2, executor=recording)
 
@@ -118,7 +136,7 @@ def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path) -> Non
         report = run_sweep(RUNS, store, SlurmJobs(tmp_path / "jobs", runs_per_job=2,
                                                   executor=submitit.LocalExecutor(tmp_path)))
         assert (report.ok, report.skipped) == (2, 2)
-    assert_same_runs(path, expected(tmp_path / "a.sqlite", RUNS, InProcess()))
+    assert_same_runs(path, expected["cpu"])
 
 
 @pytest.mark.parametrize(("argv", "says"), [
