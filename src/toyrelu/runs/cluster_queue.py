@@ -156,8 +156,12 @@ class TaskQueue:
             yield from cluster_node.lost_outcomes(configs, reason)
 
     def _finished(self, on_steps: StepsCallback) -> Iterator[Outcome]:
-        """The outcomes of a task that finishes within ``WAIT_S``."""
-        ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=WAIT_S)
+        """The outcomes of a task that finishes within ``WAIT_S``, or sooner when runs will
+        have waited ``node_wait_s`` for a node, so that they end then."""
+        ends = [since + self.cluster.node_wait_s - time.monotonic()
+                for since in self.starved.values()]
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1,
+                                 timeout=max(0.01, min([WAIT_S, *ends]) + 0.01))
         if not ready:
             # Nothing finished: renew the store's leases through the progress callback.
             on_steps(next(iter(self.pending.values()))[0].run_id, 0)
