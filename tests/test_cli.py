@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from toyrelu import cli
 from toyrelu.cli import commands, options
 from toyrelu.core.config import RunConfig, field_docs
 from toyrelu.runs import executors, sweep, training
-from toyrelu.runs.executors import InProcess
+from toyrelu.runs.executors import GpuBatches, InProcess
+from toyrelu.runs.grid import cost, makespan
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
@@ -516,13 +518,15 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
     ("sweep", []), ("sweep", ["--gpu-cells"]), ("sweep", ["--gpu-dots"]),
     ("sweep", ["--gpu-cells", "--gpu-dots"]), ("reproduce", ["--gpu-cells"]),
     ("reproduce", ["--gpu-dots"]), ("sensitivity", ["--gpu-cells"]),
-    ("sensitivity", ["--gpu-dots"]),
+    ("sensitivity", ["--gpu-dots"]), ("sweep", ["--gpu-batch-rows", "1000"]),
+    ("reproduce", ["--gpu-batch-rows", "1"]), ("sensitivity", ["--gpu-batch-rows", "2000000"]),
 ])
 def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path: Path,
                                         capsys: pytest.CaptureFixture,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if a GPU were here: the executor is asked for the split-cell step and the tensor-core
-    # passes exactly when their flags are given (the runs themselves train on the CPU).
+    # As if a GPU were here: the executor is asked for the split-cell step, the tensor-core
+    # passes and smaller batches exactly when their flags are given (the runs themselves train
+    # on the CPU).
     asked: list[tuple] = []
     monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
     monkeypatch.setattr(executors, "executor", lambda *args: asked.append(args) or InProcess())
@@ -533,8 +537,37 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
                 ["--store", tmp_path / "runs.sqlite"])])
     code, _, err = run_cli(capsys, command, *where, *flags)
     assert code == 0, err
+    rows = int(flags[-1]) if "--gpu-batch-rows" in flags else 2_000_000
     assert [args[1:] for args in asked] == [("cuda", "--gpu-cells" in flags,
-                                             "--gpu-dots" in flags)]
+                                             "--gpu-dots" in flags, rows)]
+
+
+def test_few_gpu_batches_on_a_cluster_get_a_note_with_rows_that_spread_them(
+        capsys: pytest.CaptureFixture) -> None:
+    # The paper preset is 4 batches of the default size: 8 GPUs would take 2.24x the time of
+    # an even spread by the cost model.
+    configs = PRESETS["paper"].configs()
+
+    def spread(rows: int) -> float:
+        batches = GpuBatches(max_rows=rows).batches(configs)
+        return makespan([sum(cost(c) for c in b) for b in batches], 8)
+
+    commands._note_few_batches(configs, 2_000_000, 8)
+    err = capsys.readouterr().err
+    found = re.fullmatch(r"toyrelu: note: 4 GPU batches keep 8 GPUs busy 2.24x as long as an "
+                         r"even spread would; --gpu-batch-rows (\d+) makes (\d+), (\S+)x "
+                         r"\(smaller batches fill a GPU less well, and a run's numbers change "
+                         r"in rounding with its batch\)\n", err)
+    assert found, err
+    rows, count = int(found[1]), int(found[2])
+    assert count == len(GpuBatches(max_rows=rows).batches(configs))
+    assert float(found[3]) == round(spread(rows), 2) <= commands.BALANCED < spread(2 * rows)
+    # Balanced enough, one GPU, or nothing smaller to make: no note.
+    commands._note_few_batches(PRESETS["heatmap"].configs(), 2_000_000, 8)
+    commands._note_few_batches(configs, 2_000_000, 1)
+    commands._note_few_batches(configs[:1], 2_000_000, 8)
+    assert capsys.readouterr().err == ""
+
 
 
 @pytest.mark.parametrize(
@@ -545,6 +578,7 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
         (["--device", "tpu"], "device: 'tpu' must be one of auto, cpu, cuda"),
         (["--device", "cpu", "--gpu-cells"], "gpu-cells: needs a CUDA GPU"),
         (["--device", "cpu", "--gpu-dots"], "gpu-dots: needs a CUDA GPU"),
+        (["--device", "cpu", "--gpu-batch-rows", "1000"], "gpu-batch-rows: needs a CUDA GPU"),
         (["--n-train", "1e400x"], "n_train: '1e400x' is not a valid value (expected an integer "
                                   "or inf)"),
         (["--n-train", "inf", "--n-repeated", "1", "--repeats", "5"],

@@ -160,6 +160,7 @@ CLUSTERS = values(("ray:127.0.0.1:1", "ray:[::1]:1", "slurm"),
                   ("dask", "ray:", "ray:host", "RAY", "ray:h:0", "ray:h:99999", "ray:auto:1", ""))
 TRAINING = {"--workers": count_values("workers", ("1",)),
             "--device": values(("cpu",), DEVICES), "--gpu-cells": FLAG, "--gpu-dots": FLAG,
+            "--gpu-batch-rows": count_values("gpu-batch-rows", ("1000",)),
             "--cluster": CLUSTERS,
             "--slurm-partition": values(("gpu", "ünï"), ("", " ", "-")),
             "--slurm-time": count_values("slurm-time", ("1", "60"))}

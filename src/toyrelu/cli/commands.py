@@ -13,13 +13,17 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from toyrelu.cli.options import overrides
 from toyrelu.cli.parser import DamagedRuns, RunsFailed, UsageError
 from toyrelu.runs import limits
 from toyrelu.runs.presets import PRESETS, Preset
-from toyrelu.runs.resources import default_workers, resolve_device, usable_workers
+from toyrelu.runs.resources import GPU_BATCH_ROWS, default_workers, resolve_device, usable_workers
+
+# How far above an even spread of a sweep's GPU batches over a cluster's GPUs (the estimated
+# time over total / GPUs) is worth a note suggesting smaller batches.
+BALANCED = 1.1
 
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
@@ -297,6 +301,12 @@ def _device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
                          "by itself)")
     if args.gpu_dots and device != "cuda":
         raise UsageError("gpu-dots: needs a CUDA GPU")
+    rows = args.gpu_batch_rows
+    if rows is not None and device != "cuda":
+        raise UsageError("gpu-batch-rows: needs a CUDA GPU")
+    if rows is not None and not 1 <= rows <= GPU_BATCH_ROWS:
+        raise UsageError(f"gpu-batch-rows: {rows} must be an integer from 1 to "
+                         f"{GPU_BATCH_ROWS:,} (the largest batch timed)")
     return device
 
 
@@ -306,10 +316,40 @@ def _executor(args: argparse.Namespace, workers: int, device: str,
     ``cluster`` if there is one, with the GPU batches of one GPU on "cuda"."""
     from toyrelu.runs.executors import GpuBatches, executor
 
+    rows = args.gpu_batch_rows or GPU_BATCH_ROWS
     if cluster is not None:
-        return cluster.use_gpu(GpuBatches(cells=args.gpu_cells, dots=args.gpu_dots)
-                               if device == "cuda" else None)
-    return executor(workers, device, args.gpu_cells, args.gpu_dots)
+        return cluster.use_gpu(GpuBatches(max_rows=rows, cells=args.gpu_cells,
+                                          dots=args.gpu_dots) if device == "cuda" else None)
+    return executor(workers, device, args.gpu_cells, args.gpu_dots, rows)
+
+
+def _note_few_batches(configs: list[RunConfig], rows: int, gpus: float) -> None:
+    """A note when the sweep's GPU batches of at most ``rows`` rows would keep the cluster's
+    ``gpus`` busy for more than ``BALANCED`` times the ideal (``grid.makespan``: a few large
+    batches leave GPUs idle while the last ones train), with the ``--gpu-batch-rows`` that
+    balances them (halving ``rows`` until it does, or until every batch holds one run)."""
+    from toyrelu.runs.executors import GpuBatches
+    from toyrelu.runs.grid import cost, makespan
+
+    fused = [c for c in configs if c.engine != "reference"]
+
+    def spread(rows: int) -> tuple[int, float]:
+        batches = GpuBatches(max_rows=rows).batches(fused)
+        return len(batches), makespan([sum(cost(c) for c in b) for b in batches], int(gpus))
+
+    count, ratio = spread(rows)
+    if gpus < 2 or ratio <= BALANCED:
+        return
+    smaller, (more, better) = rows, (count, ratio)
+    while better > BALANCED and more < len(fused) and smaller > 1:
+        smaller //= 2
+        more, better = spread(smaller)
+    if better < ratio:
+        print(f"toyrelu: note: {count} GPU batches keep {gpus:g} GPUs busy {ratio:.2f}x as long "
+              f"as an even spread would; --gpu-batch-rows {smaller} makes {more}, {better:.2f}x "
+              "(smaller batches fill a GPU less well, and a run's numbers change in rounding "
+              "with its batch)",
+              file=sys.stderr)
 
 
 def _out_dir(path: str) -> Path:
@@ -328,6 +368,10 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
         where = cluster.describe(device)
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
+    if cluster is not None and device == "cuda" and args.cluster != "slurm":
+        # A Ray cluster knows its GPUs; SLURM's partitions cannot be seen from here.
+        gpus = cast("RayCluster", cluster).resources().get("GPU", 0)
+        _note_few_batches(configs, args.gpu_batch_rows or GPU_BATCH_ROWS, gpus)
     from toyrelu.runs.sweep import run_sweep
 
     report = run_sweep(configs, store, _executor(args, workers, device, cluster),

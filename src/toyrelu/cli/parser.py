@@ -164,3 +164,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-dots", action="store_true",
                         help="on a GPU, run the dense passes as tensor-core dots (tf32x3 in "
                              "float32; the same cost per pair for every m up to 16)")
+    parser.add_argument("--gpu-batch-rows", type=int, default=None, metavar="ROWS",
+                        help="on a GPU, at most ROWS training rows per batch of runs (default "
+                             "2,000,000); smaller batches spread over more GPUs, and a run's "
+                             "numbers change in rounding with its batch")
