@@ -24,10 +24,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import LOST_REASON, Losing, assert_close
 from toyrelu.core import data, metrics
 from toyrelu.core.config import ConfigError, RunConfig
-from toyrelu.runs import cluster_node, progress, sweep, training
+from toyrelu.runs import progress, sweep, training
 from toyrelu.runs.executors import InProcess, LocalProcesses, executor
 from toyrelu.runs.grid import cost, grid
 from toyrelu.runs.progress import Progress
@@ -484,27 +484,6 @@ def test_error_runs_are_stored_and_trained_again_by_the_next_sweep(
         assert store.status(unlucky.run_id) == "ok"
 
 
-class Losing(Recording):
-    """``Recording``, but the runs of ``lose`` come back untrained as a cluster executor gives
-    back the runs it lost (``cluster_node.lost_outcomes``)."""
-
-    def __init__(self, lose: set[str]) -> None:
-        super().__init__()
-        self.lose = lose
-
-    def map(self, configs: Sequence[RunConfig], on_steps, start=None) -> Iterator[Outcome]:
-        for config in configs:
-            if start is None or start(config):
-                self.ran.append(config)
-                if config.run_id in self.lose:
-                    yield from cluster_node.lost_outcomes([config], LOST_REASON)
-                else:
-                    yield run_one(config, on_steps)
-
-
-LOST_REASON = "lost: SLURM job 7 (UncompletedJobError: killed)"
-
-
 def test_lost_runs_are_stored_as_lost_and_trained_by_the_next_sweep(tmp_path: Path) -> None:
     configs = small_grid()
     lost = {configs[1].run_id, configs[4].run_id}
@@ -513,7 +492,7 @@ def test_lost_runs_are_stored_as_lost_and_trained_by_the_next_sweep(tmp_path: Pa
     with Store(tmp_path / "runs.sqlite") as store:
         store.put(earlier.run_id, earlier.to_dict(),
                   {"status": "error", "error": "lost after 3 retries: WorkerCrashedError"}, {})
-        losing = Losing(lost)
+        losing = Losing(lambda c: c.run_id in lost)
         report = run_sweep(configs, store, losing)
         assert sorted(c.run_id for c in losing.ran) == sorted(c.run_id for c in configs)
         assert report == sweep.SweepReport(total=6, skipped=0, ok=4, failed=0, errors=0, lost=2)

@@ -332,11 +332,15 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
 
     report = run_sweep(configs, store, _executor(args, workers, device, cluster),
                        progress=sys.stderr, retry_failed=args.retry_failed)
+    lost = f", {report.lost} lost by the cluster" * bool(report.lost)
+    retried = " (trained by the next run)" * bool(report.lost)
     again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
-          f"(retried by the next run), {report.skipped} already stored{again}", file=sys.stderr)
-    if (report.failed or report.errors) and not report.ok:
-        what = (f"every run trained failed ({report.failed})" if not report.errors else
-                f"no run trained finished ({report.failed} failed, {report.errors} errors)")
+          f"(retried by the next run), {report.skipped} already stored{lost}{retried}{again}",
+          file=sys.stderr)
+    if (report.failed or report.errors or report.lost) and not report.ok:
+        what = (f"every run trained failed ({report.failed})"
+                if not (report.errors or report.lost) else
+                f"no run trained finished ({report.failed} failed, {report.errors} errors{lost})")
         raise RunsFailed(f"{what}; the reasons are in the error column of toyrelu export "
                          f"--store {store.path}")
