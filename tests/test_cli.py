@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_close, assert_one_error_line, run_cli
+from helpers import LOST_REASON, Losing, assert_close, assert_one_error_line, run_cli
 from toyrelu import cli
 from toyrelu.cli import commands, options
 from toyrelu.core.config import RunConfig, field_docs
@@ -214,6 +214,36 @@ def test_a_sweep_whose_runs_all_stop_on_errors_exits_1_and_the_next_run_retries_
     assert set(stored_runs(path)["error"]) == {"MemoryError: cannot allocate W"}
     code, _, err = run_cli(capsys, *argv)
     assert code == 0 and err.splitlines()[-1] == end_line(2, 0, 0, 0)
+
+
+def test_runs_lost_by_the_cluster_are_counted_in_the_last_line_and_trained_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    argv = ["sweep", "--preset", "smoke", "--store", path, "--n-train", "3", "--seeds", "0,1",
+            "--steps", "50", "--n-features", "20", "--workers", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "executor", lambda *args: Losing(lambda c: True))
+        code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-2:] == [
+        "toyrelu: 0 finished, 0 failed, 0 errors (retried by the next run), 0 already stored, "
+        "2 lost by the cluster (trained by the next run)",
+        "toyrelu: error: no run trained finished (0 failed, 0 errors, 2 lost by the cluster); "
+        f"the reasons are in the error column of toyrelu export --store {path}"]
+    table = pd.read_csv(io.StringIO(run_cli(capsys, "export", "--store", path)[1]))
+    assert set(table["status"]) == {"lost"} and set(table["error"]) == {LOST_REASON}
+    assert not table["kept"].any()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "executor", lambda *args: Losing(lambda c: c.seed == 1))
+        code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == (
+        "toyrelu: 1 finished, 0 failed, 0 errors (retried by the next run), 0 already stored, "
+        "1 lost by the cluster (trained by the next run)")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == end_line(1, 0, 0, 1)
+    assert set(stored_runs(path)["status"]) == {"ok"}
 
 
 def test_retry_failed_trains_the_failed_runs_again(tmp_path: Path,

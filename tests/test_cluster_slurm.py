@@ -112,12 +112,15 @@ def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path) -> Non
     with Store(path) as store:
         report = run_sweep(RUNS, store, jobs)
         killer.join()
-        assert (report.ok, report.errors) == (2, 2)
-        errors = store.runs()["error"].dropna()
-        assert all(e.startswith(f"lost: SLURM job {recording.jobs[0].job_id} (") for e in errors)
+        assert (report.ok, report.errors, report.lost) == (2, 0, 2)
+        runs = store.runs()
+        lost = runs[runs["status"] == "lost"]
+        assert len(lost) == 2 and (runs["status"] == "ok").sum() == 2
+        assert all(e.startswith(f"lost: SLURM job {recording.jobs[0].job_id} (")
+                   for e in lost["error"])
         report = run_sweep(RUNS, store, SlurmJobs(tmp_path / "jobs", runs_per_job=2,
                                                   executor=submitit.LocalExecutor(tmp_path)))
-        assert (report.ok, report.skipped) == (2, 2)
+        assert (report.ok, report.skipped, report.errors, report.lost) == (2, 2, 0, 0)
     assert_same_runs(path, expected(tmp_path / "a.sqlite", RUNS, InProcess()))
 
 

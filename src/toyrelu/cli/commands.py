@@ -151,6 +151,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     from toyrelu.analysis import sensitivity
     from toyrelu.report import sensitivity as sensitivity_report
+    from toyrelu.report.reproduce import status_counts
+    from toyrelu.report.table import run_counts
     from toyrelu.runs.knobs import study as make_study
     from toyrelu.runs.store import Store
 
@@ -167,11 +169,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
             study = sensitivity.run(study, store, _executor(args, workers, device, cluster),
                                     progress=sys.stderr)
             tables, sentence, _ = sensitivity_report.write(study, store, out)
+            counts = (status_counts(store, {c.run_id for c in study.configs()})
+                      if tables.bumps.empty else {})
     if tables.bumps.empty:
-        # The sweep above stored every run, so an empty analysis means none finished.
-        raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
-                         f"is written to {out}; the reasons are in the error column of "
-                         f"toyrelu export --store {store.path}")
+        # An empty analysis: no run finished, or those that did wait for restarts stopped by
+        # errors or lost by the cluster.
+        total = len(study.configs())
+        what = (f"every run of the study failed ({total})" if counts.get("failed") == total else
+                f"no run of the study can be analysed yet ({run_counts(counts)}; the next run "
+                "trains those not finished)")
+        raise RunsFailed(f"{what}, so nothing is written to {out}; the reasons are in the error "
+                         f"column of toyrelu export --store {store.path}")
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
               f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
@@ -376,11 +384,15 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
 
     report = run_sweep(configs, store, _executor(args, workers, device, cluster),
                        progress=sys.stderr, retry_failed=args.retry_failed)
+    lost = f", {report.lost} lost by the cluster" * bool(report.lost)
+    retried = " (trained by the next run)" * bool(report.lost)
     again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
-          f"(retried by the next run), {report.skipped} already stored{again}", file=sys.stderr)
-    if (report.failed or report.errors) and not report.ok:
-        what = (f"every run trained failed ({report.failed})" if not report.errors else
-                f"no run trained finished ({report.failed} failed, {report.errors} errors)")
+          f"(retried by the next run), {report.skipped} already stored{lost}{retried}{again}",
+          file=sys.stderr)
+    if (report.failed or report.errors or report.lost) and not report.ok:
+        what = (f"every run trained failed ({report.failed})"
+                if not (report.errors or report.lost) else
+                f"no run trained finished ({report.failed} failed, {report.errors} errors{lost})")
         raise RunsFailed(f"{what}; the reasons are in the error column of toyrelu export "
                          f"--store {store.path}")

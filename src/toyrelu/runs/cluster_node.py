@@ -4,7 +4,9 @@ version check, the kernel compilation before the first run, CPU runs, and one GP
 Plain functions, importable without Ray: the executor wraps them as Ray tasks, and Ray's workers
 import this module by name, so every node needs toyrelu installed (the version check says
 which node has another toyrelu, torch or numba). A task returns what the store keeps (an
-``Outcome``, or a batch's list of them) through Ray's object store, never a file.
+``Outcome``, or a batch's list of them) through Ray's object store, never a file. The driver
+stores runs that a cluster lost (``lost_outcomes``) with status "lost" and the reason; they are
+not finished, so the next sweep trains them again.
 """
 
 from __future__ import annotations
@@ -91,11 +93,12 @@ def train_runs(expected: dict[str, str], configs: list[RunConfig]) -> list[Outco
 
 
 def lost_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
-    """"error" outcomes for runs that a cluster lost, which the next sweep trains again."""
+    """"lost" outcomes, each with ``reason``, for runs that a cluster lost (Ray's retries ran
+    out, no node could take them, their SLURM job failed); the next sweep trains them again."""
     from toyrelu.runs.training import Outcome
 
     for c in configs:
-        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+        yield Outcome(c.run_id, c.to_dict(), {"status": "lost", "error": reason}, {})
 
 
 def train_batch(expected: dict[str, str], gpu: GpuBatches,

@@ -13,9 +13,10 @@ node before the first run, ``cluster_node``).
   that the batches, and so the numbers, are those of one GPU; Ray places them on nodes with
   GPUs only. Runs of the reference engine stay CPU tasks.
 - Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
-  its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
-  trains again like any run the machine failed. So do runs that no node has been able to take
-  for ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good.
+  its runs come back as "lost" outcomes with the reason (``cluster_node.lost_outcomes``), which
+  the next sweep trains again. So do runs that no node has been able to take for
+  ``node_wait_s`` (the GPU nodes are gone), which Ray would keep waiting for good. A task whose
+  own code raised gives its runs back as "error" outcomes, as a dead local worker does.
 
 Ray is imported only here and only when a cluster is opened: a missing Ray is a one-line
 ``ClusterError`` saying what to install. A local instance started here is ended by ``close``,
@@ -318,15 +319,18 @@ class RayCluster:
     def _collect(self, ray: Any, ref: Any, configs: list[RunConfig]) -> list[Outcome]:
         try:
             value = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # toyrelu's own code raised
+        except ray.exceptions.RayTaskError as exc:
+            # toyrelu's own code raised on the node: the machine failed the runs, the cluster
+            # did not lose them.
             reason = _one_line(f"task raised {exc.cause!r}")[:300]
+            return [Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+                    for c in configs]
         except ray.exceptions.RayError as exc:
             reason = _one_line(f"lost after {self.max_retries} retries: "
                                f"{type(exc).__name__}{_where(str(exc))}")
-        else:
-            self._expect_same([value])
-            return [value] if isinstance(value, Outcome) else list(value)
-        return list(cluster_node.lost_outcomes(configs, reason))
+            return list(cluster_node.lost_outcomes(configs, reason))
+        self._expect_same([value])
+        return [value] if isinstance(value, Outcome) else list(value)
 
     def _expect_same(self, answers: Sequence[Any]) -> None:
         for answer in answers:

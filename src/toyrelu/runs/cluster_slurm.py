@@ -5,9 +5,10 @@ scheduler fits the jobs into the gaps of a shared cluster, where a Ray cluster o
 hold its nodes for the whole sweep. submitit pickles each job and its result into ``folder``,
 which must be on a filesystem that the nodes share; the driver (this process) alone writes the
 store, as with every executor. A job that fails (a node lost, its time limit reached, killed)
-gives its runs back as "error" outcomes whose reason starts with "lost": SLURM does not retry
-it, the next sweep trains those runs again. The nodes' versions are checked by every job
-(``cluster_node``); the kernels compile in each job on first use, from the node's disk cache.
+gives its runs back as "lost" outcomes whose reason names the job
+(``cluster_node.lost_outcomes``): SLURM does not retry it, the next sweep trains those runs
+again. The nodes' versions are checked by every job (``cluster_node``); the kernels compile in
+each job on first use, from the node's disk cache.
 
 submitit is imported only here and only when a sweep starts: without it, a one-line
 ``ClusterError`` says what to install. Tests hand in submitit's local executor (no SLURM here).

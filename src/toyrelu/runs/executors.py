@@ -31,7 +31,8 @@ class Executor(Protocol):
     training ``config``; a config for which it returns False is skipped and gives no outcome.
     Stopping the iteration (an interrupt, ``close()``) stops the runs in flight, which give no
     outcome either. A run that fails for reasons of the machine rather than of its config (a
-    worker process that died) comes back with status "error".
+    worker process that died) comes back with status "error"; one that a cluster lost (the
+    cluster executors, ``runs.cluster_node.lost_outcomes``) with status "lost".
     """
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
