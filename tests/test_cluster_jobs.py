@@ -1,14 +1,14 @@
 """How SLURM jobs are cut (toyrelu.runs.cluster_jobs): CPU runs fill half the time limit by the
 cost model, largest first, a capped number to a job; GPU batches K to a job, neighbours in cost;
-the memory a job asks for covers what it holds; runs estimated past the limit are named. No
-training, no submitit."""
+the memory a job asks for covers what it holds; runs estimated past the limit are named; a job's
+batches are spread over the GPUs SLURM names. No training, no submitit."""
 
 from __future__ import annotations
 
 import pytest
 
 from toyrelu.core.config import RunConfig
-from toyrelu.runs import cluster_jobs
+from toyrelu.runs import cluster_jobs, cluster_node
 from toyrelu.runs.cluster_jobs import Job, cpu_jobs, cpu_seconds, gpu_jobs, job_bytes, mem_gb
 from toyrelu.runs.grid import cost
 from toyrelu.runs.limits import MARGIN, PROCESS_BYTES, Sizes, result_bytes, run_bytes
@@ -101,3 +101,14 @@ def test_runs_estimated_past_the_time_limit_are_named_once_per_setting() -> None
     assert len(lines) == cluster_jobs.MAX_WARNINGS + 1
     assert lines[-1].startswith("toyrelu: warning: and 2 runs of 2 other settings over the 60 "
                                 "min, up to ")
+
+
+def test_a_jobs_batches_take_the_gpus_slurm_names_in_turn(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert cluster_node.job_gpus(2) == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    assert cluster_node.job_gpus(2) == ["7", "7"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert cluster_node.job_gpus(3) == ["0", "1", "2"]

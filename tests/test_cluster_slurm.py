@@ -1,7 +1,8 @@
 """The SLURM executor (toyrelu.runs.cluster_slurm) on submitit's local executor, since no SLURM is
 here: CPU runs in jobs of two and GPU batches (Triton's interpreter) store the in-process numbers
 bit for bit, and so do jobs in submitit's debug executor; a job killed mid-run gives lost rows that
-a rerun trains; bad input on the command line is one line and exit code 2."""
+a rerun trains, and a failed GPU process of a job loses its batch alone; bad input on the command
+line is one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ pytest.importorskip("triton")
 from helpers import assert_same_runs  # noqa: E402
 from toyrelu.cli import main  # noqa: E402
 from toyrelu.core.config import RunConfig  # noqa: E402
+from toyrelu.runs import cluster_node  # noqa: E402
 from toyrelu.runs.cluster_slurm import SlurmJobs  # noqa: E402
 from toyrelu.runs.executors import GpuBatches, InProcess  # noqa: E402
 from toyrelu.runs.store import Store  # noqa: E402
@@ -76,6 +79,36 @@ def test_jobs_store_the_in_process_numbers(tmp_path: Path) -> None:
         assert run_sweep(GPU_RUNS, store, jobs).ok == len(GPU_RUNS)
     assert_same_runs(tmp_path / "gpu.sqlite",
                      expected(tmp_path / "b.sqlite", GPU_RUNS, gpu_batches()))
+
+
+class FailingBatches(GpuBatches):
+    """GPU batches whose training fails for a batch that holds seed 1."""
+
+    def train(self, batch: list[RunConfig], on_steps: Any) -> Any:
+        if any(c.seed == 1 for c in batch):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().train(batch, on_steps)
+
+
+def test_a_failed_gpu_process_loses_its_batch_and_keeps_the_others() -> None:
+    gpu = FailingBatches(device=gpu_batches().device)
+    batches = [[GPU_BASE.replace(n_train=3, seed=s)] for s in (0, 1)]
+    outcomes = cluster_node.train_batches(cluster_node.versions(), gpu, batches)
+    assert isinstance(outcomes, list)
+    assert [o.metrics["status"] for o in outcomes] == ["ok", "error"]
+    assert outcomes[1].metrics["error"] == (
+        f"lost: the process of GPU {cluster_node.job_gpus(2)[1]} failed (RuntimeError: CUDA "
+        "error: an illegal memory access was encountered)")
+    assert [o.run_id for o in outcomes] == [b[0].run_id for b in batches]
+    # The batch that trained in its child has the numbers of training it here, bit for bit.
+    (here,) = GpuBatches(device=gpu.device).train(batches[0], lambda run_id, k: None)
+    assert drop_time(outcomes[0].metrics) == drop_time(here.metrics)
+    assert outcomes[0].arrays.keys() == here.arrays.keys()
+    assert all(np.array_equal(outcomes[0].arrays[k], here.arrays[k]) for k in here.arrays)
+
+
+def drop_time(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "wall_seconds"}
 
 
 # submitit's debug executor leaves each job's log files open behind it.
