@@ -163,7 +163,8 @@ TRAINING = {"--workers": count_values("workers", ("1",)),
             "--gpu-batch-rows": count_values("gpu-batch-rows", ("1000",)),
             "--cluster": CLUSTERS,
             "--slurm-partition": values(("gpu", "ünï"), ("", " ", "-")),
-            "--slurm-time": count_values("slurm-time", ("1", "60"))}
+            "--slurm-time": count_values("slurm-time", ("1", "60")),
+            "--slurm-gpus": count_values("slurm-gpus", ("1", "2"))}
 RUN_OPTIONS = {**TRAINING, "--restarts": count_values("restarts", ("1", "2")),
                "--retry-failed": FLAG, **OVERRIDES}
 PRESET = values(CHEAP_PRESETS, ("SMOKE", "", "nope", "smoke "))

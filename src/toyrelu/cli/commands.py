@@ -263,7 +263,8 @@ def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
     connected, its nodes' versions checked, and closed at the end (a local instance ended), or
     SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
     ``ClusterError``, a one-line input error."""
-    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time}
+    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time,
+             "--slurm-gpus": args.slurm_gpus}
     given = [name for name, value in slurm.items() if value is not None]
     if given and args.cluster != "slurm":
         raise UsageError(f"{given[0][2:]}: goes with --cluster slurm")
@@ -289,10 +290,15 @@ def _slurm(args: argparse.Namespace) -> SlurmJobs:
     time_min = 240 if args.slurm_time is None else args.slurm_time
     if time_min < 1:
         raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
+    gpus = 1 if args.slurm_gpus is None else args.slurm_gpus
+    if gpus < 1:
+        raise UsageError(f"slurm-gpus: {gpus} must be an integer >= 1 (GPUs per job)")
+    if args.slurm_gpus is not None and args.device != "cuda":
+        raise UsageError("slurm-gpus: goes with --device cuda (a CPU job holds one CPU)")
     # Beside the store: submitit's job files need a folder the nodes share, as the store's.
     where = Path(args.store).parent if getattr(args, "store", None) else _out_dir(args.out)
     jobs = SlurmJobs(where / "toyrelu-slurm", partition=args.slurm_partition,
-                     time_min=time_min)
+                     time_min=time_min, gpus=gpus, log=sys.stderr)
     jobs.check()
     return jobs
 
