@@ -24,6 +24,7 @@ PAPER = RunConfig(n_features=10_000, n_hidden=2, sparsity=0.999, steps=50_000, n
 def test_a_cpu_job_takes_the_next_runs_while_they_fill_half_the_time_limit() -> None:
     time_min = 2.5 * cpu_seconds(max(RUNS, key=cost)) / 60
     budget = cluster_jobs.TIME_SHARE * time_min * 60
+    assert cluster_jobs.job_seconds(time_min) == budget  # a short limit: half of it
     jobs = cpu_jobs(RUNS, time_min)
     runs = [job.configs for job in jobs]
     assert len(jobs) > 2 and all(not job.gpu and job.cpus == 1 for job in jobs)
@@ -46,6 +47,19 @@ def test_a_run_over_the_share_has_a_job_of_its_own_and_a_job_holds_at_most_max_r
     assert [len(job.configs) for job in cpu_jobs(tiny, 240, max_runs=3)] == [3, 3, 1]
     assert [len(job.configs) for job in cpu_jobs(tiny, 240)] == [7]
     assert cpu_jobs([], 240) == []
+
+
+def test_a_long_time_limit_still_cuts_jobs_of_job_minutes() -> None:
+    # The paper's largest run alone is over 20 minutes: a job of its own. Runs of 6 minutes
+    # each (estimated) go three to a job under the 20 minutes, not twenty under half of 240.
+    assert cluster_jobs.job_seconds(240) == 60 * cluster_jobs.JOB_MINUTES == 1200
+    assert cluster_jobs.job_seconds(10) == 300
+    six = [c for c in (BASE.replace(n_train=10_000, steps=s) for s in range(150_000, 250_000,
+                                                                           1_000))
+           if 350 < cpu_seconds(c) <= 400][0]
+    runs = [six.replace(seed=s) for s in range(20)]
+    assert [len(job.configs) for job in cpu_jobs(runs, 240)] == [3] * 6 + [2]
+    assert [job.configs for job in cpu_jobs([PAPER, *runs[:2]], 240)][0] == [PAPER]
 
 
 def test_gpu_batches_go_k_to_a_job_largest_first() -> None:

@@ -140,7 +140,7 @@ def test_a_failed_gpu_process_loses_its_batch_and_keeps_the_others() -> None:
     batches = [[GPU_BASE.replace(n_train=3, seed=s)] for s in (0, 1)]
     outcomes = cluster_node.train_batches(cluster_node.versions(), gpu, batches)
     assert isinstance(outcomes, list)
-    assert [o.metrics["status"] for o in outcomes] == ["ok", "error"]
+    assert [o.metrics["status"] for o in outcomes] == ["ok", "lost"]
     assert outcomes[1].metrics["error"] == (
         f"lost: the process of GPU {cluster_node.job_gpus(2)[1]} failed (RuntimeError: CUDA "
         "error: an illegal memory access was encountered)")
@@ -203,7 +203,8 @@ def test_a_killed_job_gives_lost_runs_that_a_rerun_trains(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--cluster", "slurm"], "cluster: slurm needs sbatch, which is not on the PATH here"),
+    (["--cluster", "slurm"],
+     "cluster: slurm needs sbatch and srun; sbatch and srun are not on the PATH here"),
     (["--cluster", "slurm", "--slurm-time", "0"],
      "slurm-time: 0 must be an integer >= 1 (minutes)"),
     (["--slurm-partition", "gpu"], "slurm-partition: goes with --cluster slurm"),
@@ -232,4 +233,65 @@ def test_a_missing_submitit_says_what_to_install(tmp_path: Path, capsys,
     assert main(["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "slurm"]) == 2
     assert capsys.readouterr().err == ("toyrelu: error: cluster: submitit is not installed; "
                                        "pip install 'toyrelu[slurm]'\n")
+    assert not store.exists()
+
+
+def test_a_job_sbatch_refuses_ends_the_sweep_in_one_line(tmp_path: Path, capsys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An sbatch that refuses every job, as SLURM does for a partition that does not exist:
+    # submitit runs it and prints its answer; toyrelu says it once, in its own line, exit 2.
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.parent.mkdir()
+    sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\n"
+                      "echo 'sbatch: error: Batch job submission failed' >&2\nexit 1\n")
+    sbatch.chmod(0o755)
+    (sbatch.parent / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it
+    (sbatch.parent / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{sbatch.parent}{os.pathsep}{os.environ['PATH']}")
+    store = tmp_path / "s.sqlite"
+    code = main(["sweep", "--preset", "smoke", "--n-train", "3", "--seeds", "0", "--store",
+                 str(store), "--cluster", "slurm", "--slurm-partition", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.endswith("toyrelu: error: cluster: SLURM did not take a job (sbatch: error: "
+                        "invalid partition specified: nope sbatch: error: Batch job submission "
+                        "failed)\n"), err
+    assert "Traceback" not in err and err.count("invalid partition") == 1
+    with Store(store, create=False) as kept:
+        assert kept.runs().empty
+
+
+class Refusing(Recording):
+    """Refuses its second submission once, as SLURM does when the queued jobs reach a limit."""
+
+    def submit(self, *args: Any) -> Any:
+        if len(self.jobs) == 1 and not getattr(self, "refused", False):
+            self.refused = True
+            raise submitit.core.utils.FailedJobError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
+        return super().submit(*args)
+
+
+def test_a_job_refused_while_others_are_queued_is_submitted_again(tmp_path: Path,
+                                                                  cpu_store: Path) -> None:
+    log = io.StringIO()
+    refusing = Refusing(tmp_path)
+    jobs = SlurmJobs(tmp_path / "jobs", max_runs_per_job=2, log=log, executor=refusing)
+    path = tmp_path / "b.sqlite"
+    with Store(path) as store:
+        report = run_sweep(RUNS, store, jobs)
+    assert (report.ok, report.lost, report.errors) == (4, 0, 0) and len(refusing.jobs) == 2
+    assert ("toyrelu: note: cluster: SLURM did not take a job (sbatch: error: "
+            "QOSMaxSubmitJobPerUserLimit); trying again as queued jobs end\n") in log.getvalue()
+    assert_same_runs(path, cpu_store)
+
+
+def test_slurm_without_srun_is_named_before_any_store(tmp_path: Path, capsys,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    store = tmp_path / "s.sqlite"
+    assert main(["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "slurm"]) == 2
+    assert capsys.readouterr().err == ("toyrelu: error: cluster: slurm needs sbatch and srun; "
+                                       "srun is not on the PATH here\n")
     assert not store.exists()

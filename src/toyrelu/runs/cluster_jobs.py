@@ -2,10 +2,10 @@
 SLURM for.
 
 - CPU runs, largest first, fill a job until its estimated time on one CPU (``cpu_seconds``, the
-  cost model of ``runs.grid``) would pass ``TIME_SHARE`` of the time limit, or until it holds
-  ``MAX_RUNS_PER_JOB`` runs; a run alone over that share gets a job of its own. A job that ran
-  out of time would fail the same way every time the sweep is rerun, since the same runs would
-  be grouped again.
+  cost model of ``runs.grid``) would pass ``JOB_MINUTES`` or ``TIME_SHARE`` of the time limit,
+  whichever is shorter, or until it holds ``MAX_RUNS_PER_JOB`` runs; a run alone over that gets
+  a job of its own. A job that ran out of time would fail the same way every time the sweep is
+  rerun, since the same runs would be grouped again.
 - GPU batches (``GpuBatches.batches``), largest first, ``gpus`` to a job, one GPU each: so the
   batches of a job cost about the same, and its GPUs finish about together.
 - Each job asks for the memory of what it holds at once (``job_bytes``), so that SLURM places it
@@ -30,6 +30,10 @@ from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND
 # most settings, up to 48% off for a few), and a job also starts Python and loads, on a fresh
 # node compiles, its kernels: half leaves room for a node about twice as slow as that one.
 TIME_SHARE = 0.5
+# The estimated length a CPU job is filled to at most, whatever the time limit: jobs this long
+# start Python and load their kernels (seconds) a small part of the time, and are many enough
+# to run side by side on a cluster's free CPUs, where one long job would train them in turn.
+JOB_MINUTES = 20.0
 # Runs in one CPU job at most, however small: a lost job loses at most these, and a job's runs
 # come back together only when it ends.
 MAX_RUNS_PER_JOB = 32
@@ -71,13 +75,19 @@ def cpu_seconds(config: RunConfig) -> float:
     return cost(config) / CPU_PAIRS_PER_SECOND
 
 
+def job_seconds(time_min: float) -> float:
+    """The estimated time a CPU job is filled to: ``JOB_MINUTES``, or ``TIME_SHARE`` of a
+    time limit of ``time_min`` minutes when that is shorter."""
+    return 60.0 * min(JOB_MINUTES, TIME_SHARE * time_min)
+
+
 def cpu_jobs(configs: Sequence[RunConfig], time_min: float,
              max_runs: int = MAX_RUNS_PER_JOB) -> list[Job]:
     """The CPU runs of ``configs`` in jobs, largest first: each job takes the next runs while
-    its summed ``cpu_seconds`` stays within ``TIME_SHARE`` of ``time_min`` minutes and it holds
-    at most ``max_runs``, with at least one run (next fit, decreasing: with the runs sorted,
-    each job but the last is filled to within the size of its own smallest run)."""
-    budget = TIME_SHARE * time_min * 60.0
+    its summed ``cpu_seconds`` stays within ``job_seconds(time_min)`` and it holds at most
+    ``max_runs``, with at least one run (next fit, decreasing: with the runs sorted, each job
+    but the last is filled to within the size of its own smallest run)."""
+    budget = job_seconds(time_min)
     jobs: list[tuple[RunConfig, ...]] = []
     current: list[RunConfig] = []
     seconds = 0.0

@@ -19,6 +19,7 @@ submitit is imported only here and only when a sweep starts: without it, a one-l
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import shutil
 import time
@@ -84,8 +85,8 @@ class SlurmJobs:
             gpus = "one GPU" if self.gpus == 1 else f"{self.gpus} GPUs, one batch each"
             held = f"of GPU batches on {gpus}"
         else:
-            held = (f"of CPU runs filling up to {cluster_jobs.TIME_SHARE:.0%} of the time "
-                    "limit by the cost model")
+            fill = cluster_jobs.job_seconds(self.time_min) / 60.0
+            held = f"of CPU runs filling up to {fill:g} min each by the cost model"
         return (f"as SLURM jobs {held} ({part}{self.time_min} min; job files in "
                 f"{self.folder})")
 
@@ -101,11 +102,15 @@ class SlurmJobs:
         return sorted(jobs, key=lambda job: -job.cost)
 
     def check(self) -> None:
-        """``ClusterError`` unless jobs can be submitted: submitit installed, and SLURM here
-        (unless an executor was handed in)."""
+        """``ClusterError`` unless jobs can be submitted: submitit installed, and SLURM's
+        sbatch and srun here (unless an executor was handed in)."""
         submitit_module()
-        if self.executor is None and shutil.which("sbatch") is None:
-            raise ClusterError("cluster: slurm needs sbatch, which is not on the PATH here")
+        missing = [] if self.executor is not None else [
+            tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise ClusterError(f"cluster: slurm needs sbatch and srun; {' and '.join(missing)} "
+                               f"{verb} not on the PATH here")
 
     def _executor(self, job: cluster_jobs.Job) -> Any:
         if self.executor is not None:
@@ -158,18 +163,23 @@ class SlurmJobs:
              start: StartCallback | None, pending: dict[Any, list[RunConfig]]
              ) -> Iterator[Outcome]:
         todo = list(reversed(jobs))
-        while todo or pending:
-            while todo and len(pending) < self.max_jobs:
-                job = self._accepted(todo.pop(), start)
+        refused: list[cluster_jobs.Job] = []  # claimed, but SLURM took them not yet
+        while todo or refused or pending:
+            while (todo or refused) and len(pending) < self.max_jobs:
+                job = refused.pop() if refused else self._accepted(todo.pop(), start)
                 if job is None:
                     continue
-                if job.gpu:
-                    submitted = self._executor(job).submit(
-                        cluster_node.train_batches, self.expected, self.gpu,
-                        [list(batch) for batch in job.batches])
-                else:
-                    submitted = self._executor(job).submit(cluster_node.train_runs,
-                                                           self.expected, job.configs)
+                try:
+                    submitted = self._submit(job)
+                except ClusterError as exc:
+                    if not pending:
+                        raise
+                    # A limit on queued jobs, say: submitted again once a queued job ends.
+                    if self.log is not None and not refused:
+                        print(f"toyrelu: note: {exc}; trying again as queued jobs end",
+                              file=self.log)
+                    refused.append(job)
+                    break
                 pending[submitted] = job.configs
             done = [job for job in pending if job.done()]
             if not done:
@@ -181,6 +191,23 @@ class SlurmJobs:
                     on_steps(outcome.run_id, next(c.steps for c in configs
                                                   if c.run_id == outcome.run_id))
                     yield outcome
+
+    def _submit(self, job: cluster_jobs.Job) -> Any:
+        """Submit ``job``; SLURM's refusal (no such partition, more GPUs than a node holds, a
+        limit on queued jobs) is a ``ClusterError`` naming sbatch's answer in one line.
+        submitit prints that answer itself, so it is held here."""
+        held = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(held):
+                if job.gpu:
+                    return self._executor(job).submit(
+                        cluster_node.train_batches, self.expected, self.gpu,
+                        [list(batch) for batch in job.batches])
+                return self._executor(job).submit(cluster_node.train_runs, self.expected,
+                                                  job.configs)
+        except Exception as exc:  # noqa: BLE001 - sbatch's refusals come as several types
+            why = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ClusterError(f"cluster: SLURM did not take a job ({why})") from None
 
     @staticmethod
     def _accepted(job: cluster_jobs.Job, start: StartCallback | None
