@@ -232,4 +232,6 @@ class SlurmJobs:
 
 def _duration(seconds: float) -> str:
     """An estimate in whole minutes, rounded up, or in seconds under a minute."""
+    if seconds < 0.05:
+        return "under 0.1 s"
     return f"{seconds:.1f} s" if seconds < 60 else f"{math.ceil(seconds / 60)} min"
