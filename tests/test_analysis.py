@@ -273,7 +273,7 @@ def test_findings_take_the_bump_before_generalization_not_a_higher_memorization_
     with build(tmp_path / "r.sqlite", losses) as store:
         _, dims, table = tables(store)
     bump = find(analysis.findings(table, dims), "bump")
-    assert bump.measured.startswith("peak mean test loss 1.03 at T = 2000")
+    assert bump.measured.startswith("peak mean test loss 1.03 at T = 2,000")
     assert "neighbours 1 and 0.999" in bump.measured
     assert bump.holds is True
 
