@@ -1,4 +1,4 @@
-"""The Ray executor against local processes, and the paper heatmap's GPU batches over N GPUs.
+"""The Ray executor against local processes, and the paper-scale GPU batches over N GPUs.
 
 1. A 40-run reduced grid (n = 1,000, S = 0.99, m in {2, 4}, T in {100, 300, 1,000, 3,000},
    5 seeds, 3,000 steps) swept into a fresh store by ``RayCluster`` on a local Ray instance of
@@ -6,10 +6,11 @@
    start, the workers' start and the kernels' load). Printed: each wall time, the ratio Ray /
    local measured in this run, and whether every stored number is identical (all columns but
    ``wall_seconds``, every array bit for bit).
-2. The paper heatmap (``PRESETS["heatmap"]``, 440 runs) in ``GpuBatches.batches`` at two batch
-   sizes, weighed by ``runs.grid.cost``, placed greedily largest first on N GPUs (what the Ray
-   executor's queue does: batches are submitted largest first and each free GPU takes the next):
-   the makespan over the ideal total/N, for N = 2, 4, 8.
+2. The paper-scale GPU presets (the heatmap, 440 runs; the paper's sweep; weight decay; training
+   length) in ``GpuBatches.batches`` at several batch sizes (``--gpu-batch-rows``), weighed by
+   ``runs.grid.cost``, placed greedily largest first on N GPUs (what the Ray executor's queue
+   does: batches are submitted largest first and each free GPU takes the next): the makespan
+   over the ideal total/N, for N = 2, 4, 8. Add ``--scheduling-only`` to print this part alone.
 
     PYTHONPATH=src python benchmarks/bench_cluster.py              # ~3-7 min on 2 cores
     PYTHONPATH=src python benchmarks/bench_cluster.py --repeats 1 --steps 300   # a fast look
@@ -18,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import heapq
 import os
 import tempfile
 import time
@@ -29,7 +29,7 @@ import numpy as np
 from toyrelu.core.config import RunConfig
 from toyrelu.runs.cluster_ray import RayCluster
 from toyrelu.runs.executors import Executor, GpuBatches, LocalProcesses
-from toyrelu.runs.grid import cost, grid
+from toyrelu.runs.grid import cost, grid, makespan
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 from toyrelu.runs.sweep import run_sweep
@@ -66,25 +66,22 @@ def differences(a: Path, b: Path) -> tuple[int, int, int]:
     return values, arrays, compared
 
 
-def makespan_ratio(weights: list[float], gpus: int) -> float:
-    """Greedy largest-first placement on ``gpus`` machines: makespan / (total / gpus)."""
-    loads = [0.0] * gpus
-    for w in sorted(weights, reverse=True):
-        heapq.heapreplace(loads, loads[0] + w)
-    return max(loads) / (sum(weights) / gpus)
+SCHEDULED = ("heatmap", "paper", "weight-decay", "training-length")
 
 
 def scheduling(max_rows_list: list[int]) -> None:
-    configs = PRESETS["heatmap"].configs()
-    print(f"\npaper heatmap: {len(configs)} runs, GPU batches placed largest first on N GPUs "
-          "(makespan / ideal)")
-    print(f"{'max_rows':>10} {'batches':>8} {'largest':>8} {'N=2':>6} {'N=4':>6} {'N=8':>6}")
-    for max_rows in max_rows_list:
-        batches = GpuBatches(max_rows=max_rows).batches(configs)
-        weights = [sum(cost(c) for c in b) for b in batches]
-        ratios = [makespan_ratio(weights, n) for n in (2, 4, 8)]
-        print(f"{max_rows:>10,} {len(batches):>8} {max(weights) / sum(weights):>8.1%} "
-              + " ".join(f"{r:>5.2f}x" for r in ratios))
+    print("\npaper-scale GPU presets: batches placed largest first on N GPUs (makespan / ideal)")
+    print(f"{'preset':>16} {'runs':>5} {'max_rows':>10} {'batches':>8} {'largest':>8} "
+          f"{'N=2':>6} {'N=4':>6} {'N=8':>6}")
+    for name in SCHEDULED:
+        configs = PRESETS[name].configs()
+        for max_rows in max_rows_list:
+            batches = GpuBatches(max_rows=max_rows).batches(configs)
+            weights = [sum(cost(c) for c in b) for b in batches]
+            ratios = [makespan(weights, n) for n in (2, 4, 8)]
+            print(f"{name:>16} {len(configs):>5} {max_rows:>10,} {len(batches):>8} "
+                  f"{max(weights) / sum(weights):>8.1%} "
+                  + " ".join(f"{r:>5.2f}x" for r in ratios))
 
 
 def main() -> None:
@@ -93,9 +90,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3_000)
     parser.add_argument("--repeats", type=int, default=2,
                         help="sweeps per executor, alternating which goes first")
-    parser.add_argument("--max-rows", default="2000000,500000",
+    parser.add_argument("--max-rows", default="2000000,1000000,500000",
                         help="comma list of GpuBatches.max_rows for the scheduling table")
+    parser.add_argument("--scheduling-only", action="store_true",
+                        help="print the GPU scheduling table alone (no Ray, seconds)")
     args = parser.parse_args()
+    max_rows = [int(v) for v in args.max_rows.split(",")]
+    if args.scheduling_only:
+        scheduling(max_rows)
+        return
     configs = reduced_grid(args.steps)
     print(f"{len(configs)} runs, {args.steps:,} steps, {args.cpus} CPUs, on {os.cpu_count()} "
           "cores (start-up included)")
@@ -115,7 +118,7 @@ def main() -> None:
     print(f"best of {args.repeats}: ray {ray_s:.1f} s, local processes {local_s:.1f} s, "
           f"ratio ray/local {ray_s / local_s:.2f}")
     print(f"stored numbers: {values} differing values, {arrays} of {compared} arrays differ")
-    scheduling([int(v) for v in args.max_rows.split(",")])
+    scheduling(max_rows)
 
 
 if __name__ == "__main__":

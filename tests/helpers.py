@@ -1,17 +1,26 @@
 """Shared test code: the one comparison every numerical test uses (with explicit tolerances),
 dense-to-sparse conversion for hand-built batches, an in-process CLI call, the arrays of a
-hand-made stored run, and the comparison of two stores bit for bit."""
+hand-made stored run, the comparison of two stores bit for bit, and an executor that loses runs
+as a cluster does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
+from toyrelu.runs import cluster_node
 from toyrelu.runs.store import Store
+
+if TYPE_CHECKING:
+    from toyrelu.runs.training import Outcome
+
+LOST_REASON = "lost: SLURM job 7 (UncompletedJobError: killed)"
 
 
 def assert_close(actual, expected, *, rtol: float, atol: float = 0.0, what: str = "") -> None:
@@ -114,3 +123,26 @@ def assert_same_runs(path: Path, expected: Path) -> None:
             assert list(x) == list(y)
             for name in x:
                 assert x[name].dtype == y[name].dtype and np.array_equal(x[name], y[name])
+
+
+class Losing:
+    """An executor that trains in process, except the configs for which ``lose`` is true: those
+    come back untrained, as a cluster executor gives back the runs it lost
+    (``cluster_node.lost_outcomes`` with ``LOST_REASON``). ``ran`` lists every config started,
+    in order."""
+
+    def __init__(self, lose: Callable[[RunConfig], bool]) -> None:
+        self.lose = lose
+        self.ran: list[RunConfig] = []
+
+    def map(self, configs: Sequence[RunConfig], on_steps, start=None) -> Iterator[Outcome]:
+        # Imported here: torch is more than most users of this module need.
+        from toyrelu.runs.training import run_one
+
+        for config in configs:
+            if start is None or start(config):
+                self.ran.append(config)
+                if self.lose(config):
+                    yield from cluster_node.lost_outcomes([config], LOST_REASON)
+                else:
+                    yield run_one(config, on_steps)

@@ -273,7 +273,7 @@ def test_findings_take_the_bump_before_generalization_not_a_higher_memorization_
     with build(tmp_path / "r.sqlite", losses) as store:
         _, dims, table = tables(store)
     bump = find(analysis.findings(table, dims), "bump")
-    assert bump.measured.startswith("peak mean test loss 1.03 at T = 2000")
+    assert bump.measured.startswith("peak mean test loss 1.03 at T = 2,000")
     assert "neighbours 1 and 0.999" in bump.measured
     assert bump.holds is True
 
@@ -442,7 +442,8 @@ def summary_text(tmp_path: Path) -> tuple[str, pd.DataFrame, list[Finding]]:
         _, dims, table = tables(store)
     found = analysis.findings(table, dims)
     text = summary.markdown("toyrelu reproduce: test", {"preset": "test", "n_features": 12},
-                            table, found, ["summary.png", "loss.png"], {"ok": 10, "failed": 1})
+                            table, found, ["summary.png", "loss.png"],
+                            {"ok": 10, "failed": 1, "error": 2})
     return text, table, found
 
 
@@ -450,7 +451,7 @@ def test_summary_has_settings_findings_and_a_per_T_table(tmp_path: Path) -> None
     text, table, found = summary_text(tmp_path)
     lines = text.splitlines()
     assert lines[0] == "# toyrelu reproduce: test"
-    assert "Runs: 10 finished, 1 failed." in lines
+    assert "Runs: 10 finished, 1 failed, 2 errors." in lines
     assert "| preset | test |" in lines and "| n_features | 12 |" in lines
     for f in found:
         [row] = [line for line in lines if line.startswith(f"| {f.claim} | ")]

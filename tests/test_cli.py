@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -22,12 +23,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import assert_close, assert_one_error_line, run_cli
+from helpers import LOST_REASON, Losing, assert_close, assert_one_error_line, run_cli
 from toyrelu import cli
 from toyrelu.cli import commands, options
 from toyrelu.core.config import RunConfig, field_docs
 from toyrelu.runs import executors, sweep, training
-from toyrelu.runs.executors import InProcess
+from toyrelu.runs.executors import GpuBatches, InProcess
+from toyrelu.runs.grid import cost, makespan
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
@@ -212,6 +214,36 @@ def test_a_sweep_whose_runs_all_stop_on_errors_exits_1_and_the_next_run_retries_
     assert set(stored_runs(path)["error"]) == {"MemoryError: cannot allocate W"}
     code, _, err = run_cli(capsys, *argv)
     assert code == 0 and err.splitlines()[-1] == end_line(2, 0, 0, 0)
+
+
+def test_runs_lost_by_the_cluster_are_counted_in_the_last_line_and_trained_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "runs.sqlite"
+    argv = ["sweep", "--preset", "smoke", "--store", path, "--n-train", "3", "--seeds", "0,1",
+            "--steps", "50", "--n-features", "20", "--workers", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "executor", lambda *args: Losing(lambda c: True))
+        code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-2:] == [
+        "toyrelu: 0 finished, 0 failed, 0 errors (retried by the next run), 0 already stored, "
+        "2 lost by the cluster (trained by the next run)",
+        "toyrelu: error: no run trained finished (0 failed, 0 errors, 2 lost by the cluster); "
+        f"the reasons are in the error column of toyrelu export --store {path}"]
+    table = pd.read_csv(io.StringIO(run_cli(capsys, "export", "--store", path)[1]))
+    assert set(table["status"]) == {"lost"} and set(table["error"]) == {LOST_REASON}
+    assert not table["kept"].any()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "executor", lambda *args: Losing(lambda c: c.seed == 1))
+        code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == (
+        "toyrelu: 1 finished, 0 failed, 0 errors (retried by the next run), 0 already stored, "
+        "1 lost by the cluster (trained by the next run)")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0 and err.splitlines()[-1] == end_line(1, 0, 0, 1)
+    assert set(stored_runs(path)["status"]) == {"ok"}
 
 
 def test_retry_failed_trains_the_failed_runs_again(tmp_path: Path,
@@ -516,13 +548,15 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
     ("sweep", []), ("sweep", ["--gpu-cells"]), ("sweep", ["--gpu-dots"]),
     ("sweep", ["--gpu-cells", "--gpu-dots"]), ("reproduce", ["--gpu-cells"]),
     ("reproduce", ["--gpu-dots"]), ("sensitivity", ["--gpu-cells"]),
-    ("sensitivity", ["--gpu-dots"]),
+    ("sensitivity", ["--gpu-dots"]), ("sweep", ["--gpu-batch-rows", "1000"]),
+    ("reproduce", ["--gpu-batch-rows", "1"]), ("sensitivity", ["--gpu-batch-rows", "2000000"]),
 ])
 def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path: Path,
                                         capsys: pytest.CaptureFixture,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if a GPU were here: the executor is asked for the split-cell step and the tensor-core
-    # passes exactly when their flags are given (the runs themselves train on the CPU).
+    # As if a GPU were here: the executor is asked for the split-cell step, the tensor-core
+    # passes and smaller batches exactly when their flags are given (the runs themselves train
+    # on the CPU).
     asked: list[tuple] = []
     monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
     monkeypatch.setattr(executors, "executor", lambda *args: asked.append(args) or InProcess())
@@ -533,8 +567,37 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
                 ["--store", tmp_path / "runs.sqlite"])])
     code, _, err = run_cli(capsys, command, *where, *flags)
     assert code == 0, err
+    rows = int(flags[-1]) if "--gpu-batch-rows" in flags else 2_000_000
     assert [args[1:] for args in asked] == [("cuda", "--gpu-cells" in flags,
-                                             "--gpu-dots" in flags)]
+                                             "--gpu-dots" in flags, rows)]
+
+
+def test_few_gpu_batches_on_a_cluster_get_a_note_with_rows_that_spread_them(
+        capsys: pytest.CaptureFixture) -> None:
+    # The paper preset is 4 batches of the default size: 8 GPUs would take 2.24x the time of
+    # an even spread by the cost model.
+    configs = PRESETS["paper"].configs()
+
+    def spread(rows: int) -> float:
+        batches = GpuBatches(max_rows=rows).batches(configs)
+        return makespan([sum(cost(c) for c in b) for b in batches], 8)
+
+    commands._note_few_batches(configs, 2_000_000, 8)
+    err = capsys.readouterr().err
+    found = re.fullmatch(r"toyrelu: note: 4 GPU batches keep 8 GPUs busy 2.24x as long as an "
+                         r"even spread would; --gpu-batch-rows (\d+) makes (\d+), (\S+)x "
+                         r"\(smaller batches fill a GPU less well, and a run's numbers change "
+                         r"in rounding with its batch\)\n", err)
+    assert found, err
+    rows, count = int(found[1]), int(found[2])
+    assert count == len(GpuBatches(max_rows=rows).batches(configs))
+    assert float(found[3]) == round(spread(rows), 2) <= commands.BALANCED < spread(2 * rows)
+    # Balanced enough, one GPU, or nothing smaller to make: no note.
+    commands._note_few_batches(PRESETS["heatmap"].configs(), 2_000_000, 8)
+    commands._note_few_batches(configs, 2_000_000, 1)
+    commands._note_few_batches(configs[:1], 2_000_000, 8)
+    assert capsys.readouterr().err == ""
+
 
 
 @pytest.mark.parametrize(
@@ -545,6 +608,7 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
         (["--device", "tpu"], "device: 'tpu' must be one of auto, cpu, cuda"),
         (["--device", "cpu", "--gpu-cells"], "gpu-cells: needs a CUDA GPU"),
         (["--device", "cpu", "--gpu-dots"], "gpu-dots: needs a CUDA GPU"),
+        (["--device", "cpu", "--gpu-batch-rows", "1000"], "gpu-batch-rows: needs a CUDA GPU"),
         (["--n-train", "1e400x"], "n_train: '1e400x' is not a valid value (expected an integer "
                                   "or inf)"),
         (["--n-train", "inf", "--n-repeated", "1", "--repeats", "5"],

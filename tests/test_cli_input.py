@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from helpers import assert_one_error_line, run_cli
+from toyrelu.cli import commands
 from toyrelu.runs import sweep
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
@@ -234,3 +235,19 @@ def test_sigterm_and_sighup_end_a_sweep_like_ctrl_c(
         f"toyrelu: interrupted by {name}; finished runs are stored, rerun the same command "
         f"to resume")
     assert len(stored_runs(store_copy)) == 8
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("0", "gpu-batch-rows: 0 must be an integer from 1 to 2,000,000 (the largest batch timed)"),
+    ("2000001", "gpu-batch-rows: 2000001 must be an integer from 1 to 2,000,000"),
+    ("-5", "gpu-batch-rows: -5 must be an integer from 1 to 2,000,000"),
+])
+def test_gpu_batch_rows_out_of_range_is_one_line(rows: str, message: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
+    store = tmp_path / "runs.sqlite"
+    code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", store,
+                             "--gpu-batch-rows", rows)
+    assert (code, out) == (2, "") and not store.exists()
+    assert err.startswith(f"toyrelu: error: {message}") and err.count("\n") == 1, err

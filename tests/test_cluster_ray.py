@@ -306,11 +306,11 @@ def test_retries_exhausted_store_lost_runs_that_a_rerun_trains(
     assert len(killed) == 1
     with Store(path, create=False) as store:
         runs = store.runs()
-    lost = runs[runs["status"] == "error"]
+    lost = runs[runs["status"] == "lost"]
     assert len(lost) == 1 and (runs["status"] == "ok").sum() == len(LONG) - 1
     assert lost["error"].iloc[0].startswith("lost after 0 retries: WorkerCrashedError (")
     report = sweep(path, LONG, RayCluster())
-    assert (report.ok, report.skipped) == (1, len(LONG) - 1)
+    assert (report.ok, report.skipped, report.errors, report.lost) == (1, len(LONG) - 1, 0, 0)
     assert_same_runs(path, expected["long"])
 
 
@@ -343,10 +343,12 @@ def test_a_node_removed_mid_sweep_loses_no_run_and_gpu_runs_then_wait_no_longer(
     # No GPU is left: the batch sent waits node_wait_s, then comes back lost, not for good.
     runner = RayCluster(node_wait_s=1).use_gpu(gpu_batches(), gpus_per_batch=0.5)
     report = sweep(tmp_path / "g.sqlite", GPU_RUNS, runner)
-    assert (report.ok, report.errors) == (0, 4)  # the first batch sent; the other is missing
+    # The first batch sent; the other is missing.
+    assert (report.ok, report.errors, report.lost) == (0, 0, 4)
     with Store(tmp_path / "g.sqlite", create=False) as store:
-        assert set(store.runs()["error"]) == {
-            "lost: no node with a GPU in the Ray cluster this process is connected to for 1 s"}
+        runs = store.runs()
+    assert set(runs["status"]) == {"lost"} and set(runs["error"]) == {
+        "lost: no node with a GPU in the Ray cluster this process is connected to for 1 s"}
     # The command line on the one CPU node left: --device cuda is refused, the CPU sweep runs.
     store = tmp_path / "s.sqlite"
     argv = ["sweep", "--preset", "smoke", "--store", str(store), "--cluster", "ray:auto"]
@@ -383,9 +385,10 @@ def test_a_node_with_other_versions_joining_later_is_left_out(
     try:
         # Its only GPU left out, the GPU batches wait node_wait_s, then come back lost.
         report = sweep(tmp_path / "g.sqlite", GPU_RUNS, on_gpu)
-        assert (report.ok, report.errors) == (0, len(GPU_RUNS))
+        assert (report.ok, report.errors, report.lost) == (0, 0, len(GPU_RUNS))
         assert capsys.readouterr().err == note
         with Store(tmp_path / "g.sqlite", create=False) as store:
+            assert set(store.runs()["status"]) == {"lost"}
             assert set(store.runs()["error"]) == {
                 "lost: no node with a GPU and this machine's versions in the Ray cluster this "
                 "process is connected to for 1 s"}

@@ -115,3 +115,13 @@ def test_the_benchmark_reads_stores_that_hold_a_fresh_batch_per_step(tmp_path: P
                        "W_norm": 1.0, "b_norm": 0.5, "wall_seconds": float(seconds)},
                       trained_arrays(config))
     assert bench.settings([str(path)]) == {str(path): [(c, s + 1.0) for s, c in enumerate(configs)]}
+
+
+def test_makespan_places_largest_first_on_the_free_machine() -> None:
+    # Graham's example: largest first puts 3+2 and 3+2 then the last 2 on one machine, 7
+    # against the ideal 12/2 = 6 (the best split, 3+3 and 2+2+2, is 6).
+    assert grid.makespan([2, 3, 2, 3, 2], 2) == pytest.approx(7 / 6)
+    assert grid.makespan([5, 5, 5, 5], 4) == 1.0
+    # One job larger than the ideal share sets the time alone.
+    assert grid.makespan([9, 1, 1, 1], 4) == pytest.approx(9 / 3)
+    assert grid.makespan([4, 4], 1) == 1.0 and grid.makespan([], 3) == 1.0

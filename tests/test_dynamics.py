@@ -175,6 +175,19 @@ def test_a_failed_run_stores_no_snapshots(tmp_path: Path) -> None:
     assert str(excinfo.value) == f"run: {diverging.run_id} has no snapshots (the run failed)"
 
 
+@pytest.mark.parametrize(("status", "why"), [
+    ("lost", "the cluster lost the run; the next sweep trains it"),
+    ("error", "the run stopped on an error; the next sweep trains it"),
+])
+def test_a_run_not_trained_yet_has_no_snapshots_and_says_why(tmp_path: Path, status: str,
+                                                              why: str) -> None:
+    with Store(tmp_path / "runs.sqlite") as store:
+        store.put(SNAP.run_id, SNAP.to_dict(), {"status": status, "error": "lost: gone"}, {})
+        with pytest.raises(StoreError) as excinfo:
+            dynamics.load(store, SNAP.run_id)
+    assert str(excinfo.value) == f"run: {SNAP.run_id} has no snapshots ({why})"
+
+
 # --------------------------------------------------------------------------- dynamics
 
 

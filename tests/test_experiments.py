@@ -651,9 +651,10 @@ def test_markdown_lists_settings_findings_tables_and_figures(heatmap_store: Path
                                                              tmp_path: Path):
     with Store(heatmap_store, create=False) as store:
         found = records.sections(store, tmp_path, only=["heatmap"])
-    text = records.markdown("toyrelu reproduce: x", found, {"ok": 12, "failed": 1})
+    text = records.markdown("toyrelu reproduce: x", found, {"ok": 12, "failed": 1, "lost": 3})
     lines = text.splitlines()
-    assert lines[0] == "# toyrelu reproduce: x" and "Runs: 12 finished, 1 failed." in lines
+    assert lines[0] == "# toyrelu reproduce: x"
+    assert "Runs: 12 finished, 1 failed, 3 lost by the cluster." in lines
     assert "## Test loss over model size and data (heatmap)" in lines
     assert "| n_hidden | 2, 4, 8 |" in lines
     assert sum(line.endswith((" | yes |", " | no |")) for line in lines) == 2

@@ -160,9 +160,11 @@ CLUSTERS = values(("ray:127.0.0.1:1", "ray:[::1]:1", "slurm"),
                   ("dask", "ray:", "ray:host", "RAY", "ray:h:0", "ray:h:99999", "ray:auto:1", ""))
 TRAINING = {"--workers": count_values("workers", ("1",)),
             "--device": values(("cpu",), DEVICES), "--gpu-cells": FLAG, "--gpu-dots": FLAG,
+            "--gpu-batch-rows": count_values("gpu-batch-rows", ("1000",)),
             "--cluster": CLUSTERS,
             "--slurm-partition": values(("gpu", "ünï"), ("", " ", "-")),
-            "--slurm-time": count_values("slurm-time", ("1", "60"))}
+            "--slurm-time": count_values("slurm-time", ("1", "60")),
+            "--slurm-gpus": count_values("slurm-gpus", ("1", "2"))}
 RUN_OPTIONS = {**TRAINING, "--restarts": count_values("restarts", ("1", "2")),
                "--retry-failed": FLAG, **OVERRIDES}
 PRESET = values(CHEAP_PRESETS, ("SMOKE", "", "nope", "smoke "))

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 import browser
-from helpers import run_cli, trained_arrays
+from helpers import LOST_REASON, run_cli, trained_arrays
 from toyrelu import analysis, cli
 from toyrelu.analysis import regimes
 from toyrelu.analysis.tables import Finding
@@ -32,6 +32,7 @@ from toyrelu.experiments import double_descent
 from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import build as report
 from toyrelu.report.layout import display_width, markdown_html, md, verdict
+from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
 PNG_1x1 = base64.b64decode(
@@ -274,6 +275,33 @@ def test_settings_table_has_one_row_per_stored_run_and_the_shared_settings_once(
     assert values["n_features"] == "50" and values["sparsity"] == "0.9"
     assert values["steps"] == "300" and values["decay_bias"] == "true"
     assert "n_train" not in values and "seed" not in values
+
+
+def test_runs_lost_or_stopped_are_counted_listed_with_their_reason_and_left_out_of_the_analysis(
+    store_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    smoke = PRESETS["smoke"].base
+    lost, earlier = smoke.replace(n_train=30, seed=2), smoke.replace(n_train=300, seed=2)
+    with Store(store_copy) as store:
+        store.put(lost.run_id, lost.to_dict(), {"status": "lost", "error": LOST_REASON}, {})
+        # A run lost by a cluster before "lost" was a status: stored as an error.
+        store.put(earlier.run_id, earlier.to_dict(),
+                  {"status": "error", "error": "lost after 3 retries: WorkerCrashedError"}, {})
+    page, warnings, _ = write_report(tmp_path, None, store_copy)
+    assert warnings == []  # every section was built from the ok runs
+    [intro] = [p for p in page.find_all("p") if "intro" in p.classes()]
+    assert intro.text().startswith("The 10 runs of copy.sqlite (8 finished, 0 failed, 1 errors, "
+                                   "1 lost by the cluster) reproduce ")
+    header, rows = table_rows(table_by_caption(page.by_id("settings"), "Each run"))
+    cells = {r[0].text(): {h: c.text() for h, c in zip(header, r, strict=True)} for r in rows}
+    assert {k: cells[lost.run_id][k] for k in ("status", "kept", "train loss", "error")} == {
+        "status": "lost", "kept": "no", "train loss": "–", "error": LOST_REASON}
+    assert (cells[earlier.run_id]["status"], cells[earlier.run_id]["kept"]) == ("error", "no")
+    assert sum(c["kept"] == "yes" for c in cells.values()) == 8
+    code, _, err = run_cli(capsys, "figures", "--store", store_copy, "--out", tmp_path / "fig")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "check", "--store", store_copy)
+    assert (code, out) == (0, f"toyrelu: 10 runs in {store_copy}, none damaged\n")
 
 
 def test_m2_section_has_captioned_figures_the_per_T_table_and_its_settings(built: dict) -> None:

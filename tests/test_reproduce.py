@@ -32,16 +32,17 @@ def test_settings_list_the_preset_its_base_then_its_axes() -> None:
 
 
 def test_status_counts_count_the_given_runs_only(tmp_path: Path) -> None:
-    configs = [RunConfig(n_features=20, n_train=T, steps=50, n_test=200) for T in (3, 5, 7, 9)]
+    configs = [RunConfig(n_features=20, n_train=T, steps=50, n_test=200)
+               for T in (3, 5, 7, 9, 11)]
     with Store(tmp_path / "runs.sqlite") as store:
-        for config, status in zip(configs, ("ok", "ok", "failed", "ok"), strict=True):
+        for config, status in zip(configs, ("ok", "ok", "failed", "ok", "lost"), strict=True):
             ok = status == "ok"
             store.put(config.run_id, config.to_dict(),
                       {"status": status, "error": None if ok else "diverged",
                        **({"train_loss": 0.5, "test_loss": 1.0} if ok else {})},
                       trained_arrays(config) if ok else {})
         chosen = {c.run_id for c in configs[1:]}
-        assert reproduce.status_counts(store, chosen) == {"ok": 2, "failed": 1}
+        assert reproduce.status_counts(store, chosen) == {"ok": 2, "failed": 1, "lost": 1}
         assert reproduce.status_counts(store, set()) == {}
 
 

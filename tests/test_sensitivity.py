@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from helpers import assert_close, run_cli
+from helpers import Losing, assert_close, run_cli
 from toyrelu import cli
 from toyrelu.analysis import sensitivity as S
 from toyrelu.core import model
@@ -21,8 +21,8 @@ from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.core.trainer import Diverged
 from toyrelu.figures import sensitivity as fs
 from toyrelu.report import sensitivity as R
+from toyrelu.runs import executors, training
 from toyrelu.runs import knobs as K
-from toyrelu.runs import training
 from toyrelu.runs.executors import InProcess
 from toyrelu.runs.grid import cost
 from toyrelu.runs.store import Store
@@ -495,6 +495,24 @@ def test_a_study_whose_runs_all_fail_exits_1_and_keeps_the_old_outputs(
         assert "No run" not in err and "finished" not in err
         assert (tmp_path / "sensitivity.md").read_text() == earlier
         assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite", "sensitivity.md"]
+
+
+def test_a_study_whose_runs_were_all_lost_exits_1_and_the_next_run_trains_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(executors, "executor", lambda *args: Losing(lambda c: True))
+        code, out, err = run_cli(capsys, *SMALL, "--out", tmp_path)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == (
+        "toyrelu: error: no run of the study can be analysed yet (0 finished, 0 failed, 6 lost "
+        f"by the cluster; the next run trains those not finished), so nothing is written to "
+        f"{tmp_path}; the reasons are in the error column of toyrelu export --store "
+        f"{tmp_path / 'runs.sqlite'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite"]
+    code, _, err = run_cli(capsys, *SMALL, "--out", tmp_path)
+    assert code == 0, err
+    with Store(tmp_path / "runs.sqlite", create=False) as store:
+        assert set(store.runs()["status"]) == {"ok"}
 
 
 def test_a_study_whose_base_runs_fail_says_so_and_draws_the_rest(

@@ -288,12 +288,14 @@ def test_writer_killed_mid_sweep_leaves_committed_runs_intact(tmp_path: Path) ->
 # ------------------------------------------------------------------------- statuses and schema
 
 
-def test_error_runs_are_not_finished_and_ids_select_by_status(store: Store) -> None:
+def test_error_and_lost_runs_are_not_finished_and_ids_select_by_status(store: Store) -> None:
     store.put("ok", {}, {"status": "ok"}, {})
     store.put("failed", {}, {"status": "failed", "error": "diverged: loss is nan"}, {})
     store.put("error", {}, {"status": "error", "error": "MemoryError: "}, {})
+    store.put("lost", {}, {"status": "lost", "error": "lost: SLURM job 7 (killed)"}, {})
     assert store.finished_ids() == {"ok", "failed"}
     assert store.ids("error") == {"error"}
+    assert store.ids("lost") == {"lost"}
     assert store.ids("ok", "error") == {"ok", "error"}
     assert store.ids() == set()
 
@@ -497,7 +499,7 @@ def test_claim_leases_a_run_until_put_or_release(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("status", "retry_failed", "claimed"), [
     ("ok", False, False), ("failed", False, False), ("error", False, True),
-    ("ok", True, False), ("failed", True, True),
+    ("lost", False, True), ("ok", True, False), ("failed", True, True), ("lost", True, True),
 ])
 def test_claim_skips_finished_runs(store: Store, status: str, retry_failed: bool,
                                    claimed: bool) -> None:

@@ -98,7 +98,7 @@ DAMAGES = {
                               " WHERE run_id = ?",
                               f"config is that of run {ID['a']}, not of this run", ALL),
     "unknown status": ("UPDATE runs SET status = 'done' WHERE run_id = ?",
-                       "status 'done' is not one of ok, failed, error", ALL),
+                       "status 'done' is not one of ok, failed, error, lost", ALL),
     "ok without arrays": ("DELETE FROM arrays WHERE run_id = ?",
                           "ok run without array W, b, H, X_indptr, X_indices, X_data",
                           ("arrays",)),

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import assert_close
+from helpers import LOST_REASON, Losing, assert_close
 from toyrelu.core import data, metrics
 from toyrelu.core.config import ConfigError, RunConfig
 from toyrelu.runs import progress, sweep, training
@@ -482,6 +482,33 @@ def test_error_runs_are_stored_and_trained_again_by_the_next_sweep(
         assert [c.run_id for c in again.ran] == [unlucky.run_id]
         assert report == sweep.SweepReport(total=3, skipped=2, ok=1, failed=0, errors=0)
         assert store.status(unlucky.run_id) == "ok"
+
+
+def test_lost_runs_are_stored_as_lost_and_trained_by_the_next_sweep(tmp_path: Path) -> None:
+    configs = small_grid()
+    lost = {configs[1].run_id, configs[4].run_id}
+    # A run lost by a cluster before "lost" was a status: stored as an error.
+    earlier = configs[5]
+    with Store(tmp_path / "runs.sqlite") as store:
+        store.put(earlier.run_id, earlier.to_dict(),
+                  {"status": "error", "error": "lost after 3 retries: WorkerCrashedError"}, {})
+        losing = Losing(lambda c: c.run_id in lost)
+        report = run_sweep(configs, store, losing)
+        assert sorted(c.run_id for c in losing.ran) == sorted(c.run_id for c in configs)
+        assert report == sweep.SweepReport(total=6, skipped=0, ok=4, failed=0, errors=0, lost=2)
+        runs = store.runs().set_index("run_id")
+        assert set(runs.index[runs["status"] == "lost"]) == lost
+        assert set(runs.loc[list(lost), "error"]) == {LOST_REASON}
+        assert runs.loc[list(lost), "train_loss"].isna().all()
+        assert all(store.arrays(run_id) == {} for run_id in lost)
+        assert store.check() == []  # a lost row is a sound run of the store's rules
+        assert store.finished_ids() == {c.run_id for c in configs} - lost
+
+        again = Recording()
+        report = run_sweep(configs, store, again)
+        assert {c.run_id for c in again.ran} == lost and len(again.ran) == 2
+        assert report == sweep.SweepReport(total=6, skipped=4, ok=2, failed=0)
+        assert set(store.runs()["status"]) == {"ok"}
 
 
 def test_retry_failed_trains_failed_runs_again(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ sensitivity study) and ``dynamics`` (one run's snapshots). Each experiment's own
 claims are in its record, ``toyrelu.experiments``.
 """
 
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import (
     LEARNED_D,
     POSITION_FACTOR,
@@ -16,7 +17,6 @@ from toyrelu.analysis.tables import (
     dimensionality_table,
     findings,
     geometry,
-    label_T,
     mark_kept,
     ok_runs,
     per_T,
@@ -24,5 +24,5 @@ from toyrelu.analysis.tables import (
 )
 
 __all__ = ["LEARNED_D", "POSITION_FACTOR", "SWEPT", "Finding",
-           "dimensionality_table", "findings", "geometry", "label_T", "mark_kept", "ok_runs",
+           "dimensionality_table", "findings", "fmt_T", "geometry", "mark_kept", "ok_runs",
            "per_T", "setting_keys"]

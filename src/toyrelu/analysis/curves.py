@@ -64,6 +64,7 @@ def rank_correlation(x: pd.Series, y: pd.Series) -> float:
     return float(rx.corr(ry))
 
 
-def fmt_T(value: float) -> str:
-    """T as the figures and tables write it: 30, 2,000, 500,000, or ∞."""
-    return "∞" if value == math.inf else f"{value:,.0f}"
+def fmt_T(value: float, infinity: str = "∞") -> str:
+    """T as toyrelu writes it everywhere: 30, 2,000, 500,000, or ``infinity`` for a fresh batch
+    every step (∞; the claims' sentences spell it out)."""
+    return infinity if value == math.inf else f"{value:,.0f}"

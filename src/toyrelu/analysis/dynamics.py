@@ -23,6 +23,10 @@ from toyrelu.core.config import RunConfig
 from toyrelu.core.data import SparseData
 from toyrelu.runs.store import Store, StoreError
 
+# Why a run that is not ok has no snapshots, by its status (runs.store).
+_UNTRAINED = {"failed": "the run failed",
+              "error": "the run stopped on an error; the next sweep trains it",
+              "lost": "the cluster lost the run; the next sweep trains it"}
 SUMMARY_COLUMNS = [
     "step", "W_norm", "b_norm", "features_learned", "feature_D_sum", "example_D_sum",
     "train_loss",
@@ -85,13 +89,16 @@ def load(store: Store, run_id: str) -> Trajectory:
     """The snapshots of ``run_id`` in ``store``.
 
     Raises StoreError (one line) when the store has no such run, or the run has no snapshots:
-    it was trained with ``snapshot_every = 0``, or it failed (a failed run stores none).
+    it was trained with ``snapshot_every = 0``, or it is not ok (a failed run stores none, nor
+    does one stopped by an error or lost by a cluster, which the next sweep trains).
     """
     arrays = store.arrays(run_id)
     config = RunConfig.from_dict(store.config(run_id))
     if "snapshot_W" not in arrays:
-        if store.status(run_id) != "ok":
-            raise StoreError(f"run: {run_id} has no snapshots (the run failed)")
+        status = store.status(run_id)
+        if status != "ok":
+            why = _UNTRAINED.get(str(status), "the run failed")
+            raise StoreError(f"run: {run_id} has no snapshots ({why})")
         raise StoreError(f"run: {run_id} has no snapshots (train it with --snapshot-every K)")
     X = SparseData(arrays["X_indptr"], arrays["X_indices"], arrays["X_data"],
                    config.n_features)

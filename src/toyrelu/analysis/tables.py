@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from toyrelu.analysis import procedures, regimes
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.core import metrics
 from toyrelu.core.config import field_names
 from toyrelu.runs.store import Store
@@ -162,11 +163,6 @@ def _per_T(runs: pd.DataFrame, dims: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def label_T(T: float) -> str:
-    """T as the text shows it: an integer, or ∞ for a fresh batch every step."""
-    return "∞" if T == np.inf else str(int(T))
-
-
 @dataclass(frozen=True)
 class Finding:
     """One phenomenon of the paper checked against the stored runs: the claim, toyrelu's
@@ -225,7 +221,7 @@ def _findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     p = rows.iloc[peak]
     out.append(Finding(
         "a test-loss bump in the middle regime, above both neighbours",
-        f"peak mean test loss {p.test_mean:.3g} at T = {label_T(p.n_train)} (median over seeds "
+        f"peak mean test loss {p.test_mean:.3g} at T = {fmt_T(p.n_train)} (median over seeds "
         f"{p.test_median:.3g}); neighbours {left:.3g} and {right:.3g}",
         bool(inner and p.test_mean > max(left, right) and p.test_mean > 1),
     ))
@@ -235,7 +231,7 @@ def _findings(table: pd.DataFrame, dims: pd.DataFrame) -> list[Finding]:
     top = feats[feats > LEARNED_D]
     span = f"{top.min():.2f}-{top.max():.2f}" if len(top) else "none"
     out.append(Finding(
-        f"T = {label_T(big.n_train)}: a handful of features with D well above the rest, "
+        f"T = {fmt_T(big.n_train)}: a handful of features with D well above the rest, "
         "test loss below 1",
         f"{big.learned_features:.1f} features per seed with D > {LEARNED_D} (D {span}); "
         f"mean test loss {big.test_mean:.4f}",

@@ -14,13 +14,17 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from toyrelu.cli.options import overrides
 from toyrelu.cli.parser import DamagedRuns, RunsFailed, UsageError
 from toyrelu.runs import limits
 from toyrelu.runs.presets import PRESETS, Preset
-from toyrelu.runs.resources import default_workers, resolve_device, usable_workers
+from toyrelu.runs.resources import GPU_BATCH_ROWS, default_workers, resolve_device, usable_workers
+
+# How far above an even spread of a sweep's GPU batches over a cluster's GPUs (the estimated
+# time over total / GPUs) is worth a note suggesting smaller batches.
+BALANCED = 1.1
 
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
@@ -148,6 +152,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_sensitivity(args: argparse.Namespace) -> None:
     from toyrelu.analysis import sensitivity
     from toyrelu.report import sensitivity as sensitivity_report
+    from toyrelu.report.reproduce import status_counts
+    from toyrelu.report.table import run_counts
     from toyrelu.runs.knobs import study as make_study
     from toyrelu.runs.store import Store
 
@@ -164,11 +170,17 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
             study = sensitivity.run(study, store, _executor(args, workers, device, cluster),
                                     progress=sys.stderr)
             tables, sentence, _ = sensitivity_report.write(study, store, out)
+            counts = (status_counts(store, {c.run_id for c in study.configs()})
+                      if tables.bumps.empty else {})
     if tables.bumps.empty:
-        # The sweep above stored every run, so an empty analysis means none finished.
-        raise RunsFailed(f"every run of the study failed ({len(study.configs())}), so nothing "
-                         f"is written to {out}; the reasons are in the error column of "
-                         f"toyrelu export --store {store.path}")
+        # An empty analysis: no run finished, or those that did wait for restarts stopped by
+        # errors or lost by the cluster.
+        total = len(study.configs())
+        what = (f"every run of the study failed ({total})" if counts.get("failed") == total else
+                f"no run of the study can be analysed yet ({run_counts(counts)}; the next run "
+                "trains those not finished)")
+        raise RunsFailed(f"{what}, so nothing is written to {out}; the reasons are in the error "
+                         f"column of toyrelu export --store {store.path}")
     for row in tables.ranking.itertuples(index=False):
         print(f"{row.knob:>12}  x{row.factor:<8.3g} lowest {row.lowest_value} "
               f"({row.lowest_peak:.4g}; base {row.base_peak:.4g})")
@@ -265,7 +277,8 @@ def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
     connected, its nodes' versions checked, and closed at the end (a local instance ended), or
     SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
     ``ClusterError``, a one-line input error."""
-    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time}
+    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time,
+             "--slurm-gpus": args.slurm_gpus}
     given = [name for name, value in slurm.items() if value is not None]
     if given and args.cluster != "slurm":
         raise UsageError(f"{given[0][2:]}: goes with --cluster slurm")
@@ -291,10 +304,15 @@ def _slurm(args: argparse.Namespace) -> SlurmJobs:
     time_min = 240 if args.slurm_time is None else args.slurm_time
     if time_min < 1:
         raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
+    gpus = 1 if args.slurm_gpus is None else args.slurm_gpus
+    if gpus < 1:
+        raise UsageError(f"slurm-gpus: {gpus} must be an integer >= 1 (GPUs per job)")
+    if args.slurm_gpus is not None and args.device != "cuda":
+        raise UsageError("slurm-gpus: goes with --device cuda (a CPU job holds one CPU)")
     # Beside the store: submitit's job files need a folder the nodes share, as the store's.
     where = Path(args.store).parent if getattr(args, "store", None) else _out_dir(args.out)
     jobs = SlurmJobs(where / "toyrelu-slurm", partition=args.slurm_partition,
-                     time_min=time_min)
+                     time_min=time_min, gpus=gpus, log=sys.stderr)
     jobs.check()
     return jobs
 
@@ -311,6 +329,12 @@ def _device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
                          "by itself)")
     if args.gpu_dots and device != "cuda":
         raise UsageError("gpu-dots: needs a CUDA GPU")
+    rows = args.gpu_batch_rows
+    if rows is not None and device != "cuda":
+        raise UsageError("gpu-batch-rows: needs a CUDA GPU")
+    if rows is not None and not 1 <= rows <= GPU_BATCH_ROWS:
+        raise UsageError(f"gpu-batch-rows: {rows} must be an integer from 1 to "
+                         f"{GPU_BATCH_ROWS:,} (the largest batch timed)")
     return device
 
 
@@ -320,10 +344,40 @@ def _executor(args: argparse.Namespace, workers: int, device: str,
     ``cluster`` if there is one, with the GPU batches of one GPU on "cuda"."""
     from toyrelu.runs.executors import GpuBatches, executor
 
+    rows = args.gpu_batch_rows or GPU_BATCH_ROWS
     if cluster is not None:
-        return cluster.use_gpu(GpuBatches(cells=args.gpu_cells, dots=args.gpu_dots)
-                               if device == "cuda" else None)
-    return executor(workers, device, args.gpu_cells, args.gpu_dots)
+        return cluster.use_gpu(GpuBatches(max_rows=rows, cells=args.gpu_cells,
+                                          dots=args.gpu_dots) if device == "cuda" else None)
+    return executor(workers, device, args.gpu_cells, args.gpu_dots, rows)
+
+
+def _note_few_batches(configs: list[RunConfig], rows: int, gpus: float) -> None:
+    """A note when the sweep's GPU batches of at most ``rows`` rows would keep the cluster's
+    ``gpus`` busy for more than ``BALANCED`` times the ideal (``grid.makespan``: a few large
+    batches leave GPUs idle while the last ones train), with the ``--gpu-batch-rows`` that
+    balances them (halving ``rows`` until it does, or until every batch holds one run)."""
+    from toyrelu.runs.executors import GpuBatches
+    from toyrelu.runs.grid import cost, makespan
+
+    fused = [c for c in configs if c.engine != "reference"]
+
+    def spread(rows: int) -> tuple[int, float]:
+        batches = GpuBatches(max_rows=rows).batches(fused)
+        return len(batches), makespan([sum(cost(c) for c in b) for b in batches], int(gpus))
+
+    count, ratio = spread(rows)
+    if gpus < 2 or ratio <= BALANCED:
+        return
+    smaller, (more, better) = rows, (count, ratio)
+    while better > BALANCED and more < len(fused) and smaller > 1:
+        smaller //= 2
+        more, better = spread(smaller)
+    if better < ratio:
+        print(f"toyrelu: note: {count} GPU batches keep {gpus:g} GPUs busy {ratio:.2f}x as long "
+              f"as an even spread would; --gpu-batch-rows {smaller} makes {more}, {better:.2f}x "
+              "(smaller batches fill a GPU less well, and a run's numbers change in rounding "
+              "with its batch)",
+              file=sys.stderr)
 
 
 def _out_dir(path: str) -> Path:
@@ -342,15 +396,23 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
         where = cluster.describe(device)
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
+    if cluster is not None and device == "cuda" and args.cluster != "slurm":
+        # A Ray cluster knows its GPUs; SLURM's partitions cannot be seen from here.
+        gpus = cast("RayCluster", cluster).resources().get("GPU", 0)
+        _note_few_batches(configs, args.gpu_batch_rows or GPU_BATCH_ROWS, gpus)
     from toyrelu.runs.sweep import run_sweep
 
     report = run_sweep(configs, store, _executor(args, workers, device, cluster),
                        progress=sys.stderr, retry_failed=args.retry_failed)
+    lost = f", {report.lost} lost by the cluster" * bool(report.lost)
+    retried = " (trained by the next run)" * bool(report.lost)
     again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
     print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
-          f"(retried by the next run), {report.skipped} already stored{again}", file=sys.stderr)
-    if (report.failed or report.errors) and not report.ok:
-        what = (f"every run trained failed ({report.failed})" if not report.errors else
-                f"no run trained finished ({report.failed} failed, {report.errors} errors)")
+          f"(retried by the next run), {report.skipped} already stored{lost}{retried}{again}",
+          file=sys.stderr)
+    if (report.failed or report.errors or report.lost) and not report.ok:
+        what = (f"every run trained failed ({report.failed})"
+                if not (report.errors or report.lost) else
+                f"no run trained finished ({report.failed} failed, {report.errors} errors{lost})")
         raise RunsFailed(f"{what}; the reasons are in the error column of toyrelu export "
                          f"--store {store.path}")

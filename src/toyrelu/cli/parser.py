@@ -155,7 +155,11 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm-partition", default=None, metavar="NAME",
                         help="with --cluster slurm: the partition (default: the cluster's)")
     parser.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
-                        help="with --cluster slurm: each job's time limit (default 240)")
+                        help="with --cluster slurm: each job's time limit (default 240); CPU "
+                             "jobs take as many runs as fill half of it by the cost model")
+    parser.add_argument("--slurm-gpus", type=int, default=None, metavar="K",
+                        help="with --cluster slurm and --device cuda: GPUs per job, each "
+                             "training one GPU batch (default 1)")
     parser.add_argument("--device", default="auto", metavar="|".join(DEVICES),
                         help="where to train (default: auto, a CUDA GPU when there is one)")
     parser.add_argument("--gpu-cells", action="store_true",
@@ -164,3 +168,7 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-dots", action="store_true",
                         help="on a GPU, run the dense passes as tensor-core dots (tf32x3 in "
                              "float32; the same cost per pair for every m up to 16)")
+    parser.add_argument("--gpu-batch-rows", type=int, default=None, metavar="ROWS",
+                        help="on a GPU, at most ROWS training rows per batch of runs (default "
+                             "2,000,000); smaller batches spread over more GPUs, and a run's "
+                             "numbers change in rounding with its batch")

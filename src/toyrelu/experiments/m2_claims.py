@@ -12,13 +12,13 @@ gain below 1 is scaled by 10,000 / n.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pandas as pd
 
 from toyrelu import analysis
 from toyrelu.analysis import procedures, regimes
+from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import EXCESS_FACTOR, POSITION_FACTOR, Finding
 from toyrelu.core import paper
 from toyrelu.experiments.record import Claim
@@ -190,8 +190,8 @@ def _within(ratio: float, factor: float) -> bool:
 
 
 def T_text(value: float) -> str:
-    """T as the claims write it: 2,000 or infinity."""
-    return "infinity" if value == math.inf else f"{value:,.0f}"
+    """T as the claims' sentences write it: ``fmt_T`` with infinity spelled out."""
+    return fmt_T(value, infinity="infinity")
 
 
 def _span(values: pd.Series, spec: str) -> str:

@@ -40,6 +40,7 @@ from toyrelu.experiments import RECORDS, Experiment
 from toyrelu.experiments.record import Section
 from toyrelu.report import claims as claim_table
 from toyrelu.report.layout import Failure, Report, to_html, to_markdown, verdict
+from toyrelu.report.table import run_counts
 from toyrelu.runs import outputs
 from toyrelu.runs.store import Store, StoreError
 
@@ -114,11 +115,11 @@ def collect(
     fields = [f for f in field_names() if f in runs]
     varying = [f for f in fields if runs[f].astype(str).nunique() > 1]
     shared = {f: runs[f].iloc[0] for f in fields if f not in varying}
-    counts = runs["status"].value_counts()
+    counts = runs["status"].value_counts().to_dict()
     intro = (
-        f"The {len(runs)} runs of {store.path.name} ({counts.get('ok', 0)} finished, "
-        f"{counts.get('failed', 0)} failed) reproduce the ReLU-output toy model of "
-        "*Superposition, Memorization, and Double Descent* (Henighan et al., 2023). Each row of "
+        f"The {len(runs)} runs of {store.path.name} ({run_counts(counts)}) reproduce the "
+        "ReLU-output toy model of *Superposition, Memorization, and Double Descent* (Henighan "
+        "et al., 2023). Each row of "
         "the first table is a claim of the paper with the paper's value, toyrelu's value "
         "measured from the stored runs and the verdict; every number on this page is computed "
         f"from the store. Written by toyrelu {__version__}."

@@ -37,7 +37,7 @@ def markdown(title: str, found: Sequence[Section], counts: Mapping[str, int],
     """``summary.md`` text for sections: what was run, claims checked, tables, figures; first,
     when the sections follow several training procedures, the paper's claims under each."""
     lines = [f"# {title}", "", *([intro, ""] if intro else []),
-             f"Runs: {counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed.", ""]
+             f"Runs: {table.run_counts(counts)}.", ""]
     placed = [(None, f) for section in found for f in section.findings]
     names = claims.procedures(placed)
     if len(names) > 1:

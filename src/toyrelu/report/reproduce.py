@@ -61,6 +61,7 @@ def settings(preset: Preset) -> dict[str, Any]:
 
 
 def status_counts(store: Store, run_ids: Collection[str]) -> dict[str, int]:
-    """How many of ``run_ids`` the store holds per status ("ok", "failed")."""
+    """How many of ``run_ids`` the store holds per status ("ok", "failed", "error", "lost";
+    ``toyrelu.runs.stored.STATUSES``)."""
     stored = store.runs()
     return stored[stored["run_id"].isin(list(run_ids))]["status"].value_counts().to_dict()

@@ -33,7 +33,7 @@ def markdown(
     Settings are written as Python writes them (``str``), the way ``toyrelu reproduce`` was
     given them."""
     lines = [f"# {title}", ""]
-    lines += [f"Runs: {counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed.", ""]
+    lines += [f"Runs: {tables.run_counts(counts)}.", ""]
     lines += [comparison, ""] if comparison else []
     lines += ["## Settings", "", tables.markdown(["setting", "value"],
                                                  [[k, str(v)] for k, v in settings.items()])]

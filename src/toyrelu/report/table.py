@@ -4,7 +4,8 @@ Tables are laid out by tabulate (the library behind pandas' ``DataFrame.to_markd
 formats defined here: a compact markdown pipe table (``| a | b |`` over ``|---|---|``, cells
 unpadded so that rows stay greppable) and an HTML table whose numeric cells are right-aligned.
 Every cell goes through one number format (``number``) and one escaping rule per format
-(``escape_markdown``, ``escape_html``), so a value reads the same wherever it is shown.
+(``escape_markdown``, ``escape_html``), so a value reads the same wherever it is shown; the
+runs of a store are counted in one phrase (``run_counts``) wherever they are.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def number(value: object) -> str:
             return str(int(value))
         return f"{value:.4g}"
     return str(value)
+
+
+def run_counts(counts: Mapping[str, int]) -> str:
+    """Stored runs per status (``counts``: status -> runs) as the summaries write them:
+    "12 finished, 1 failed", then the errors and the runs lost by a cluster when there are
+    some (runs.store: both are trained again by the next sweep)."""
+    text = f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed"
+    if counts.get("error"):
+        text += f", {counts['error']} errors"
+    if counts.get("lost"):
+        text += f", {counts['lost']} lost by the cluster"
+    return text
 
 
 def setting(value: object) -> str:

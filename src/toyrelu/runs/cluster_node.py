@@ -1,16 +1,22 @@
 """What a cluster node runs for ``cluster_ray.RayCluster`` and ``cluster_slurm.SlurmJobs``: the
-version check, the kernel compilation before the first run, CPU runs, and one GPU batch.
+version check, the kernel compilation before the first run, CPU runs, one GPU batch, and a
+SLURM job's GPU batches at once, one child process on each of its GPUs.
 
 Plain functions, importable without Ray: the executor wraps them as Ray tasks, and Ray's workers
 import this module by name, so every node needs toyrelu installed (the version check says
 which node has another toyrelu, torch or numba). A task returns what the store keeps (an
-``Outcome``, or a batch's list of them) through Ray's object store, never a file.
+``Outcome``, or a batch's list of them) through Ray's object store, never a file. The driver
+stores runs that a cluster lost (``lost_outcomes``) with status "lost" and the reason; they are
+not finished, so the next sweep trains them again.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import socket
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -96,11 +102,12 @@ def train_runs(expected: dict[str, str], configs: list[RunConfig]) -> list[Outco
 
 
 def lost_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
-    """"error" outcomes for runs that a cluster lost, which the next sweep trains again."""
+    """"lost" outcomes, each with ``reason``, for runs that a cluster lost (Ray's retries ran
+    out, no node could take them, their SLURM job failed); the next sweep trains them again."""
     from toyrelu.runs.training import Outcome
 
     for c in configs:
-        yield Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+        yield Outcome(c.run_id, c.to_dict(), {"status": "lost", "error": reason}, {})
 
 
 def train_batch(expected: dict[str, str], gpu: GpuBatches,
@@ -117,6 +124,59 @@ def train_batch(expected: dict[str, str], gpu: GpuBatches,
         # keeps, which a task sharing the GPU may need.
         torch.cuda.empty_cache()
     return outcomes
+
+
+def train_batches(expected: dict[str, str], gpu: GpuBatches,
+                  batches: list[list[RunConfig]]) -> list[Outcome] | Mismatch:
+    """``GpuBatches`` batches at once on the GPUs of this SLURM job, one each (``job_gpus``).
+
+    One batch trains in this process. Several train each in a child process of its own whose
+    ``CUDA_VISIBLE_DEVICES`` names one GPU: a training loop is a Python loop of kernel
+    launches, which threads of one process would slow by taking turns on its interpreter. The
+    children are spawned (a forked CUDA state is unusable) and load torch and the kernels
+    themselves. A batch is trained exactly as in one process, so its numbers are the same; a
+    child that fails or dies gives its batch's runs back lost, the other batches' are kept."""
+    mismatch = check(expected)
+    if mismatch is not None:
+        return mismatch
+    if len(batches) == 1:
+        return list(gpu.train(batches[0], lambda run_id, k: None))
+    spawn = multiprocessing.get_context("spawn")
+    devices = job_gpus(len(batches))
+    pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=_see_only, initargs=(device,))
+             for device in devices]
+    try:
+        futures = [pool.submit(_train, gpu, batch)
+                   for pool, batch in zip(pools, batches, strict=True)]
+        outcomes: list[Outcome] = []
+        for future, batch, device in zip(futures, batches, devices, strict=True):
+            try:
+                outcomes += future.result()
+            except Exception as exc:  # noqa: BLE001 - the child's error, or its death
+                first = " ".join(str(exc).split())[:300]
+                outcomes += lost_outcomes(batch, f"lost: the process of GPU {device} failed "
+                                                 f"({type(exc).__name__}: {first})")
+        return outcomes
+    finally:
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
+
+
+def job_gpus(count: int) -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` name of the GPU for each of ``count`` batches: those SLURM
+    gave the job ("3,5"), in turn, or 0 to ``count - 1`` where none are named."""
+    named = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    names = named or [str(k) for k in range(count)]
+    return [names[k % len(names)] for k in range(count)]
+
+
+def _see_only(device: str) -> None:
+    # Runs in the child before anything there touches CUDA, which reads it once.
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+
+
+def _train(gpu: GpuBatches, batch: list[RunConfig]) -> list[Outcome]:
+    return list(gpu.train(batch, lambda run_id, k: None))
 
 
 def _single_threaded() -> None:

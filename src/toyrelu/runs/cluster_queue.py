@@ -12,10 +12,11 @@ while they can take them, and their outcomes collected as the tasks finish.
   (``RayCluster.exclude``), the runs are sent again first, and every later task carries a label
   selector that keeps Ray from placing it on a node left out.
 - Faults: a task whose worker or node dies is retried ``max_retries`` times by Ray; after that
-  its runs come back as "error" outcomes whose reason starts with "lost", which the next sweep
-  trains again like any run the machine failed. So do runs that no usable node has been able to
-  take for ``node_wait_s`` (the GPU nodes are gone, or left out), which Ray would keep waiting
-  for good.
+  its runs come back as "lost" outcomes with the reason (``cluster_node.lost_outcomes``), which
+  the next sweep trains again. So do runs that no usable node has been able to take for
+  ``node_wait_s`` (the GPU nodes are gone, or left out), which Ray would keep waiting for good.
+  A task whose own code raised gives its runs back as "error" outcomes, as a dead local worker
+  does.
 """
 
 from __future__ import annotations
@@ -183,17 +184,20 @@ class TaskQueue:
         ray, retries = self.ray, self.cluster.max_retries
         try:
             value = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # toyrelu's own code raised
+        except ray.exceptions.RayTaskError as exc:
+            # toyrelu's own code raised on the node: the machine failed the runs, the cluster
+            # did not lose them.
             reason = one_line(f"task raised {exc.cause!r}")[:300]
+            return [Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
+                    for c in configs]
         except ray.exceptions.RayError as exc:
             reason = one_line(f"lost after {retries} retries: "
                               f"{type(exc).__name__}{_where(str(exc))}")
-        else:
-            if isinstance(value, OtherVersions):
-                self.cluster.exclude(value.node, value.mismatch)
-                return None
-            return [value] if isinstance(value, Outcome) else list(value)
-        return list(cluster_node.lost_outcomes(configs, reason))
+            return list(cluster_node.lost_outcomes(configs, reason))
+        if isinstance(value, OtherVersions):
+            self.cluster.exclude(value.node, value.mismatch)
+            return None
+        return [value] if isinstance(value, Outcome) else list(value)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ a node with others ends ``open``, and one that joins later is left out, named on
 its runs sent to the other nodes. ``cluster_queue`` sends the runs as tasks, one per CPU run
 or per GPU batch (``use_gpu``, so that the batches, and so the numbers, are those of one GPU),
 each holding the memory its runs need; a task whose worker or node dies is retried, and runs
-lost after that, or that no node can take for ``node_wait_s``, come back as "error" outcomes
-whose reason starts with "lost", which the next sweep trains again.
+lost after that, or that no node can take for ``node_wait_s``, come back as "lost" outcomes
+with the reason (``cluster_node.lost_outcomes``), which the next sweep trains again; a task
+whose own code raised gives its runs back as "error" outcomes, as a dead local worker does.
 
 The driver imports Ray only here (``ray_module``) and only when a cluster is opened: a missing
 Ray is a one-line ``ClusterError`` saying what to install. A local instance started here is

@@ -16,7 +16,7 @@ from toyrelu.core.config import RunConfig
 from toyrelu.core.trainer import Snapshot
 from toyrelu.runs import training, workers
 from toyrelu.runs.grid import cost
-from toyrelu.runs.resources import default_workers
+from toyrelu.runs.resources import GPU_BATCH_ROWS, default_workers
 from toyrelu.runs.training import Outcome, StepsCallback, run_one
 
 # start(config): called in the main process right before ``config`` starts training; a config
@@ -31,7 +31,8 @@ class Executor(Protocol):
     training ``config``; a config for which it returns False is skipped and gives no outcome.
     Stopping the iteration (an interrupt, ``close()``) stops the runs in flight, which give no
     outcome either. A run that fails for reasons of the machine rather than of its config (a
-    worker process that died) comes back with status "error".
+    worker process that died) comes back with status "error"; one that a cluster lost (the
+    cluster executors, ``runs.cluster_node.lost_outcomes``) with status "lost".
     """
 
     def map(self, configs: Sequence[RunConfig], on_steps: StepsCallback,
@@ -88,6 +89,11 @@ class GpuBatches:
     fill a GPU, so runs that share a ``gpu.batch_key`` (everything but the data and init) are
     stacked into one launch, up to ``max_rows`` training rows per batch.
 
+    A run's numbers depend on the runs that share its batch, in rounding only: the launch's
+    work is split from the whole batch's size (``engines.gpu.batch``). The same runs and
+    ``max_rows`` give the same batches, so every executor that trains a sweep in these batches
+    stores the same numbers; a sweep resumed with some runs stored batches the others anew.
+
     ``wall_seconds`` of a run is its batch's; ``batch_runs`` says how many runs shared it.
     Runs that keep snapshots (``snapshot_every``) keep them here too. Runs for the reference
     engine are trained one by one in this process on the CPU. With ``cells``, fixed training
@@ -95,7 +101,7 @@ class GpuBatches:
     the dense passes are the tensor-core ones (``toyrelu.engines.gpu.kernels.dots``).
     """
 
-    def __init__(self, device: str = "cuda", max_rows: int = 2_000_000, max_runs: int = 256,
+    def __init__(self, device: str = "cuda", max_rows: int = GPU_BATCH_ROWS, max_runs: int = 256,
                  cells: bool = False, dots: bool = False):
         self.device = device
         self.max_rows = max_rows
@@ -164,11 +170,11 @@ class GpuBatches:
 
 
 def executor(workers: int, device: str = "cpu", gpu_cells: bool = False,
-             gpu_dots: bool = False) -> Executor:
+             gpu_dots: bool = False, gpu_rows: int = GPU_BATCH_ROWS) -> Executor:
     """On "cuda", batched GPU training (with the split-cell step if ``gpu_cells``, the
-    tensor-core passes if ``gpu_dots``); on the CPU, in-process for one worker and local
-    processes otherwise."""
+    tensor-core passes if ``gpu_dots``, at most ``gpu_rows`` rows per batch); on the CPU,
+    in-process for one worker and local processes otherwise."""
     if device == "cuda":
-        return GpuBatches(cells=gpu_cells, dots=gpu_dots)
+        return GpuBatches(max_rows=gpu_rows, cells=gpu_cells, dots=gpu_dots)
     return InProcess() if workers <= 1 else LocalProcesses(workers)
 

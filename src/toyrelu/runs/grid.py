@@ -6,6 +6,7 @@ few largest runs) and progress bars and estimates weigh each step by its work.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -94,3 +95,13 @@ def cost(config: RunConfig) -> float:
     return (done.fused_pairs + CELLS_WORK[up_to] * done.split_pairs
             + NONZERO_PAIRS * done.nonzeros + STEP_OVERHEAD * done.feature_steps
             + RUN_OVERHEAD * done.runs) / speed
+
+
+def makespan(weights: Sequence[float], machines: int) -> float:
+    """How long ``machines`` equal machines take for jobs of ``weights``, placed largest first
+    on whichever machine is free (as a cluster's queue places its tasks), over the ideal
+    ``sum(weights) / machines``: 1.0 is a perfect balance."""
+    loads = [0.0] * max(1, machines)
+    for weight in sorted(weights, reverse=True):
+        heapq.heapreplace(loads, loads[0] + weight)
+    return max(loads) / (sum(weights) / len(loads)) if sum(weights) > 0 else 1.0

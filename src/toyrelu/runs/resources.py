@@ -22,6 +22,10 @@ def usable_workers(requested: int) -> int:
 
 DEVICES = ("auto", "cpu", "cuda")
 
+# Training rows per GPU batch by default and at most: four runs of T = 500,000, the largest
+# batch timed (docs/engines.md, "The GPU engine"); smaller batches fill the device less well.
+GPU_BATCH_ROWS = 2_000_000
+
 # The signals that stop a sweep (Ctrl-C, kill's default, a closed terminal): the command
 # line turns each into a clean stop, and the worker pool holds each back while it starts or
 # stops a worker, so the two must name the same ones.

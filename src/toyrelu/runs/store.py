@@ -5,9 +5,12 @@ A run is keyed by its ``run_id`` and holds its config (a JSON dict), its result 
 saved as an ``.npy`` blob so that dtype, shape and values round-trip exactly.
 
 A run's status is ``ok`` (trained), ``failed`` (the config itself fails: it diverged, or training
-raised) or ``error`` (the machine failed it: out of memory, a disk error, a killed worker).
-``ok`` and ``failed`` runs are finished, since the same config would end the same way; a sweep
-trains ``error`` runs again.
+raised), ``error`` (the machine failed it: out of memory, a disk error, a killed worker) or
+``lost`` (a cluster lost it: its Ray task ran out of retries or found no node, its SLURM job
+failed; the reason says which). ``ok`` and ``failed`` runs are finished, since the same config
+would end the same way; a sweep trains ``error`` and ``lost`` runs again. A store written before
+``lost`` existed holds such runs as ``error`` with a reason starting "lost", trained again all
+the same.
 
 Every ``put`` is one committed transaction (SQLite's rollback journal, ``synchronous=FULL``), so a
 writer killed at any moment leaves every previously committed run intact. Several sweeps may
@@ -159,11 +162,11 @@ class Store:
         drop its lease.
 
         ``config`` is a JSON-serialisable dict; ``result`` has a string ``status`` (``'ok'`` or
-        ``'failed'`` for a finished run, ``'error'`` for one to train again), an optional
-        ``error`` (str or None) and any scalar metrics, non-finite floats included. Config keys
-        may not be ``run_id``, ``status`` or ``error``, and metric names may not repeat config
-        keys, so that ``runs()`` has one unambiguous column per name. ``arrays`` maps names to
-        numpy arrays of any non-object dtype and shape.
+        ``'failed'`` for a finished run, ``'error'`` or ``'lost'`` for one to train again), an
+        optional ``error`` (str or None) and any scalar metrics, non-finite floats included.
+        Config keys may not be ``run_id``, ``status`` or ``error``, and metric names may not
+        repeat config keys, so that ``runs()`` has one unambiguous column per name. ``arrays``
+        maps names to numpy arrays of any non-object dtype and shape.
         """
         status, error = result.get("status"), result.get("error")
         metrics = {k: v for k, v in result.items() if k not in ("status", "error")}
@@ -200,7 +203,7 @@ class Store:
 
     def finished_ids(self) -> set[str]:
         """Ids of the runs whose status is ``'ok'`` or ``'failed'`` (a resumed sweep skips them;
-        it trains ``'error'`` runs again)."""
+        it trains ``'error'`` and ``'lost'`` runs again)."""
         return self.ids(*FINISHED)
 
     def ids(self, *statuses: str) -> set[str]:
@@ -274,7 +277,8 @@ class Store:
         """Lease ``run_id`` to this store connection before training it: True, with a lease
         written, unless the run is finished (``ok`` or ``failed``; ``ok`` only with
         ``retry_failed``; never with ``again``, for a stored run that is damaged) or a live
-        other owner leases it (``runs.store_leases``).
+        other owner leases it (``runs.store_leases``). A run stored as ``error`` or ``lost``
+        is not finished, so it is claimed again.
 
         Two sweeps that both retry failed runs may each train one failed run again, since its
         row stays ``failed`` until one of them stores it.

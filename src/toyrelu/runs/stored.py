@@ -20,7 +20,8 @@ import numpy as np
 
 from toyrelu.core.config import ConfigError, RunConfig, field_names
 
-STATUSES = ("ok", "failed", "error")
+# What each status means, and which a sweep trains again: runs.store's docstring.
+STATUSES = ("ok", "failed", "error", "lost")
 # Every trained run has these; the analyses read them from every ok row.
 LOSSES = ("train_loss", "test_loss")
 _X = ("X_indptr", "X_indices", "X_data")

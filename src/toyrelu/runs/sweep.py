@@ -3,9 +3,10 @@
 A sweep is resumable by construction: runs already finished in the store (``ok`` or ``failed``)
 are skipped, every run is committed before the next is written, and an interrupted sweep rerun
 with the same arguments picks up where it stopped; runs stored with status ``error`` (the
-machine failed them) are trained again, and so are finished runs that the store cannot read
-back (``Store.check``), each named first. Several sweeps may share a store at once: each claims a
-run right before it starts (``Store.claim``), so each run is trained by one of them.
+machine failed them) or ``lost`` (a cluster lost them) are trained again, and so are finished
+runs that the store cannot read back (``Store.check``), each named first. Several sweeps may
+share a store at once: each claims a run right before it starts (``Store.claim``), so each run
+is trained by one of them.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from toyrelu.runs.executors import Executor, InProcess
 from toyrelu.runs.grid import cost
 from toyrelu.runs.progress import Progress
 from toyrelu.runs.store import FINISHED, Store, StoreError
+from toyrelu.runs.stored import STATUSES
 
 
 @dataclass(frozen=True)
 class SweepReport:
     """Counts of one sweep call: ``skipped`` runs were finished in the store, or trained by
-    another sweep; ``errors`` were stopped by the machine and are trained again next time;
+    another sweep; ``errors`` were stopped by the machine (or came back with a status outside
+    ``runs.stored.STATUSES``, which a store without rules takes) and ``lost`` were lost by a
+    cluster executor (``cluster_node.lost_outcomes``), both trained again next time;
     ``damaged`` finished runs could not be read back, so they were trained again."""
 
     total: int
@@ -35,6 +39,7 @@ class SweepReport:
     failed: int
     errors: int = 0
     damaged: int = 0
+    lost: int = 0
 
 
 def run_sweep(
@@ -86,7 +91,7 @@ def run_sweep(
         for outcome in outcomes:
             store.put(outcome.run_id, outcome.config, outcome.metrics, outcome.arrays)
             status = outcome.metrics["status"]
-            counts[status if status in FINISHED else "error"] += 1
+            counts[status if status in STATUSES else "error"] += 1
             if bar is not None:
                 bar.on_run()
     finally:
@@ -96,7 +101,7 @@ def run_sweep(
             bar.close()
     skipped = len(configs) - len(todo) + counts["taken"]
     return SweepReport(len(configs), skipped, counts["ok"], counts["failed"], counts["error"],
-                       len(again))
+                       len(again), counts["lost"])
 
 
 def _claim(store: Store, run_id: str, retry_failed: bool, again: set[str]) -> bool:
