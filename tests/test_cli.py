@@ -25,7 +25,7 @@ import pytest
 
 from helpers import LOST_REASON, Losing, assert_close, assert_one_error_line, run_cli
 from toyrelu import cli
-from toyrelu.cli import commands, options
+from toyrelu.cli import options, placement
 from toyrelu.core.config import RunConfig, field_docs
 from toyrelu.runs import executors, sweep, training
 from toyrelu.runs.executors import GpuBatches, InProcess
@@ -558,7 +558,7 @@ def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path
     # passes and smaller batches exactly when their flags are given (the runs themselves train
     # on the CPU).
     asked: list[tuple] = []
-    monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(placement, "resolve_device", lambda device: "cuda")
     monkeypatch.setattr(executors, "executor", lambda *args: asked.append(args) or InProcess())
     where = (["--base", "smoke", "--knobs", "decay_bias", "--seeds", "0", "--out", tmp_path]
              if command == "sensitivity" else
@@ -582,7 +582,7 @@ def test_few_gpu_batches_on_a_cluster_get_a_note_with_rows_that_spread_them(
         batches = GpuBatches(max_rows=rows).batches(configs)
         return makespan([sum(cost(c) for c in b) for b in batches], 8)
 
-    commands._note_few_batches(configs, 2_000_000, 8)
+    placement._note_few_batches(configs, 2_000_000, 8)
     err = capsys.readouterr().err
     found = re.fullmatch(r"toyrelu: note: 4 GPU batches keep 8 GPUs busy 2.24x as long as an "
                          r"even spread would; --gpu-batch-rows (\d+) makes (\d+), (\S+)x "
@@ -591,11 +591,11 @@ def test_few_gpu_batches_on_a_cluster_get_a_note_with_rows_that_spread_them(
     assert found, err
     rows, count = int(found[1]), int(found[2])
     assert count == len(GpuBatches(max_rows=rows).batches(configs))
-    assert float(found[3]) == round(spread(rows), 2) <= commands.BALANCED < spread(2 * rows)
+    assert float(found[3]) == round(spread(rows), 2) <= placement.BALANCED < spread(2 * rows)
     # Balanced enough, one GPU, or nothing smaller to make: no note.
-    commands._note_few_batches(PRESETS["heatmap"].configs(), 2_000_000, 8)
-    commands._note_few_batches(configs, 2_000_000, 1)
-    commands._note_few_batches(configs[:1], 2_000_000, 8)
+    placement._note_few_batches(PRESETS["heatmap"].configs(), 2_000_000, 8)
+    placement._note_few_batches(configs, 2_000_000, 1)
+    placement._note_few_batches(configs[:1], 2_000_000, 8)
     assert capsys.readouterr().err == ""
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from helpers import assert_one_error_line, run_cli
-from toyrelu.cli import commands
+from toyrelu.cli import placement
 from toyrelu.runs import sweep
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
@@ -245,7 +245,7 @@ def test_sigterm_and_sighup_end_a_sweep_like_ctrl_c(
 def test_gpu_batch_rows_out_of_range_is_one_line(rows: str, message: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(placement, "resolve_device", lambda device: "cuda")
     store = tmp_path / "runs.sqlite"
     code, out, err = run_cli(capsys, "sweep", "--preset", "smoke", "--store", store,
                              "--gpu-batch-rows", rows)

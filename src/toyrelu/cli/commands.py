@@ -9,30 +9,20 @@ so that ``toyrelu presets`` and ``--help`` load no numerical library.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
+from toyrelu.cli import placement
 from toyrelu.cli.options import overrides
 from toyrelu.cli.parser import DamagedRuns, RunsFailed, UsageError
 from toyrelu.runs import limits
 from toyrelu.runs.presets import PRESETS, Preset
-from toyrelu.runs.resources import GPU_BATCH_ROWS, default_workers, resolve_device, usable_workers
-
-# How far above an even spread of a sweep's GPU batches over a cluster's GPUs (the estimated
-# time over total / GPUs) is worth a note suggesting smaller batches.
-BALANCED = 1.1
+from toyrelu.runs.resources import default_workers, usable_workers
 
 if TYPE_CHECKING:
+    from toyrelu.cli.placement import Cluster
     from toyrelu.core.config import RunConfig
-    from toyrelu.runs.cluster_ray import RayCluster
-    from toyrelu.runs.cluster_slurm import SlurmJobs
-
-    Cluster = RayCluster | SlurmJobs
-    from toyrelu.runs.executors import Executor
     from toyrelu.runs.knobs import Study
     from toyrelu.runs.store import Store
 
@@ -44,8 +34,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     preset = _preset(args)
     workers = _workers(args)
     out = _out_dir(args.out)
-    with _cluster(args) as cluster:
-        device = _device(args, cluster)
+    with placement.open_cluster(args, out) as cluster:
+        device = placement.device(args, cluster)
         configs = _checked(preset, workers, device, cluster)
         with Store(out / "runs.sqlite") as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
@@ -60,8 +50,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     preset = _preset(args)
     workers = _workers(args)
-    with _cluster(args) as cluster:
-        device = _device(args, cluster)
+    # SLURM's job files go beside the store: a folder the nodes share, as the store's.
+    with placement.open_cluster(args, Path(args.store).parent) as cluster:
+        device = placement.device(args, cluster)
         configs = _checked(preset, workers, device, cluster)
         with Store(args.store) as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
@@ -161,13 +152,14 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     study = make_study(args.base, knobs, args.seeds)
     workers, out = _workers(args), _out_dir(args.out)
     configs = _study_configs(study)
-    with _cluster(args) as cluster:
-        device = _device(args, cluster)
-        _check_runs(configs, workers, device, cluster)
+    with placement.open_cluster(args, out) as cluster:
+        device = placement.device(args, cluster)
+        placement.check_runs(configs, workers, device, cluster)
         with Store(out / "runs.sqlite") as store:
             print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
                   f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
-            study = sensitivity.run(study, store, _executor(args, workers, device, cluster),
+            study = sensitivity.run(study, store,
+                                    placement.executor(args, workers, device, cluster),
                                     progress=sys.stderr)
             tables, sentence, _ = sensitivity_report.write(study, store, out)
             counts = (status_counts(store, {c.run_id for c in study.configs()})
@@ -233,31 +225,10 @@ def _workers(args: argparse.Namespace) -> int:
 def _checked(preset: Preset, workers: int, device: str,
              cluster: Cluster | None = None) -> list[RunConfig]:
     """The preset's runs, counted before they are built (``Preset.configs``) and checked by
-    ``_check_runs``."""
+    ``placement.check_runs``."""
     configs = preset.configs()
-    _check_runs(configs, workers, device, cluster)
+    placement.check_runs(configs, workers, device, cluster)
     return configs
-
-
-def _check_runs(configs: list[RunConfig], workers: int, device: str,
-                cluster: Cluster | None = None) -> None:
-    """Refuse, before any store is opened, runs that no worker can train: a hidden size the
-    CPU kernels are not built for, or more memory than this machine has with ``workers`` runs
-    at once (``runs.limits``). On a Ray cluster, each task holds one run (or one GPU batch)
-    and Ray puts on a node only what fits, so the largest run must fit the node with the most
-    memory (of those with GPUs for "cuda"); a cluster with no such node yet checks none."""
-    memory, machine = None, "this machine"
-    if cluster is not None:
-        from toyrelu.runs.cluster_ray import RayCluster
-
-        if isinstance(cluster, RayCluster):
-            largest = cluster.largest_node(device)
-            workers, memory = 1, math.inf if largest is None else largest
-            machine = f"the largest node of {cluster.where}"
-    reason = limits.refusal(configs, workers=workers, device=device, memory=memory,
-                            machine=machine)
-    if reason is not None:
-        raise UsageError(reason)
 
 
 def _study_configs(study: Study) -> list[RunConfig]:
@@ -269,115 +240,6 @@ def _study_configs(study: Study) -> list[RunConfig]:
         raise UsageError(f"seeds: {len(study.seeds):,} seeds make {count:,} runs of the study "
                          f"(allowed: at most {limits.MAX_RUNS:,} runs in one sweep)")
     return study.configs()
-
-
-@contextlib.contextmanager
-def _cluster(args: argparse.Namespace) -> Iterator[Cluster | None]:
-    """The cluster of ``--cluster``, checked before any store is opened: a Ray cluster
-    connected, its nodes' versions checked, and closed at the end (a local instance ended), or
-    SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
-    ``ClusterError``, a one-line input error."""
-    slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time,
-             "--slurm-gpus": args.slurm_gpus}
-    given = [name for name, value in slurm.items() if value is not None]
-    if given and args.cluster != "slurm":
-        raise UsageError(f"{given[0][2:]}: goes with --cluster slurm")
-    if args.cluster is None:
-        yield None
-        return
-    from toyrelu.runs.cluster_ray import RayCluster, parse_address
-
-    address = None if args.cluster == "slurm" else parse_address(args.cluster)
-    if args.workers is not None:
-        raise UsageError("workers: --workers counts local processes; on a cluster every CPU "
-                         "of its nodes takes one run")
-    if args.cluster == "slurm":
-        yield _slurm(args)
-        return
-    with RayCluster(address) as cluster:
-        yield cluster
-
-
-def _slurm(args: argparse.Namespace) -> SlurmJobs:
-    from toyrelu.runs.cluster_slurm import SlurmJobs
-
-    time_min = 240 if args.slurm_time is None else args.slurm_time
-    if time_min < 1:
-        raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
-    gpus = 1 if args.slurm_gpus is None else args.slurm_gpus
-    if gpus < 1:
-        raise UsageError(f"slurm-gpus: {gpus} must be an integer >= 1 (GPUs per job)")
-    if args.slurm_gpus is not None and args.device != "cuda":
-        raise UsageError("slurm-gpus: goes with --device cuda (a CPU job holds one CPU)")
-    # Beside the store: submitit's job files need a folder the nodes share, as the store's.
-    where = Path(args.store).parent if getattr(args, "store", None) else _out_dir(args.out)
-    jobs = SlurmJobs(where / "toyrelu-slurm", partition=args.slurm_partition,
-                     time_min=time_min, gpus=gpus, log=sys.stderr)
-    jobs.check()
-    return jobs
-
-
-def _device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
-    """The device of ``--device``, here or on the ``cluster``'s nodes."""
-    try:
-        device = (resolve_device(args.device) if cluster is None else
-                  cluster.resolve_device(args.device))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.gpu_cells and device != "cuda":
-        raise UsageError("gpu-cells: needs a CUDA GPU (the CPU engine takes its split-cell step "
-                         "by itself)")
-    if args.gpu_dots and device != "cuda":
-        raise UsageError("gpu-dots: needs a CUDA GPU")
-    rows = args.gpu_batch_rows
-    if rows is not None and device != "cuda":
-        raise UsageError("gpu-batch-rows: needs a CUDA GPU")
-    if rows is not None and not 1 <= rows <= GPU_BATCH_ROWS:
-        raise UsageError(f"gpu-batch-rows: {rows} must be an integer from 1 to "
-                         f"{GPU_BATCH_ROWS:,} (the largest batch timed)")
-    return device
-
-
-def _executor(args: argparse.Namespace, workers: int, device: str,
-              cluster: Cluster | None = None) -> Executor:
-    """Where the runs train, with the GPU options of ``parser._add_device_options``: the
-    ``cluster`` if there is one, with the GPU batches of one GPU on "cuda"."""
-    from toyrelu.runs.executors import GpuBatches, executor
-
-    rows = args.gpu_batch_rows or GPU_BATCH_ROWS
-    if cluster is not None:
-        return cluster.use_gpu(GpuBatches(max_rows=rows, cells=args.gpu_cells,
-                                          dots=args.gpu_dots) if device == "cuda" else None)
-    return executor(workers, device, args.gpu_cells, args.gpu_dots, rows)
-
-
-def _note_few_batches(configs: list[RunConfig], rows: int, gpus: float) -> None:
-    """A note when the sweep's GPU batches of at most ``rows`` rows would keep the cluster's
-    ``gpus`` busy for more than ``BALANCED`` times the ideal (``grid.makespan``: a few large
-    batches leave GPUs idle while the last ones train), with the ``--gpu-batch-rows`` that
-    balances them (halving ``rows`` until it does, or until every batch holds one run)."""
-    from toyrelu.runs.executors import GpuBatches
-    from toyrelu.runs.grid import cost, makespan
-
-    fused = [c for c in configs if c.engine != "reference"]
-
-    def spread(rows: int) -> tuple[int, float]:
-        batches = GpuBatches(max_rows=rows).batches(fused)
-        return len(batches), makespan([sum(cost(c) for c in b) for b in batches], int(gpus))
-
-    count, ratio = spread(rows)
-    if gpus < 2 or ratio <= BALANCED:
-        return
-    smaller, (more, better) = rows, (count, ratio)
-    while better > BALANCED and more < len(fused) and smaller > 1:
-        smaller //= 2
-        more, better = spread(smaller)
-    if better < ratio:
-        print(f"toyrelu: note: {count} GPU batches keep {gpus:g} GPUs busy {ratio:.2f}x as long "
-              f"as an even spread would; --gpu-batch-rows {smaller} makes {more}, {better:.2f}x "
-              "(smaller batches fill a GPU less well, and a run's numbers change in rounding "
-              "with its batch)",
-              file=sys.stderr)
 
 
 def _out_dir(path: str) -> Path:
@@ -396,13 +258,10 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
         where = cluster.describe(device)
     print(f"toyrelu: preset {preset.name}: {len(configs)} runs into {store.path}, {where}",
           file=sys.stderr)
-    if cluster is not None and device == "cuda" and args.cluster != "slurm":
-        # A Ray cluster knows its GPUs; SLURM's partitions cannot be seen from here.
-        gpus = cast("RayCluster", cluster).resources().get("GPU", 0)
-        _note_few_batches(configs, args.gpu_batch_rows or GPU_BATCH_ROWS, gpus)
+    placement.note_few_batches(configs, args, device, cluster)
     from toyrelu.runs.sweep import run_sweep
 
-    report = run_sweep(configs, store, _executor(args, workers, device, cluster),
+    report = run_sweep(configs, store, placement.executor(args, workers, device, cluster),
                        progress=sys.stderr, retry_failed=args.retry_failed)
     lost = f", {report.lost} lost by the cluster" * bool(report.lost)
     retried = " (trained by the next run)" * bool(report.lost)
