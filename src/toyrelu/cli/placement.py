@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from toyrelu.cli.parser import UsageError
 from toyrelu.runs import limits
-from toyrelu.runs.resources import GPU_BATCH_ROWS, resolve_device
+from toyrelu.runs.resources import GPU_BATCH_ROWS, known_device, resolve_device
 
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
@@ -100,7 +100,7 @@ def device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
     """The device of ``--device``, here or on the ``cluster``'s nodes."""
     try:
         device = (resolve_device(args.device) if cluster is None else
-                  cluster.resolve_device(args.device))
+                  cluster.resolve_device(known_device(args.device)))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.gpu_cells and device != "cuda":

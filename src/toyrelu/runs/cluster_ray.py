@@ -22,6 +22,7 @@ every Ray of the machine, other users' too (``cluster_procs``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import secrets
@@ -64,12 +65,17 @@ def parse_address(spec: str) -> str | None:
                        "ray:HOST:PORT or slurm)")
 
 
-def ray_module() -> Any:
+def optional_module(name: str, install: str) -> Any:
+    """The cluster engine ``name`` (ray, submitit), imported now; a ``ClusterError`` saying to
+    run ``install`` when it is missing."""
     try:
-        import ray
+        return importlib.import_module(name)
     except ImportError:
-        raise ClusterError(f"cluster: ray is not installed; {INSTALL}") from None
-    return ray
+        raise ClusterError(f"cluster: {name} is not installed; {install}") from None
+
+
+def ray_module() -> Any:
+    return optional_module("ray", INSTALL)
 
 
 class RayCluster:
@@ -187,10 +193,9 @@ class RayCluster:
         return dict(ray_module().cluster_resources())
 
     def resolve_device(self, device: str) -> str:
-        """"cpu" or "cuda" for ``--device`` on this cluster: "auto" takes the GPUs when the
-        cluster has some; "cuda" on a cluster without one is a ``ClusterError``."""
-        if device not in ("auto", "cpu", "cuda"):
-            raise ClusterError(f"device: {device!r} must be one of auto, cpu, cuda")
+        """"cpu" or "cuda" for a known ``--device`` (``resources.known_device``) on this
+        cluster: "auto" takes the GPUs when the cluster has some; "cuda" on a cluster without
+        one is a ``ClusterError``."""
         gpus = self.resources().get("GPU", 0)
         if device == "cuda" and not gpus:
             raise ClusterError(f"device: cuda was requested but {self.where} has no GPU")

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_jobs, cluster_node
-from toyrelu.runs.cluster_ray import ClusterError
+from toyrelu.runs.cluster_ray import ClusterError, optional_module
 from toyrelu.runs.executors import GpuBatches, StartCallback
 from toyrelu.runs.training import Outcome, StepsCallback
 
@@ -38,11 +38,7 @@ POLL_S = 2.0  # how often the driver looks at its jobs (and renews the store's l
 
 
 def submitit_module() -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise ClusterError(f"cluster: submitit is not installed; {INSTALL}") from None
-    return submitit
+    return optional_module("submitit", INSTALL)
 
 
 class SlurmJobs:
@@ -74,9 +70,8 @@ class SlurmJobs:
         return self
 
     def resolve_device(self, device: str) -> str:
-        """"cuda" only when asked for: the nodes of a partition cannot be seen from here."""
-        if device not in ("auto", "cpu", "cuda"):
-            raise ClusterError(f"device: {device!r} must be one of auto, cpu, cuda")
+        """"cuda" only when asked for (a known ``--device``, ``resources.known_device``): the
+        nodes of a partition cannot be seen from here."""
         return "cuda" if device == "cuda" else "cpu"
 
     def describe(self, device: str) -> str:

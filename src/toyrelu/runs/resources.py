@@ -32,12 +32,17 @@ GPU_BATCH_ROWS = 2_000_000
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def known_device(device: str) -> str:
+    """``device`` if it is one of ``DEVICES``; ValueError (one line) otherwise."""
+    if device not in DEVICES:
+        raise ValueError(f"device: {device!r} must be one of {', '.join(DEVICES)}")
+    return device
+
+
 def resolve_device(device: str) -> str:
     """"cpu" or "cuda" for a requested device; "auto" takes a usable CUDA GPU when there is
     one. Raises ValueError (one line) for an unknown name or a GPU that is not there."""
-    if device not in DEVICES:
-        raise ValueError(f"device: {device!r} must be one of {', '.join(DEVICES)}")
-    if device == "cpu":
+    if known_device(device) == "cpu":
         return "cpu"
     from toyrelu.engines import gpu
 
