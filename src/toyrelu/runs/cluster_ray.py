@@ -87,6 +87,8 @@ class RayCluster:
     Runs that no node can take for ``node_wait_s`` seconds (the GPU nodes are gone) come
     back lost rather than waiting for good; a cluster that grows meanwhile takes them.
     ``open`` connects (``map`` does when it was not called, and then closes at its end).
+    A ``map`` stopped early cancels its tasks in flight on a cluster joined by address; on a
+    local instance started here, they end with the instance at ``close``.
     """
 
     def __init__(self, address: str | None = None, *, max_retries: int = 3,
@@ -230,10 +232,15 @@ class RayCluster:
             yield from TaskQueue(self, ray_module(), start, pending).run(cpu_runs, batches,
                                                                         on_steps)
         finally:
-            ray = ray_module()
-            for ref in pending:
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+            # Tasks still in flight are cancelled on a cluster joined by address. A local
+            # instance started here ends with ``close``, its tasks with it; cancelling them first
+            # can race a task finishing meanwhile, which aborts the driver inside Ray's core
+            # ("Tried to complete task that was not pending") instead of ending it cleanly.
+            if self._owner is None:
+                ray = ray_module()
+                for ref in pending:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
             if opened_here:
                 self.close()
 
