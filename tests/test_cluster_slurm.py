@@ -137,29 +137,53 @@ def test_jobs_of_two_gpus_train_a_batch_on_each_and_store_the_in_process_numbers
 
 
 class FailingBatches(GpuBatches):
-    """GPU batches whose training fails for a batch that holds seed 1."""
+    """GPU batches whose training raises for a batch that holds seed 1, and whose process dies
+    for one that holds seed 2."""
 
     def train(self, batch: list[RunConfig], on_steps: Any) -> Any:
         if any(c.seed == 1 for c in batch):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if any(c.seed == 2 for c in batch):
+            os._exit(1)
         return super().train(batch, on_steps)
 
 
-def test_a_failed_gpu_process_loses_its_batch_and_keeps_the_others() -> None:
+def test_a_gpu_process_that_raises_or_dies_stops_its_batch_alone() -> None:
     gpu = FailingBatches(device=gpu_batches().device)
-    batches = [[GPU_BASE.replace(n_train=3, seed=s)] for s in (0, 1)]
+    batches = [[GPU_BASE.replace(n_train=3, seed=s)] for s in (0, 1, 2)]
     outcomes = cluster_node.train_batches(cluster_node.versions(), gpu, batches)
     assert isinstance(outcomes, list)
-    assert [o.metrics["status"] for o in outcomes] == ["ok", "lost"]
+    # Raised: the machine failed the runs (as on Ray); died: the cluster lost them.
+    assert [o.metrics["status"] for o in outcomes] == ["ok", "error", "lost"]
+    gpus = cluster_node.job_gpus(3)
     assert outcomes[1].metrics["error"] == (
-        f"lost: the process of GPU {cluster_node.job_gpus(2)[1]} failed (RuntimeError: CUDA "
-        "error: an illegal memory access was encountered)")
+        f"the process of GPU {gpus[1]} raised RuntimeError: CUDA error: an illegal memory "
+        "access was encountered")
+    assert outcomes[2].metrics["error"].startswith(
+        f"lost: the process of GPU {gpus[2]} died (")
     assert [o.run_id for o in outcomes] == [b[0].run_id for b in batches]
     # The batch that trained in its child has the numbers of training it here, bit for bit.
     (here,) = GpuBatches(device=gpu.device).train(batches[0], lambda run_id, k: None)
     assert drop_time(outcomes[0].metrics) == drop_time(here.metrics)
     assert outcomes[0].arrays.keys() == here.arrays.keys()
     assert all(np.array_equal(outcomes[0].arrays[k], here.arrays[k]) for k in here.arrays)
+
+
+def test_a_job_whose_code_raises_stores_its_runs_as_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job's process unpickles FailingBatches from this file.
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+    recording = Recording(tmp_path / "jobs")
+    jobs = SlurmJobs(tmp_path / "jobs", executor=recording).use_gpu(
+        FailingBatches(device=gpu_batches().device, max_rows=20))
+    runs = [GPU_BASE.replace(n_train=3, seed=1)]
+    with Store(tmp_path / "e.sqlite") as store:
+        report = run_sweep(runs, store, jobs)
+        assert (report.errors, report.lost) == (1, 0)
+        assert list(store.runs()["error"]) == [
+            f"SLURM job {recording.jobs[0].job_id} raised RuntimeError: CUDA error: an illegal "
+            "memory access was encountered"]
 
 
 def drop_time(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -272,17 +296,22 @@ def test_a_job_sbatch_refuses_ends_the_sweep_in_one_line(tmp_path: Path, capsys,
 
 
 class Refusing(Recording):
-    """Refuses its second submission once, as SLURM does when the queued jobs reach a limit."""
+    """Refuses its second submission once, as SLURM does when the queued jobs reach a limit,
+    and keeps how many of the jobs it took had ended at each submission tried."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.ended_at_try: list[int] = []
 
     def submit(self, *args: Any) -> Any:
-        if len(self.jobs) == 1 and not getattr(self, "refused", False):
-            self.refused = True
+        self.ended_at_try.append(sum(job.done() for job in self.jobs))
+        if len(self.jobs) == 1 and len(self.ended_at_try) == 2:
             raise submitit.core.utils.FailedJobError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
         return super().submit(*args)
 
 
-def test_a_job_refused_while_others_are_queued_is_submitted_again(tmp_path: Path,
-                                                                  cpu_store: Path) -> None:
+def test_a_job_refused_while_others_are_queued_is_submitted_again_once_one_ends(
+        tmp_path: Path, cpu_store: Path) -> None:
     log = io.StringIO()
     refusing = Refusing(tmp_path)
     jobs = SlurmJobs(tmp_path / "jobs", max_runs_per_job=2, log=log, executor=refusing)
@@ -290,9 +319,22 @@ def test_a_job_refused_while_others_are_queued_is_submitted_again(tmp_path: Path
     with Store(path) as store:
         report = run_sweep(RUNS, store, jobs)
     assert (report.ok, report.lost, report.errors) == (4, 0, 0) and len(refusing.jobs) == 2
+    # Tried once more, after the first job ended, not at every look at the queue; said once.
+    assert refusing.ended_at_try == [0, 0, 1]
+    assert log.getvalue().count("toyrelu: note:") == 1
     assert ("toyrelu: note: cluster: SLURM did not take a job (sbatch: error: "
             "QOSMaxSubmitJobPerUserLimit); trying again as queued jobs end\n") in log.getvalue()
     assert_same_runs(path, cpu_store)
+
+
+def test_runs_another_sweep_holds_are_skipped_and_no_job_is_submitted(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with Store(path) as other:
+        assert all(other.claim(c.run_id) for c in RUNS)
+        recording = Recording(tmp_path / "jobs")
+        with Store(path) as store:
+            report = run_sweep(RUNS, store, SlurmJobs(tmp_path / "jobs", executor=recording))
+        assert (report.ok, report.skipped) == (0, len(RUNS)) and recording.jobs == []
 
 
 def test_slurm_without_srun_is_named_before_any_store(tmp_path: Path, capsys,

@@ -17,6 +17,7 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -103,11 +104,28 @@ def train_runs(expected: dict[str, str], configs: list[RunConfig]) -> list[Outco
 
 def lost_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
     """"lost" outcomes, each with ``reason``, for runs that a cluster lost (Ray's retries ran
-    out, no node could take them, their SLURM job failed); the next sweep trains them again."""
+    out, no node could take them, their SLURM job or GPU process died); the next sweep trains
+    them again."""
+    return _untrained(configs, "lost", reason)
+
+
+def error_outcomes(configs: Sequence[RunConfig], reason: str) -> Iterator[Outcome]:
+    """"error" outcomes, each with ``reason``, for runs whose task raised on its node (toyrelu's
+    own code, out of GPU memory, say): the machine failed them, as it fails a run in a local
+    worker, and the next sweep trains them again."""
+    return _untrained(configs, "error", reason)
+
+
+def _untrained(configs: Sequence[RunConfig], status: str, reason: str) -> Iterator[Outcome]:
     from toyrelu.runs.training import Outcome
 
     for c in configs:
-        yield Outcome(c.run_id, c.to_dict(), {"status": "lost", "error": reason}, {})
+        yield Outcome(c.run_id, c.to_dict(), {"status": status, "error": reason}, {})
+
+
+def one_line(message: object, limit: int | None = None) -> str:
+    """``message`` on one line (its whitespace runs made single spaces), cut to ``limit``."""
+    return " ".join(str(message).split())[:limit]
 
 
 def train_batch(expected: dict[str, str], gpu: GpuBatches,
@@ -135,7 +153,8 @@ def train_batches(expected: dict[str, str], gpu: GpuBatches,
     launches, which threads of one process would slow by taking turns on its interpreter. The
     children are spawned (a forked CUDA state is unusable) and load torch and the kernels
     themselves. A batch is trained exactly as in one process, so its numbers are the same; a
-    child that fails or dies gives its batch's runs back lost, the other batches' are kept."""
+    child that raises gives its batch's runs back as errors, one that dies gives them back lost;
+    the other batches' are kept."""
     mismatch = check(expected)
     if mismatch is not None:
         return mismatch
@@ -152,10 +171,12 @@ def train_batches(expected: dict[str, str], gpu: GpuBatches,
         for future, batch, device in zip(futures, batches, devices, strict=True):
             try:
                 outcomes += future.result()
-            except Exception as exc:  # noqa: BLE001 - the child's error, or its death
-                first = " ".join(str(exc).split())[:300]
-                outcomes += lost_outcomes(batch, f"lost: the process of GPU {device} failed "
-                                                 f"({type(exc).__name__}: {first})")
+            except BrokenProcessPool as exc:  # the child died: killed, or its node's GPU lost
+                outcomes += lost_outcomes(batch, f"lost: the process of GPU {device} died "
+                                                 f"({one_line(exc, 300)})")
+            except Exception as exc:  # noqa: BLE001 - the child raised, as a local worker can
+                outcomes += error_outcomes(batch, f"the process of GPU {device} raised "
+                                                  f"{type(exc).__name__}: {one_line(exc, 300)}")
         return outcomes
     finally:
         for pool in pools:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_node, limits
+from toyrelu.runs.cluster_node import one_line
 from toyrelu.runs.executors import GpuBatches, StartCallback
 from toyrelu.runs.training import Outcome, StepsCallback
 
@@ -187,9 +188,8 @@ class TaskQueue:
         except ray.exceptions.RayTaskError as exc:
             # toyrelu's own code raised on the node: the machine failed the runs, the cluster
             # did not lose them.
-            reason = one_line(f"task raised {exc.cause!r}")[:300]
-            return [Outcome(c.run_id, c.to_dict(), {"status": "error", "error": reason}, {})
-                    for c in configs]
+            return list(cluster_node.error_outcomes(
+                configs, one_line(f"task raised {exc.cause!r}", 300)))
         except ray.exceptions.RayError as exc:
             reason = one_line(f"lost after {retries} retries: "
                               f"{type(exc).__name__}{_where(str(exc))}")
@@ -243,7 +243,3 @@ def _where(message: str) -> str:
               ("worker", r"Worker ID: (\w+)"), ("pid", r"Worker PID: (\d+)"))
              if (m := re.search(pattern, message))]
     return f" ({', '.join(found)})" if found else f" ({message.strip()[:200]})"
-
-
-def one_line(message: object) -> str:
-    return " ".join(str(message).split())

@@ -34,7 +34,8 @@ from typing import Any
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_node, cluster_procs
-from toyrelu.runs.cluster_queue import Pending, TaskQueue, one_line
+from toyrelu.runs.cluster_node import one_line
+from toyrelu.runs.cluster_queue import Pending, TaskQueue
 from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_jobs, cluster_node
+from toyrelu.runs.cluster_node import one_line
 from toyrelu.runs.cluster_ray import ClusterError, optional_module
 from toyrelu.runs.executors import GpuBatches, StartCallback
 from toyrelu.runs.training import Outcome, StepsCallback
@@ -159,8 +160,10 @@ class SlurmJobs:
              ) -> Iterator[Outcome]:
         todo = list(reversed(jobs))
         refused: list[cluster_jobs.Job] = []  # claimed, but SLURM took them not yet
+        waiting = False  # SLURM refused a job: none is submitted until a queued one ends
+        noted = False
         while todo or refused or pending:
-            while (todo or refused) and len(pending) < self.max_jobs:
+            while (todo or refused) and len(pending) < self.max_jobs and not waiting:
                 job = refused.pop() if refused else self._accepted(todo.pop(), start)
                 if job is None:
                     continue
@@ -170,17 +173,21 @@ class SlurmJobs:
                     if not pending:
                         raise
                     # A limit on queued jobs, say: submitted again once a queued job ends.
-                    if self.log is not None and not refused:
+                    if self.log is not None and not noted:
                         print(f"toyrelu: note: {exc}; trying again as queued jobs end",
                               file=self.log)
+                    noted = waiting = True
                     refused.append(job)
                     break
                 pending[submitted] = job.configs
+            if not pending:
+                continue  # another sweep holds every run left to send
             done = [job for job in pending if job.done()]
             if not done:
                 on_steps(next(iter(pending.values()))[0].run_id, 0)  # renews the leases
                 time.sleep(POLL_S)
             for job in done:
+                waiting = False
                 configs = pending.pop(job)
                 for outcome in self._collect(job, configs):
                     on_steps(outcome.run_id, next(c.steps for c in configs
@@ -201,7 +208,7 @@ class SlurmJobs:
                 return self._executor(job).submit(cluster_node.train_runs, self.expected,
                                                   job.configs)
         except Exception as exc:  # noqa: BLE001 - sbatch's refusals come as several types
-            why = " ".join(str(exc).split())[:300] or type(exc).__name__
+            why = one_line(exc, 300) or type(exc).__name__
             raise ClusterError(f"cluster: SLURM did not take a job ({why})") from None
 
     @staticmethod
@@ -214,12 +221,21 @@ class SlurmJobs:
         return cluster_jobs.Job(batches, job.gpu) if batches else None
 
     def _collect(self, job: Any, configs: list[RunConfig]) -> list[Outcome]:
+        failed = submitit_module().core.utils.FailedJobError
         try:
             value = job.result()
-        except Exception as exc:  # noqa: BLE001 - submitit's errors: the job failed or vanished
-            first = " ".join(str(exc).split())[:300]
-            return list(cluster_node.lost_outcomes(configs, f"lost: SLURM job {job.job_id} "
-                                      f"({type(exc).__name__}: {first})"))
+        except failed as exc:
+            # The job's own code raised (out of GPU memory, say): the machine failed the runs,
+            # as Ray's tasks and local workers report it. submitit quotes the trace, whose
+            # last line names the error.
+            trace = [line for line in str(exc).split("\n") if line.strip(" -")]
+            last = next((line for line in reversed(trace) if ":" in line and not
+                         line.startswith(("You can check", "or at paths", "  - "))), "")
+            return list(cluster_node.error_outcomes(
+                configs, one_line(f"SLURM job {job.job_id} raised {last.strip()}", 300)))
+        except Exception as exc:  # noqa: BLE001 - the job died, ran out of time, vanished
+            return list(cluster_node.lost_outcomes(configs, one_line(
+                f"lost: SLURM job {job.job_id} ({type(exc).__name__}: {exc})", 300)))
         if isinstance(value, cluster_node.Mismatch):
             raise ClusterError(cluster_node.describe(value, self.expected))
         return list(value)
