@@ -5,6 +5,7 @@ Called in process through ``toyrelu.cli.main``, as in test_cli.py."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from helpers import assert_one_error_line, run_cli
 from toyrelu.cli import placement
-from toyrelu.runs import sweep
+from toyrelu.runs import limits, sweep
+from toyrelu.runs.executors import GpuBatches
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
@@ -251,3 +253,31 @@ def test_gpu_batch_rows_out_of_range_is_one_line(rows: str, message: str, tmp_pa
                              "--gpu-batch-rows", rows)
     assert (code, out) == (2, "") and not store.exists()
     assert err.startswith(f"toyrelu: error: {message}") and err.count("\n") == 1, err
+
+
+def test_a_gpu_batch_that_does_not_fit_in_memory_names_the_rows_that_fit(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The paper preset's largest batch (four runs of T = 500,000) is drawn on the host at once:
+    # with 2 GiB, halving the rows gives the largest value whose batches fit.
+    configs, memory = PRESETS["paper"].configs(), 2 * 2**30
+
+    def largest(rows: int) -> float:
+        return max(limits.task_bytes(b, "cuda")
+                   for b in GpuBatches(max_rows=rows).batches(configs))
+
+    reason = placement._batch_refusal(configs, 2_000_000, memory, "this machine")
+    found = re.fullmatch(r"gpu-batch-rows: the largest GPU batch of up to 2,000,000 rows needs "
+                         r"(.+) of host memory, more than the 2 GiB of this machine \(allowed: "
+                         r"--gpu-batch-rows <= (\d+) here\)", reason or "")
+    assert found, reason
+    assert found[1] == limits.format_bytes(largest(2_000_000))
+    rows = int(found[2])
+    assert largest(rows) <= memory < largest(2 * rows)
+    assert placement._batch_refusal(configs, rows, memory, "this machine") is None
+    # On the command line: one line, exit code 2, no store.
+    monkeypatch.setattr(placement, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(limits, "machine_memory", lambda: memory)
+    store = tmp_path / "runs.sqlite"
+    code, out, err = run_cli(capsys, "sweep", "--preset", "paper", "--store", store)
+    assert (code, out) == (2, "") and not store.exists()
+    assert err == f"toyrelu: error: {reason}\n"

@@ -36,7 +36,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     out = _out_dir(args.out)
     with placement.open_cluster(args, out) as cluster:
         device = placement.device(args, cluster)
-        configs = _checked(preset, workers, device, cluster)
+        configs = _checked(preset, workers, device, cluster, args.gpu_batch_rows)
         with Store(out / "runs.sqlite") as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
             found = reproduce.write(preset, store, out)
@@ -53,7 +53,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     # SLURM's job files go beside the store: a folder the nodes share, as the store's.
     with placement.open_cluster(args, Path(args.store).parent) as cluster:
         device = placement.device(args, cluster)
-        configs = _checked(preset, workers, device, cluster)
+        configs = _checked(preset, workers, device, cluster, args.gpu_batch_rows)
         with Store(args.store) as store:
             _sweep(preset, configs, store, args, workers, device, cluster)
 
@@ -154,7 +154,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     configs = _study_configs(study)
     with placement.open_cluster(args, out) as cluster:
         device = placement.device(args, cluster)
-        placement.check_runs(configs, workers, device, cluster)
+        placement.check_runs(configs, workers, device, cluster, args.gpu_batch_rows)
         with Store(out / "runs.sqlite") as store:
             print(f"toyrelu: sensitivity around the {args.base} base: {len(study.knobs)} knobs, "
                   f"{len(study.configs())} runs into {store.path}", file=sys.stderr)
@@ -222,12 +222,12 @@ def _workers(args: argparse.Namespace) -> int:
     return workers
 
 
-def _checked(preset: Preset, workers: int, device: str,
-             cluster: Cluster | None = None) -> list[RunConfig]:
+def _checked(preset: Preset, workers: int, device: str, cluster: Cluster | None = None,
+             rows: int | None = None) -> list[RunConfig]:
     """The preset's runs, counted before they are built (``Preset.configs``) and checked by
     ``placement.check_runs``."""
     configs = preset.configs()
-    placement.check_runs(configs, workers, device, cluster)
+    placement.check_runs(configs, workers, device, cluster, rows)
     return configs
 
 

@@ -32,12 +32,14 @@ BALANCED = 1.1
 
 
 def check_runs(configs: list[RunConfig], workers: int, device: str,
-               cluster: Cluster | None = None) -> None:
+               cluster: Cluster | None = None, rows: int | None = None) -> None:
     """Refuse, before any store is opened, runs that no worker can train: a hidden size the
     CPU kernels are not built for, or more memory than this machine has with ``workers`` runs
     at once (``runs.limits``). On a Ray cluster, each task holds one run (or one GPU batch)
     and Ray puts on a node only what fits, so the largest run must fit the node with the most
-    memory (of those with GPUs for "cuda"); a cluster with no such node yet checks none."""
+    memory (of those with GPUs for "cuda"); a cluster with no such node yet checks none. On
+    "cuda", the largest GPU batch of at most ``rows`` rows (``--gpu-batch-rows``, default
+    ``GPU_BATCH_ROWS``) must fit too (``_batch_refusal``)."""
     memory, machine = None, "this machine"
     if cluster is not None:
         from toyrelu.runs.cluster_ray import RayCluster
@@ -48,8 +50,37 @@ def check_runs(configs: list[RunConfig], workers: int, device: str,
             machine = f"the largest node of {cluster.where}"
     reason = limits.refusal(configs, workers=workers, device=device, memory=memory,
                             machine=machine)
+    if reason is None and device == "cuda":
+        reason = _batch_refusal(configs, rows or GPU_BATCH_ROWS,
+                                memory or limits.machine_memory(), machine)
     if reason is not None:
         raise UsageError(reason)
+
+
+def _batch_refusal(configs: list[RunConfig], rows: int, memory: float,
+                   machine: str) -> str | None:
+    """Why the largest GPU batch of at most ``rows`` rows cannot be held in ``memory`` bytes
+    (a batch's runs are drawn on the host together, ``limits.task_bytes``), with the
+    ``--gpu-batch-rows`` that fits (halving ``rows``) when one does; None when it fits."""
+    from toyrelu.runs.executors import GpuBatches
+
+    fused = [c for c in configs if c.engine != "reference"]
+
+    def largest(rows: int) -> float:
+        return max((limits.task_bytes(b, "cuda") for b in GpuBatches(max_rows=rows)
+                    .batches(fused)), default=0.0)
+
+    need = largest(rows)
+    if need <= memory:
+        return None
+    fits = rows
+    while fits > 1 and largest(fits) > memory:
+        fits //= 2
+    hint = (f" (allowed: --gpu-batch-rows <= {fits} here)" if largest(fits) <= memory
+            else "")
+    return (f"gpu-batch-rows: the largest GPU batch of up to {rows:,} rows needs "
+            f"{limits.format_bytes(need)} of host memory, more than the "
+            f"{limits.format_bytes(memory)} of {machine}{hint}")
 
 
 @contextlib.contextmanager
@@ -57,7 +88,12 @@ def open_cluster(args: argparse.Namespace, folder: Path) -> Iterator[Cluster | N
     """The cluster of ``--cluster``, checked before any store is opened: a Ray cluster
     connected, its nodes' versions checked, and closed at the end (a local instance ended), or
     SLURM's jobs; None without ``--cluster``. A cluster that cannot take the sweep raises
-    ``ClusterError``, a one-line input error."""
+    ``ClusterError``, a one-line input error. The options that need no cluster to be judged
+    are judged first, so that a wrong one costs no connection."""
+    rows = args.gpu_batch_rows
+    if rows is not None and not 1 <= rows <= GPU_BATCH_ROWS:
+        raise UsageError(f"gpu-batch-rows: {rows} must be an integer from 1 to "
+                         f"{GPU_BATCH_ROWS:,} (the largest batch timed)")
     slurm = {"--slurm-partition": args.slurm_partition, "--slurm-time": args.slurm_time,
              "--slurm-gpus": args.slurm_gpus}
     given = [name for name, value in slurm.items() if value is not None]
@@ -70,8 +106,8 @@ def open_cluster(args: argparse.Namespace, folder: Path) -> Iterator[Cluster | N
 
     address = None if args.cluster == "slurm" else parse_address(args.cluster)
     if args.workers is not None:
-        raise UsageError("workers: --workers counts local processes; on a cluster every CPU "
-                         "of its nodes takes one run")
+        raise UsageError("workers: --workers counts local processes; on a cluster the "
+                         "cluster's CPUs (Ray) or jobs (SLURM) train the runs")
     if args.cluster == "slurm":
         yield _slurm(args, folder)
         return
@@ -108,12 +144,8 @@ def device(args: argparse.Namespace, cluster: Cluster | None = None) -> str:
                          "by itself)")
     if args.gpu_dots and device != "cuda":
         raise UsageError("gpu-dots: needs a CUDA GPU")
-    rows = args.gpu_batch_rows
-    if rows is not None and device != "cuda":
+    if args.gpu_batch_rows is not None and device != "cuda":
         raise UsageError("gpu-batch-rows: needs a CUDA GPU")
-    if rows is not None and not 1 <= rows <= GPU_BATCH_ROWS:
-        raise UsageError(f"gpu-batch-rows: {rows} must be an integer from 1 to "
-                         f"{GPU_BATCH_ROWS:,} (the largest batch timed)")
     return device
 
 

@@ -139,12 +139,17 @@ class TaskQueue:
         return out
 
     def _give_up(self, kind: str) -> Iterator[Outcome]:
-        """Lost outcomes for the runs of ``kind`` that were claimed, which no node has taken
-        for ``node_wait_s``; the others are dropped: not started, so not claimed, the next
-        sweep trains them as missing runs."""
-        self.fresh[kind].clear()
+        """Lost outcomes for the runs of ``kind``, which no node has taken for ``node_wait_s``:
+        those in flight or given back, and those not sent yet that ``start`` claims now (one
+        another sweep holds is left to it), so that every run of the sweep is counted and
+        stored with the reason."""
         lost = list(self.again[kind])
         self.again[kind].clear()
+        for configs in self.fresh[kind]:
+            claimed = [c for c in configs if self.start is None or self.start(c)]
+            if claimed:
+                lost.append(claimed)
+        self.fresh[kind].clear()
         for ref in [r for r, k in self.kinds.items() if k == kind]:
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)

@@ -233,9 +233,9 @@ def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float
     ratios = {attr: getattr(sizes, attr) / v for attr, v in fits.items() if v is not None}
     attr = max(ratios, key=lambda a: ratios[a]) if ratios else grows[0]
     name = _field(config, attr)
-    need = f"about {_bytes(parts[part])} for {part}"
+    need = f"about {format_bytes(parts[part])} for {part}"
     if workers > 1:
-        need += f" ({_bytes(sweep_bytes(sizes, workers))} with {workers} workers at once)"
+        need += f" ({format_bytes(sweep_bytes(sizes, workers))} with {workers} workers at once)"
     if attr in ratios:
         others = [_field(config, a) for a in grows if a != attr] + list(quoted)
         at = ", ".join(f"{f}={_number(getattr(config, f))}" for f in others)
@@ -248,7 +248,7 @@ def _memory_message(config: RunConfig, sizes: Sizes, workers: int, memory: float
         if fewer:
             allowed += f", or {fewer} worker{'s' if fewer > 1 else ''} as given"
     return (f"{name}: {_number(getattr(config, name))} needs {need}; {machine} has "
-            f"{_bytes(memory)} (allowed: {allowed})")
+            f"{format_bytes(memory)} (allowed: {allowed})")
 
 
 def _largest_fitting(sizes: Sizes, attr: str, workers: int, memory: float) -> float | None:
@@ -298,7 +298,7 @@ def _real(count: float) -> float:
         return math.inf
 
 
-def _bytes(count: float) -> str:
+def format_bytes(count: float) -> str:
     """A byte count in binary units, three significant digits: 23.5 GiB."""
     if not math.isfinite(count):
         return "∞ bytes"
