@@ -549,7 +549,7 @@ def test_restarts_store_every_initialisation_and_mark_the_kept_one(
     ("sweep", ["--gpu-cells", "--gpu-dots"]), ("reproduce", ["--gpu-cells"]),
     ("reproduce", ["--gpu-dots"]), ("sensitivity", ["--gpu-cells"]),
     ("sensitivity", ["--gpu-dots"]), ("sweep", ["--gpu-batch-rows", "1000"]),
-    ("reproduce", ["--gpu-batch-rows", "1"]), ("sensitivity", ["--gpu-batch-rows", "2000000"]),
+    ("reproduce", ["--gpu-batch-rows", "1"]), ("sensitivity", ["--gpu-batch-rows", "1500000"]),
 ])
 def test_gpu_options_reach_the_executor(command: str, flags: list[str], tmp_path: Path,
                                         capsys: pytest.CaptureFixture,
