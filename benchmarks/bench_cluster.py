@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3_000)
     parser.add_argument("--repeats", type=int, default=2,
                         help="sweeps per executor, alternating which goes first")
-    parser.add_argument("--max-rows", default="2000000,1000000,500000",
+    parser.add_argument("--max-rows", default="2000000,500000,250000,125000",
                         help="comma list of GpuBatches.max_rows for the scheduling table")
     parser.add_argument("--scheduling-only", action="store_true",
                         help="print the GPU scheduling table alone (no Ray, seconds)")

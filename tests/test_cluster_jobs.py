@@ -1,9 +1,12 @@
-"""How SLURM jobs are cut (toyrelu.runs.cluster_jobs): CPU runs fill half the time limit by the
-cost model, largest first, a capped number to a job; GPU batches K to a job, neighbours in cost;
-the memory a job asks for covers what it holds; runs estimated past the limit are named; a job's
-batches are spread over the GPUs SLURM names. No training, no submitit."""
+"""How SLURM jobs are cut (toyrelu.runs.cluster_jobs): CPU runs fill, by the cost model, the
+shorter of JOB_MINUTES and half the time limit, largest first, a capped number to a job; GPU
+batches K to a job, neighbours in cost; the memory a job asks for covers what it holds; runs
+estimated past the limit are named; a job's batches are spread over the GPUs SLURM names. No
+training, no submitit."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -104,11 +107,13 @@ def test_runs_estimated_past_the_time_limit_are_named_once_per_setting() -> None
     assert cpu_seconds(PAPER) / 60 == pytest.approx(452.2, abs=0.05)
     configs = [PAPER.replace(seed=s) for s in range(3)] + [PAPER.replace(n_train=10_000)]
     assert cluster_jobs.over_time(configs, 240) == [
-        "toyrelu: warning: 3 runs at T=500000, m=2 are estimated at 453 min each on one CPU (of "
-        "the cost model's machine), over the 240 min of --slurm-time: their jobs may run out of "
-        "time; a longer --slurm-time avoids it"]
+        "toyrelu: warning: 3 runs at T = 500,000, m = 2 are estimated at 453 min each on one CPU "
+        "(of the cost model's machine), over the 240 min of --slurm-time: their jobs may run out "
+        "of time; a longer --slurm-time avoids it"]
     assert cluster_jobs.over_time(configs[:1], 60)[0].startswith(
-        "toyrelu: warning: a run at T=500000, m=2 is estimated at 453 min on one CPU")
+        "toyrelu: warning: a run at T = 500,000, m = 2 is estimated at 453 min on one CPU")
+    assert cluster_jobs.over_time([PAPER.replace(n_train=math.inf)], 1)[0].startswith(
+        "toyrelu: warning: a run at T = ∞, m = 2 is estimated at ")
     assert cluster_jobs.over_time(configs, 453) == []
     many = [PAPER.replace(n_hidden=m) for m in range(2, 14)]
     lines = cluster_jobs.over_time(many, 60)

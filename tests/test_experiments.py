@@ -400,7 +400,7 @@ def test_sparsity_onsets_and_finding():
 def test_rank_correlation_and_fmt_T():
     assert shared.rank_correlation([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
     assert math.isnan(shared.rank_correlation([1, 2], [5, 5]))
-    assert [shared.fmt_T(T) for T in (30, 2_000.0, math.inf)] == ["30", "2,000", "∞"]
+    assert [analysis.fmt_T(T) for T in (30, 2_000.0, math.inf)] == ["30", "2,000", "∞"]
 
 
 # ------------------------------------------------------------------------------- figures

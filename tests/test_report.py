@@ -32,6 +32,7 @@ from toyrelu.experiments import double_descent
 from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import build as report
 from toyrelu.report.layout import display_width, markdown_html, md, verdict
+from toyrelu.report.table import run_counts
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.store import Store
 
@@ -290,7 +291,7 @@ def test_runs_lost_or_stopped_are_counted_listed_with_their_reason_and_left_out_
     page, warnings, _ = write_report(tmp_path, None, store_copy)
     assert warnings == []  # every section was built from the ok runs
     [intro] = [p for p in page.find_all("p") if "intro" in p.classes()]
-    assert intro.text().startswith("The 10 runs of copy.sqlite (8 finished, 0 failed, 1 errors, "
+    assert intro.text().startswith("The 10 runs of copy.sqlite (8 finished, 0 failed, 1 error, "
                                    "1 lost by the cluster) reproduce ")
     header, rows = table_rows(table_by_caption(page.by_id("settings"), "Each run"))
     cells = {r[0].text(): {h: c.text() for h, c in zip(header, r, strict=True)} for r in rows}
@@ -303,6 +304,14 @@ def test_runs_lost_or_stopped_are_counted_listed_with_their_reason_and_left_out_
     code, out, _ = run_cli(capsys, "check", "--store", store_copy)
     assert (code, out) == (0, f"toyrelu: 10 runs in {store_copy}, none damaged\n")
 
+
+
+def test_run_counts_writes_one_error_and_several_errors() -> None:
+    assert run_counts({"ok": 12, "failed": 1}) == "12 finished, 1 failed"
+    assert run_counts({"ok": 3, "error": 1, "lost": 1}) == (
+        "3 finished, 0 failed, 1 error, 1 lost by the cluster")
+    assert run_counts({"ok": 3, "error": 2, "lost": 2}) == (
+        "3 finished, 0 failed, 2 errors, 2 lost by the cluster")
 
 def test_m2_section_has_captioned_figures_the_per_T_table_and_its_settings(built: dict) -> None:
     part = built["page"].by_id("part-1")

@@ -8,7 +8,6 @@ sensitivity study) and ``dynamics`` (one run's snapshots). Each experiment's own
 claims are in its record, ``toyrelu.experiments``.
 """
 
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import (
     LEARNED_D,
     POSITION_FACTOR,
@@ -22,6 +21,7 @@ from toyrelu.analysis.tables import (
     per_T,
     setting_keys,
 )
+from toyrelu.core.config import fmt_T
 
 __all__ = ["LEARNED_D", "POSITION_FACTOR", "SWEPT", "Finding",
            "dimensionality_table", "findings", "fmt_T", "geometry", "mark_kept", "ok_runs",

@@ -16,7 +16,7 @@ import pandas as pd
 from toyrelu.analysis import procedures, regimes
 from toyrelu.analysis.regimes import holds_from
 
-__all__ = ["TREND", "bumps", "curves", "fmt_T", "holds_from", "rank_correlation"]
+__all__ = ["TREND", "bumps", "curves", "holds_from", "rank_correlation"]
 
 # A rank correlation at least this large counts as "grows with" (at most its negative, as
 # "shrinks with"): a clear trend over a coarse grid of 4-5 values.
@@ -62,9 +62,3 @@ def rank_correlation(x: pd.Series, y: pd.Series) -> float:
     if rx.nunique() < 2 or ry.nunique() < 2:
         return math.nan
     return float(rx.corr(ry))
-
-
-def fmt_T(value: float, infinity: str = "∞") -> str:
-    """T as toyrelu writes it everywhere: 30, 2,000, 500,000, or ``infinity`` for a fresh batch
-    every step (∞; the claims' sentences spell it out)."""
-    return infinity if value == math.inf else f"{value:,.0f}"

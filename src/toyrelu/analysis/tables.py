@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from toyrelu.analysis import procedures, regimes
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.core import metrics
-from toyrelu.core.config import field_names
+from toyrelu.core.config import field_names, fmt_T
 from toyrelu.runs.store import Store
 
 # A feature counts as learned (a spoke of the pentagon) above this dimensionality; unlearned

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from toyrelu.cli.options import FieldValues, add_overrides
+from toyrelu.runs.cluster_jobs import JOB_MINUTES, MAX_RUNS_PER_JOB, TIME_SHARE
 from toyrelu.runs.knobs import BASES, KNOB_NAMES
 from toyrelu.runs.presets import PRESETS
 from toyrelu.runs.resources import DEVICES
@@ -155,8 +156,10 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slurm-partition", default=None, metavar="NAME",
                         help="with --cluster slurm: the partition (default: the cluster's)")
     parser.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
-                        help="with --cluster slurm: each job's time limit (default 240); CPU "
-                             "jobs take as many runs as fill half of it by the cost model")
+                        help="with --cluster slurm: each job's time limit (default 240); a CPU "
+                             "job takes runs until their time estimated by the cost model would "
+                             f"pass the shorter of {JOB_MINUTES:g} minutes and "
+                             f"{TIME_SHARE:.0%}% of the limit, {MAX_RUNS_PER_JOB} runs at most")
     parser.add_argument("--slurm-gpus", type=int, default=None, metavar="K",
                         help="with --cluster slurm and --device cuda: GPUs per job, each "
                              "training one GPU batch (default 1)")

@@ -3,7 +3,8 @@
 Every setting docs/experiment.md marks "our default" is a field here, so it is stored with each
 run and can be swept. A config round-trips through a plain dict (``to_dict`` / ``from_dict``) and
 its hash (``run_id``) is the run's identity in the store. ``field_docs`` gives each field's
-documentation (the command line's help) and ``CHOICES`` the values of the string fields.
+documentation (the command line's help), ``CHOICES`` the values of the string fields and
+``fmt_T`` the one way T is written.
 """
 
 from __future__ import annotations
@@ -202,6 +203,12 @@ class RunConfig:
         }
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def fmt_T(value: float, infinity: str = "∞") -> str:
+    """T (``n_train``) as toyrelu writes it everywhere: 30, 2,000, 500,000, or ``infinity`` for
+    a fresh batch every step (∞; the claims' sentences spell it out)."""
+    return infinity if value == math.inf else f"{value:,.0f}"
 
 
 def field_names() -> list[str]:

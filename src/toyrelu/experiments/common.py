@@ -13,9 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from toyrelu.analysis import curves
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import Finding
-from toyrelu.core.config import field_names
+from toyrelu.core.config import field_names, fmt_T
 from toyrelu.experiments.record import Experiment, Section
 from toyrelu.figures import axes as fx
 from toyrelu.figures.base import save

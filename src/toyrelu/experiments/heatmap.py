@@ -19,9 +19,10 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FuncFormatter
 
 from toyrelu.analysis import curves, regimes
-from toyrelu.analysis.curves import TREND, fmt_T, rank_correlation
+from toyrelu.analysis.curves import TREND, rank_correlation
 from toyrelu.analysis.tables import POSITION_FACTOR, Finding
 from toyrelu.core import paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.common import COLUMNS, about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
 from toyrelu.figures import axes as fx

@@ -18,9 +18,9 @@ import pandas as pd
 
 from toyrelu import analysis
 from toyrelu.analysis import procedures, regimes
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import EXCESS_FACTOR, POSITION_FACTOR, Finding
 from toyrelu.core import paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.record import Claim
 
 # Where the paper's large T starts, in multiples of the bump's T (10k = 5 x 2k).

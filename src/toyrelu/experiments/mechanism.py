@@ -19,10 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from toyrelu.analysis import mechanism, procedures, regimes
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.tables import Finding
 from toyrelu.analysis.tail import LONG, TAIL_LOSS
-from toyrelu.core.config import LOSS_REDUCTIONS
+from toyrelu.core.config import LOSS_REDUCTIONS, fmt_T
 from toyrelu.experiments.common import about, shown
 from toyrelu.experiments.record import Experiment, Section, grouped, repeated_data
 from toyrelu.figures.base import save

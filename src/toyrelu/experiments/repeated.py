@@ -17,10 +17,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from numpy.typing import NDArray
 
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.regimes import holds_from
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import metrics, paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
 from toyrelu.figures.axes import plain_log_y, series_colors

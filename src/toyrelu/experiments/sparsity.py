@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.axes import Axes
 
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.regimes import holds_from
 from toyrelu.analysis.tables import POSITION_FACTOR, Finding, learned_features
 from toyrelu.core import paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.common import about, new_figure, shown
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
 from toyrelu.figures.axes import plain_log_y, series_colors

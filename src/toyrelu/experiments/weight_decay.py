@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from toyrelu.analysis.curves import TREND, fmt_T, rank_correlation
+from toyrelu.analysis.curves import TREND, rank_correlation
 from toyrelu.analysis.tables import Finding
 from toyrelu.core import paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.common import sweep_section
 from toyrelu.experiments.record import Claim, Experiment, Section, grouped, repeated_data
 from toyrelu.runs.store import Store

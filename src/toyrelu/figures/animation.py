@@ -26,6 +26,7 @@ from PIL import Image
 from toyrelu import figures
 from toyrelu.analysis import dynamics
 from toyrelu.analysis.dynamics import Frame, Trajectory
+from toyrelu.core.config import fmt_T
 from toyrelu.runs import outputs
 
 FORMATS = (".gif", ".mp4")
@@ -74,8 +75,8 @@ def movie_writer(out: str | Path, fps: int) -> mpl_animation.AbstractMovieWriter
 def title(trajectory: Trajectory, frame: Frame) -> str:
     """``T = 5, seed 0: step 300 of 1,000, train loss 0.412`` (the loss when computed)."""
     config = trajectory.config
-    T = "\u221e" if config.infinite else f"{int(config.n_train):,}"
-    text = f"T = {T}, seed {config.seed}: step {frame.step:,} of {config.steps:,}"
+    text = (f"T = {fmt_T(config.n_train)}, seed {config.seed}: "
+            f"step {frame.step:,} of {config.steps:,}")
     if not math.isnan(frame.train_loss):
         text += f", train loss {frame.train_loss:.4g}"
     return text

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from toyrelu.analysis import procedures
+from toyrelu.core.config import fmt_T
 from toyrelu.runs.outputs import atomic
 
 T_LABEL = "training set size $T$"
@@ -203,13 +204,14 @@ def geometry_grid(
     entries = sorted(geometry, key=lambda entry: entry[0])
     for T, W, _ in entries:
         if W.shape[0] != 2:
-            raise ValueError(f"geometry_grid needs n_hidden = 2, got W of shape {W.shape} at T={T}")
+            raise ValueError(f"geometry_grid needs n_hidden = 2, got W of shape {W.shape} "
+                             f"at T = {fmt_T(T)}")
     fig = Figure(figsize=(1.75 * len(entries) + 0.5, 3.9), layout="constrained")
     axes = fig.subplots(2, len(entries), squeeze=False)
     for j, (T, W, H) in enumerate(entries):
         plot_features(axes[0, j], W, style=style)
         plot_hidden(axes[1, j], H, style=style)
-        axes[0, j].set_title("T = ∞" if T == float("inf") else f"T = {int(T):,}")
+        axes[0, j].set_title(f"T = {fmt_T(T)}")
     axes[0, 0].set_ylabel("features $W_i$")
     axes[1, 0].set_ylabel("hidden vectors $h_t$")
     if title:

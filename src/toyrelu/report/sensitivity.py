@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from toyrelu.analysis.curves import fmt_T
 from toyrelu.analysis.sensitivity import (
     ONSET_FEATURES,
     Tables,
@@ -26,6 +25,7 @@ from toyrelu.analysis.sensitivity import (
 )
 from toyrelu.analysis.tables import LEARNED_D, Finding
 from toyrelu.core import paper
+from toyrelu.core.config import fmt_T
 from toyrelu.experiments.record import Figure, Section
 from toyrelu.report import table
 from toyrelu.runs import outputs
@@ -52,7 +52,7 @@ def markdown(study: Study, tables: Tables, sentence: str, figures: Sequence[str]
     """sensitivity.md: the setting, the verdict, the ranking and the per-value table."""
     b = study.base
     lines = [f"# Sensitivity of the bump: {b.name} base", "", b.description + ".", "",
-             f"T = {', '.join(f'{T:,}' for T in b.n_train)}; seeds "
+             f"T = {', '.join(fmt_T(T) for T in b.n_train)}; seeds "
              f"{', '.join(map(str, study.seeds))}; knobs varied one at a time around the base "
              f"(every other setting as in the base).", "", "## Verdict", "", sentence, "",
              "## Knobs ranked by their effect on the bump's height", "",
@@ -178,11 +178,11 @@ def section(store: Store, out: Path) -> Section | None:
         findings=[Finding(
             "some setting the paper leaves open gives its bump height with generalization at "
             "its place (one knob varied at a time)", measured, not matches.empty,
-            paper=f"{paper.BUMP_PEAK} near T = {found.base.paper_peak_T:,}, generalization from "
-                  f"T ~ {found.base.paper_onset_T:,} at this scale")],
+            paper=f"{paper.BUMP_PEAK} near T = {fmt_T(found.base.paper_peak_T)}, "
+                  f"generalization from T ~ {fmt_T(found.base.paper_onset_T)} at this scale")],
         settings={"base": found.base.name, "knobs": ", ".join(k.name for k in found.knobs),
                   "seeds": ", ".join(map(str, found.seeds)),
-                  "T": ", ".join(f"{T:,}" for T in found.base.n_train)},
+                  "T": ", ".join(fmt_T(T) for T in found.base.n_train)},
     )
 
 

@@ -47,7 +47,7 @@ def run_counts(counts: Mapping[str, int]) -> str:
     some (runs.store: both are trained again by the next sweep)."""
     text = f"{counts.get('ok', 0)} finished, {counts.get('failed', 0)} failed"
     if counts.get("error"):
-        text += f", {counts['error']} errors"
+        text += f", {counts['error']} error{'s' * (counts['error'] != 1)}"
     if counts.get("lost"):
         text += f", {counts['lost']} lost by the cluster"
     return text

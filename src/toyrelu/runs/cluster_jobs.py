@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from toyrelu.core.config import RunConfig
+from toyrelu.core.config import RunConfig, fmt_T
 from toyrelu.runs.grid import cost
 from toyrelu.runs.limits import MARGIN, PROCESS_BYTES, Sizes, result_bytes, run_bytes
 from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND
@@ -141,14 +141,14 @@ def over_time(configs: Sequence[RunConfig], time_min: float) -> list[str]:
     for config in configs:
         seconds = cpu_seconds(config)
         if seconds > time_min * 60.0:
-            key = (f"{config.n_train:g}", config.n_hidden, math.ceil(seconds / 60.0))
+            key = (fmt_T(config.n_train), config.n_hidden, math.ceil(seconds / 60.0))
             found[key] = found.get(key, 0) + 1
     ordered = sorted(found.items(), key=lambda kv: -kv[0][2])
     lines = []
     for (T, m, minutes), count in ordered[:MAX_WARNINGS]:
-        runs, jobs = ((f"{count} runs at T={T}, m={m} are estimated at {minutes} min each",
+        runs, jobs = ((f"{count} runs at T = {T}, m = {m} are estimated at {minutes} min each",
                        "their jobs") if count > 1 else
-                      (f"a run at T={T}, m={m} is estimated at {minutes} min", "its job"))
+                      (f"a run at T = {T}, m = {m} is estimated at {minutes} min", "its job"))
         lines.append(f"toyrelu: warning: {runs} on one CPU (of the cost model's machine), over "
                      f"the {time_min:g} min of --slurm-time: {jobs} may run out of time; a "
                      "longer --slurm-time avoids it")

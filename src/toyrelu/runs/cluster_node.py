@@ -2,12 +2,14 @@
 version check, the kernel compilation before the first run, CPU runs, one GPU batch, and a
 SLURM job's GPU batches at once, one child process on each of its GPUs.
 
-Plain functions, importable without Ray: the executor wraps them as Ray tasks, and Ray's workers
-import this module by name, so every node needs toyrelu installed (the version check says
-which node has another toyrelu, torch or numba). A task returns what the store keeps (an
-``Outcome``, or a batch's list of them) through Ray's object store, never a file. The driver
-stores runs that a cluster lost (``lost_outcomes``) with status "lost" and the reason; they are
-not finished, so the next sweep trains them again.
+Plain functions, importable without Ray or submitit: the Ray executor wraps them as Ray tasks,
+and Ray's workers import this module by name, as a SLURM job's Python does, so every node needs
+toyrelu installed (the version check says which node has another toyrelu, torch or numba). A
+Ray task returns what the store keeps (an ``Outcome``, or a batch's list of them) through Ray's
+object store, never a file; a SLURM job returns it through the result file submitit writes into
+the job folder that the driver and the nodes share. The driver stores runs that a cluster lost
+(``lost_outcomes``) with status "lost" and the reason; they are not finished, so the next sweep
+trains them again.
 """
 
 from __future__ import annotations
