@@ -266,12 +266,13 @@ def _sweep(preset: Preset, configs: list[RunConfig], store: Store, args: argpars
     lost = f", {report.lost} lost by the cluster" * bool(report.lost)
     retried = " (trained by the next run)" * bool(report.lost)
     again = f", {report.damaged} damaged in the store and trained again" * bool(report.damaged)
-    print(f"toyrelu: {report.ok} finished, {report.failed} failed, {report.errors} errors "
+    errors = f"{report.errors} error{'s' * (report.errors != 1)}"
+    print(f"toyrelu: {report.ok} finished, {report.failed} failed, {errors} "
           f"(retried by the next run), {report.skipped} already stored{lost}{retried}{again}",
           file=sys.stderr)
     if (report.failed or report.errors or report.lost) and not report.ok:
         what = (f"every run trained failed ({report.failed})"
                 if not (report.errors or report.lost) else
-                f"no run trained finished ({report.failed} failed, {report.errors} errors{lost})")
+                f"no run trained finished ({report.failed} failed, {errors}{lost})")
         raise RunsFailed(f"{what}; the reasons are in the error column of toyrelu export "
                          f"--store {store.path}")

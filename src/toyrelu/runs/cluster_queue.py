@@ -3,8 +3,9 @@ while they can take them, and their outcomes collected as the tasks finish.
 
 - CPU runs: one task per run holding one CPU and the memory the run needs
   (``limits.task_bytes``, so that Ray puts no more runs on a node than fit), sent in the order
-  given (largest first), at most as many at once as the usable nodes have CPUs, so that a run
-  is claimed in the store (``start``) right before it can start.
+  given (largest first), at most as many at once as the usable nodes have CPUs: a run is
+  claimed in the store (``start``) when its task is sent, which may still wait in Ray for a
+  node's memory.
 - GPU batches: one task per batch holding ``gpus_per_batch`` GPUs and the host memory of its
   runs; Ray places them on nodes with GPUs only.
 - Nodes with other versions: every task checks its node before it trains. One that finds other
