@@ -12,7 +12,7 @@ import pytest
 
 from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_jobs, cluster_node
-from toyrelu.runs.cluster_jobs import Job, cpu_jobs, cpu_seconds, gpu_jobs, job_bytes, mem_gb
+from toyrelu.runs.cluster_jobs import Job, cpu_jobs, gpu_jobs, job_bytes, mem_gb, run_seconds
 from toyrelu.runs.grid import cost
 from toyrelu.runs.limits import MARGIN, PROCESS_BYTES, Sizes, result_bytes, run_bytes
 
@@ -25,7 +25,7 @@ PAPER = RunConfig(n_features=10_000, n_hidden=2, sparsity=0.999, steps=50_000, n
 
 
 def test_a_cpu_job_takes_the_next_runs_while_they_fill_half_the_time_limit() -> None:
-    time_min = 2.5 * cpu_seconds(max(RUNS, key=cost)) / 60
+    time_min = 2.5 * run_seconds(max(RUNS, key=cost)) / 60
     budget = cluster_jobs.TIME_SHARE * time_min * 60
     assert cluster_jobs.job_seconds(time_min) == budget  # a short limit: half of it
     jobs = cpu_jobs(RUNS, time_min)
@@ -33,16 +33,16 @@ def test_a_cpu_job_takes_the_next_runs_while_they_fill_half_the_time_limit() -> 
     assert len(jobs) > 2 and all(not job.gpu and job.cpus == 1 for job in jobs)
     # Every run once, largest first, in jobs of consecutive runs.
     assert [c for job in runs for c in job] == sorted(RUNS, key=cost, reverse=True)
-    assert all(sum(map(cpu_seconds, job)) <= budget for job in runs)
+    assert all(sum(map(run_seconds, job)) <= budget for job in runs)
     # Next fit: each job stopped where its next run would have passed the budget.
     for job, following in zip(runs, runs[1:], strict=False):
-        assert sum(map(cpu_seconds, job)) + cpu_seconds(following[0]) > budget
+        assert sum(map(run_seconds, job)) + run_seconds(following[0]) > budget
 
 
 def test_a_run_over_the_share_has_a_job_of_its_own_and_a_job_holds_at_most_max_runs() -> None:
-    time_min = 1.5 * cpu_seconds(max(RUNS, key=cost)) / 60  # the largest fill 2/3 of it
+    time_min = 1.5 * run_seconds(max(RUNS, key=cost)) / 60  # the largest fill 2/3 of it
     budget = cluster_jobs.TIME_SHARE * time_min * 60
-    over = [c for c in RUNS if cpu_seconds(c) > budget]
+    over = [c for c in RUNS if run_seconds(c) > budget]
     jobs = cpu_jobs(RUNS, time_min)
     assert len(over) == 2  # the two seeds of the largest setting
     assert [job.configs for job in jobs if set(job.configs) & set(over)] == [[c] for c in over]
@@ -59,7 +59,7 @@ def test_a_long_time_limit_still_cuts_jobs_of_job_minutes() -> None:
     assert cluster_jobs.job_seconds(10) == 300
     six = [c for c in (BASE.replace(n_train=10_000, steps=s) for s in range(150_000, 250_000,
                                                                            1_000))
-           if 350 < cpu_seconds(c) <= 400][0]
+           if 350 < run_seconds(c) <= 400][0]
     runs = [six.replace(seed=s) for s in range(20)]
     assert [len(job.configs) for job in cpu_jobs(runs, 240)] == [3] * 6 + [2]
     assert [job.configs for job in cpu_jobs([PAPER, *runs[:2]], 240)][0] == [PAPER]
@@ -104,7 +104,7 @@ def test_runs_estimated_past_the_time_limit_are_named_once_per_setting() -> None
     # PAPER's cost: 2.5e14 (example, feature) pairs in the split-cell step at 0.74, 2.5e11
     # nonzeros at 63, 5e8 feature-steps at 62 and the run's 3.5e8: 2.0078e14 pairs of the fused
     # step at m = 2, at 7.4e9 a second 27,133 s = 452.2 min.
-    assert cpu_seconds(PAPER) / 60 == pytest.approx(452.2, abs=0.05)
+    assert run_seconds(PAPER) / 60 == pytest.approx(452.2, abs=0.05)
     configs = [PAPER.replace(seed=s) for s in range(3)] + [PAPER.replace(n_train=10_000)]
     assert cluster_jobs.over_time(configs, 240) == [
         "toyrelu: warning: 3 runs at T = 500,000, m = 2 are estimated at 453 min each on one CPU "

@@ -103,7 +103,7 @@ def test_jobs_store_the_in_process_numbers(tmp_path: Path, cpu_store: Path,
         assert run_sweep(RUNS, store, jobs).ok == len(RUNS)
     assert_same_runs(tmp_path / "cpu.sqlite", cpu_store)
     # Two jobs of two runs each, one CPU each; the line names them and the longest estimate.
-    longest = max(sum(map(cluster_jobs.cpu_seconds, job.configs)) for job in jobs.plan(RUNS))
+    longest = max(sum(map(cluster_jobs.run_seconds, job.configs)) for job in jobs.plan(RUNS))
     assert log.getvalue() == (f"toyrelu: 4 runs to train in 2 SLURM jobs: 2 of CPU runs (the "
                               f"longest estimated at {longest:.1f} s on one CPU)\n")
     mem = cluster_jobs.mem_gb(jobs.plan(RUNS)[0])

@@ -1,7 +1,7 @@
 """How ``cluster_slurm.SlurmJobs`` cuts a sweep's runs into SLURM jobs, and what each job asks
 SLURM for.
 
-- CPU runs, largest first, fill a job until its estimated time on one CPU (``cpu_seconds``, the
+- CPU runs, largest first, fill a job until its estimated time on one CPU (``run_seconds``, the
   cost model of ``runs.grid``) would pass ``JOB_MINUTES`` or ``TIME_SHARE`` of the time limit,
   whichever is shorter, or until it holds ``MAX_RUNS_PER_JOB`` runs; a run alone over that gets
   a job of its own. A job that ran out of time would fail the same way every time the sweep is
@@ -70,7 +70,7 @@ class Job:
         return sum(cost(c) for c in self.configs)
 
 
-def cpu_seconds(config: RunConfig) -> float:
+def run_seconds(config: RunConfig) -> float:
     """A run's estimated time on one CPU core: its ``grid.cost`` at ``CPU_PAIRS_PER_SECOND``."""
     return cost(config) / CPU_PAIRS_PER_SECOND
 
@@ -84,7 +84,7 @@ def job_seconds(time_min: float) -> float:
 def cpu_jobs(configs: Sequence[RunConfig], time_min: float,
              max_runs: int = MAX_RUNS_PER_JOB) -> list[Job]:
     """The CPU runs of ``configs`` in jobs, largest first: each job takes the next runs while
-    its summed ``cpu_seconds`` stays within ``job_seconds(time_min)`` and it holds at most
+    its summed ``run_seconds`` stays within ``job_seconds(time_min)`` and it holds at most
     ``max_runs``, with at least one run (next fit, decreasing: with the runs sorted, each job
     but the last is filled to within the size of its own smallest run)."""
     budget = job_seconds(time_min)
@@ -92,7 +92,7 @@ def cpu_jobs(configs: Sequence[RunConfig], time_min: float,
     current: list[RunConfig] = []
     seconds = 0.0
     for config in sorted(configs, key=cost, reverse=True):
-        need = cpu_seconds(config)
+        need = run_seconds(config)
         if current and (seconds + need > budget or len(current) == max_runs):
             jobs.append(tuple(current))
             current, seconds = [], 0.0
@@ -129,7 +129,7 @@ def mem_gb(job: Job) -> int:
 
 
 def over_time(configs: Sequence[RunConfig], time_min: float) -> list[str]:
-    """One line per setting of CPU runs whose own ``cpu_seconds`` is over ``time_min`` minutes,
+    """One line per setting of CPU runs whose own ``run_seconds`` is over ``time_min`` minutes,
     naming T and m, the estimate and the number of such runs (seeds share a line), longest
     first; past ``MAX_WARNINGS`` settings, one line counts the rest.
 
@@ -139,7 +139,7 @@ def over_time(configs: Sequence[RunConfig], time_min: float) -> list[str]:
     the limit comes back lost, and the line has said which and what time it would need."""
     found: dict[tuple[str, int, int], int] = {}
     for config in configs:
-        seconds = cpu_seconds(config)
+        seconds = run_seconds(config)
         if seconds > time_min * 60.0:
             key = (fmt_T(config.n_train), config.n_hidden, math.ceil(seconds / 60.0))
             found[key] = found.get(key, 0) + 1

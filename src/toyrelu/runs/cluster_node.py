@@ -136,7 +136,7 @@ def train_batch(expected: dict[str, str], gpu: GpuBatches,
     mismatch = check(expected)
     if mismatch is not None:
         return mismatch
-    outcomes = list(gpu.train(batch, lambda run_id, k: None))
+    outcomes = _train(gpu, batch)
     if gpu.device.startswith("cuda"):
         import torch
 
@@ -161,7 +161,7 @@ def train_batches(expected: dict[str, str], gpu: GpuBatches,
     if mismatch is not None:
         return mismatch
     if len(batches) == 1:
-        return list(gpu.train(batches[0], lambda run_id, k: None))
+        return _train(gpu, batches[0])
     spawn = multiprocessing.get_context("spawn")
     devices = job_gpus(len(batches))
     pools = [ProcessPoolExecutor(1, mp_context=spawn, initializer=_see_only, initargs=(device,))
@@ -199,6 +199,7 @@ def _see_only(device: str) -> None:
 
 
 def _train(gpu: GpuBatches, batch: list[RunConfig]) -> list[Outcome]:
+    """One batch's outcomes; its progress is reported when they come back to the driver."""
     return list(gpu.train(batch, lambda run_id, k: None))
 
 

@@ -141,7 +141,7 @@ class SlurmJobs:
         cpu = [job for job in jobs if not job.gpu]
         kinds = []
         if cpu:
-            longest = max(sum(map(cluster_jobs.cpu_seconds, job.configs)) for job in cpu)
+            longest = max(sum(map(cluster_jobs.run_seconds, job.configs)) for job in cpu)
             kinds.append(f"{len(cpu)} of CPU runs (the longest estimated at "
                          f"{_duration(longest)} on one CPU)")
         if len(cpu) < len(jobs):
