@@ -204,7 +204,7 @@ def test_numbers_are_shown_as_the_command_line_takes_them(value: object, down: b
 
 
 def test_byte_counts_are_shown_in_binary_units() -> None:
-    assert [limits._bytes(b) for b in (0, 1_000, 1_023 * 2**10, 24 * GiB, 1.5 * 2**50)] == [
+    assert [limits.format_bytes(b) for b in (0, 1_000, 1_023 * 2**10, 24 * GiB, 1.5 * 2**50)] == [
         "0 bytes", "1000 bytes", "1023 KiB", "24 GiB", "1.5 PiB"]
 
 
