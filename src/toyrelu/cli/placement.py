@@ -64,11 +64,9 @@ def _batch_refusal(configs: list[RunConfig], rows: int, memory: float,
     ``--gpu-batch-rows`` that fits (halving ``rows``) when one does; None when it fits."""
     from toyrelu.runs.executors import GpuBatches
 
-    fused = [c for c in configs if c.engine != "reference"]
-
     def largest(rows: int) -> float:
         return max((limits.task_bytes(b, "cuda") for b in GpuBatches(max_rows=rows)
-                    .batches(fused)), default=0.0)
+                    .batches(configs)), default=0.0)
 
     need = largest(rows)
     if need <= memory:
@@ -180,17 +178,16 @@ def _note_few_batches(configs: list[RunConfig], rows: int, gpus: float) -> None:
     from toyrelu.runs.executors import GpuBatches
     from toyrelu.runs.grid import cost, makespan
 
-    fused = [c for c in configs if c.engine != "reference"]
-
     def spread(rows: int) -> tuple[int, float]:
-        batches = GpuBatches(max_rows=rows).batches(fused)
+        batches = GpuBatches(max_rows=rows).batches(configs)
         return len(batches), makespan([sum(cost(c) for c in b) for b in batches], int(gpus))
 
     count, ratio = spread(rows)
     if gpus < 2 or ratio <= BALANCED:
         return
+    batched = sum(c.engine != "reference" for c in configs)
     smaller, (more, better) = rows, (count, ratio)
-    while better > BALANCED and more < len(fused) and smaller > 1:
+    while better > BALANCED and more < batched and smaller > 1:
         smaller //= 2
         more, better = spread(smaller)
     if better < ratio:

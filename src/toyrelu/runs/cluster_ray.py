@@ -36,7 +36,7 @@ from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_node, cluster_procs
 from toyrelu.runs.cluster_node import one_line
 from toyrelu.runs.cluster_queue import Pending, TaskQueue
-from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order
+from toyrelu.runs.executors import GpuBatches, StartCallback, compile_order, split
 from toyrelu.runs.resources import default_workers
 from toyrelu.runs.training import Outcome, StepsCallback
 
@@ -225,10 +225,7 @@ class RayCluster:
         self.open()
         pending: Pending = {}
         try:
-            gpu = self.gpu
-            cpu_runs = [c for c in configs if gpu is None or c.engine == "reference"]
-            batches = [] if gpu is None else gpu.batches(
-                [c for c in configs if c.engine != "reference"])
+            cpu_runs, batches = split(configs, self.gpu)
             self._compile(compile_order(cpu_runs))
             yield from TaskQueue(self, ray_module(), start, pending).run(cpu_runs, batches,
                                                                         on_steps)

@@ -31,7 +31,7 @@ from toyrelu.core.config import RunConfig
 from toyrelu.runs import cluster_jobs, cluster_node
 from toyrelu.runs.cluster_node import one_line
 from toyrelu.runs.cluster_ray import ClusterError, optional_module
-from toyrelu.runs.executors import GpuBatches, StartCallback
+from toyrelu.runs.executors import GpuBatches, StartCallback, split
 from toyrelu.runs.training import Outcome, StepsCallback
 
 INSTALL = "pip install 'toyrelu[slurm]'"
@@ -89,12 +89,9 @@ class SlurmJobs:
     def plan(self, configs: Sequence[RunConfig]) -> list[cluster_jobs.Job]:
         """The jobs of ``configs`` (``cluster_jobs``), largest first: reference runs are CPU
         runs, the others batched for the GPU under ``use_gpu``."""
-        gpu = self.gpu
-        cpu_runs = [c for c in configs if gpu is None or c.engine == "reference"]
-        jobs = cluster_jobs.cpu_jobs(cpu_runs, self.time_min, self.max_runs_per_job)
-        if gpu is not None:
-            batches = gpu.batches([c for c in configs if c.engine != "reference"])
-            jobs += cluster_jobs.gpu_jobs(batches, self.gpus)
+        cpu_runs, batches = split(configs, self.gpu)
+        jobs = (cluster_jobs.cpu_jobs(cpu_runs, self.time_min, self.max_runs_per_job)
+                + cluster_jobs.gpu_jobs(batches, self.gpus))
         return sorted(jobs, key=lambda job: -job.cost)
 
     def check(self) -> None:

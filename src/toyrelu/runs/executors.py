@@ -110,13 +110,15 @@ class GpuBatches:
         self.dots = dots
 
     def batches(self, configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
-        """Groups of configs trained together: equal batch keys, at most ``max_rows`` rows
-        (one step's examples summed over runs) and ``max_runs`` runs each, smallest T first."""
+        """Groups of configs trained together, largest first: equal batch keys, at most
+        ``max_rows`` rows (one step's examples summed over runs) and ``max_runs`` runs each,
+        smallest T first. Runs of the reference engine are in none (``split``)."""
         from toyrelu.engines import gpu
 
         groups: dict[tuple[Any, ...], list[RunConfig]] = {}
         for config in configs:
-            groups.setdefault(gpu.batch_key(config), []).append(config)
+            if config.engine != "reference":
+                groups.setdefault(gpu.batch_key(config), []).append(config)
         out = []
         for group in groups.values():
             batch: list[RunConfig] = []
@@ -135,9 +137,9 @@ class GpuBatches:
             start: StartCallback | None = None) -> Iterator[Outcome]:
         """Reference runs first, one by one; then each batch, whose configs are offered to
         ``start`` right before the batch trains (a batch trains the configs it accepts)."""
-        yield from InProcess().map([c for c in configs if c.engine == "reference"], on_steps,
-                                   start)
-        for batch in self.batches([c for c in configs if c.engine != "reference"]):
+        one_by_one, batches = split(configs, self)
+        yield from InProcess().map(one_by_one, on_steps, start)
+        for batch in batches:
             accepted = [c for c in batch if start is None or start(c)]
             if accepted:
                 yield from self.train(accepted, on_steps)
@@ -167,6 +169,15 @@ class GpuBatches:
                 done = training.evaluate(config, prepared, start, result, snapshots=kept)
             done.values["batch_runs"] = len(batch)
             yield Outcome.of(done)
+
+
+def split(configs: Sequence[RunConfig], gpu: GpuBatches | None
+          ) -> tuple[list[RunConfig], list[list[RunConfig]]]:
+    """The runs an executor trains one by one on the CPU (every run without ``gpu``; with it,
+    the reference engine's), and ``gpu``'s batches of the others."""
+    if gpu is None:
+        return list(configs), []
+    return [c for c in configs if c.engine == "reference"], gpu.batches(configs)
 
 
 def executor(workers: int, device: str = "cpu", gpu_cells: bool = False,
