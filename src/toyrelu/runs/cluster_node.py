@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from importlib import metadata
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from toyrelu.core.config import RunConfig
     from toyrelu.runs.executors import GpuBatches
-    from toyrelu.runs.training import KernelKind, Outcome
+    from toyrelu.runs.training import KernelKind, Outcome, StepsCallback
 
 # The packages whose versions decide the stored numbers: a node with another version of any of
 # them could store other numbers for the same config.
@@ -123,6 +123,16 @@ def _untrained(configs: Sequence[RunConfig], status: str, reason: str) -> Iterat
 
     for c in configs:
         yield Outcome(c.run_id, c.to_dict(), {"status": status, "error": reason}, {})
+
+
+def delivered(outcomes: Iterable[Outcome], configs: Sequence[RunConfig],
+              on_steps: StepsCallback) -> Iterator[Outcome]:
+    """``outcomes`` of a task or job that trained ``configs``, each reported to ``on_steps``
+    with all its run's steps as it is yielded: the progress of a run trained elsewhere."""
+    steps = {c.run_id: c.steps for c in configs}
+    for outcome in outcomes:
+        on_steps(outcome.run_id, steps[outcome.run_id])
+        yield outcome
 
 
 def one_line(message: object, limit: int | None = None) -> str:

@@ -180,10 +180,7 @@ class TaskQueue:
             if outcomes is None:  # its node was left out before training them
                 self.again[kind].append(configs)
                 continue
-            for outcome in outcomes:
-                on_steps(outcome.run_id, next(c.steps for c in configs
-                                              if c.run_id == outcome.run_id))
-                yield outcome
+            yield from cluster_node.delivered(outcomes, configs, on_steps)
 
     def _outcomes(self, ref: Any, configs: list[RunConfig]) -> list[Outcome] | None:
         """The outcomes of a finished task, or None when its node was left out for its

@@ -186,10 +186,8 @@ class SlurmJobs:
             for job in done:
                 waiting = False
                 configs = pending.pop(job)
-                for outcome in self._collect(job, configs):
-                    on_steps(outcome.run_id, next(c.steps for c in configs
-                                                  if c.run_id == outcome.run_id))
-                    yield outcome
+                yield from cluster_node.delivered(self._collect(job, configs), configs,
+                                                  on_steps)
 
     def _submit(self, job: cluster_jobs.Job) -> Any:
         """Submit ``job``; SLURM's refusal (no such partition, more GPUs than a node holds, a
