@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from toyrelu.core.config import RunConfig, fmt_T
 from toyrelu.runs.grid import cost
-from toyrelu.runs.limits import MARGIN, PROCESS_BYTES, Sizes, result_bytes, run_bytes
+from toyrelu.runs.limits import MARGIN, PROCESS_BYTES, Sizes, config_bytes, result_bytes
 from toyrelu.runs.presets import CPU_PAIRS_PER_SECOND
 
 # The share of the time limit that a CPU job's estimate may fill. The estimate is of the
@@ -116,7 +116,7 @@ def job_bytes(job: Job) -> float:
     once, with ``limits.MARGIN`` (one CPU run at a time; every run of its GPU batches); and
     ``RESULT_COPIES`` of all its runs' results, which come back together at the job's end."""
     device = "cuda" if job.gpu else "cpu"
-    held = [sum(run_bytes(Sizes.of(c, device)).values()) for c in job.configs]
+    held = [config_bytes(c, device) for c in job.configs]
     processes = 1 + (job.gpus if job.gpus > 1 else 0)
     runs = sum(held) if job.gpu else max(held, default=0.0)
     results = sum(result_bytes(Sizes.of(c, device)) for c in job.configs)

@@ -137,6 +137,11 @@ def _data_bytes(sizes: Sizes, rows: float, *, stream: bool = False) -> float:
     return max(drawn, evaluated)
 
 
+def config_bytes(config: RunConfig, device: str = "cpu") -> float:
+    """The sum of ``run_bytes`` for a run of ``config`` on ``device``, before ``MARGIN``."""
+    return sum(run_bytes(Sizes.of(config, device)).values())
+
+
 def result_bytes(sizes: Sizes) -> float:
     """The bytes of a run's stored arrays: X in CSR form, H, W, b and the snapshots."""
     s = sizes
@@ -159,8 +164,7 @@ def task_bytes(configs: Iterable[RunConfig], device: str = "cpu") -> float:
     """The bytes one process needs to train ``configs`` at once: the process and each run's
     parts with ``MARGIN``, as ``sweep_bytes`` counts one worker (a cluster's task: one CPU run,
     or a GPU batch on "cuda", whose runs' data sets are all drawn on the host first)."""
-    return PROCESS_BYTES + MARGIN * sum(sum(run_bytes(Sizes.of(c, device)).values())
-                                        for c in configs)
+    return PROCESS_BYTES + MARGIN * sum(config_bytes(c, device) for c in configs)
 
 
 def machine_memory() -> int:
@@ -217,7 +221,7 @@ def refusal(configs: Iterable[RunConfig], *, workers: int, device: str = "cpu",
         return None
     memory = machine_memory() if memory is None else memory
     workers = 1 if device == "cuda" else max(1, min(workers, len(configs)))
-    largest = max(configs, key=lambda c: sum(run_bytes(Sizes.of(c, device)).values()))
+    largest = max(configs, key=lambda c: config_bytes(c, device))
     sizes = Sizes.of(largest, device)
     if sweep_bytes(sizes, workers) <= memory:
         return None
