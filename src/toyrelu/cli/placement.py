@@ -71,11 +71,11 @@ def _batch_refusal(configs: list[RunConfig], rows: int, memory: float,
     need = largest(rows)
     if need <= memory:
         return None
-    fits = rows
-    while fits > 1 and largest(fits) > memory:
+    fits, held = rows, need
+    while fits > 1 and held > memory:
         fits //= 2
-    hint = (f" (allowed: --gpu-batch-rows <= {fits} here)" if largest(fits) <= memory
-            else "")
+        held = largest(fits)
+    hint = f" (allowed: --gpu-batch-rows <= {fits} here)" if held <= memory else ""
     return (f"gpu-batch-rows: the largest GPU batch of up to {rows:,} rows needs "
             f"{limits.format_bytes(need)} of host memory, more than the "
             f"{limits.format_bytes(memory)} of {machine}{hint}")
@@ -116,16 +116,20 @@ def open_cluster(args: argparse.Namespace, folder: Path) -> Iterator[Cluster | N
 def _slurm(args: argparse.Namespace, folder: Path) -> SlurmJobs:
     from toyrelu.runs.cluster_slurm import SlurmJobs
 
-    time_min = 240 if args.slurm_time is None else args.slurm_time
-    if time_min < 1:
-        raise UsageError(f"slurm-time: {time_min} must be an integer >= 1 (minutes)")
-    gpus = 1 if args.slurm_gpus is None else args.slurm_gpus
-    if gpus < 1:
-        raise UsageError(f"slurm-gpus: {gpus} must be an integer >= 1 (GPUs per job)")
-    if args.slurm_gpus is not None and args.device != "cuda":
-        raise UsageError("slurm-gpus: goes with --device cuda (a CPU job holds one CPU)")
+    given: dict[str, int] = {}  # the others keep SlurmJobs' defaults
+    if args.slurm_time is not None:
+        if args.slurm_time < 1:
+            raise UsageError(f"slurm-time: {args.slurm_time} must be an integer >= 1 (minutes)")
+        given["time_min"] = args.slurm_time
+    if args.slurm_gpus is not None:
+        if args.slurm_gpus < 1:
+            raise UsageError(f"slurm-gpus: {args.slurm_gpus} must be an integer >= 1 (GPUs per "
+                             "job)")
+        if args.device != "cuda":
+            raise UsageError("slurm-gpus: goes with --device cuda (a CPU job holds one CPU)")
+        given["gpus"] = args.slurm_gpus
     jobs = SlurmJobs(folder / "toyrelu-slurm", partition=args.slurm_partition,
-                     time_min=time_min, gpus=gpus, log=sys.stderr)
+                     log=sys.stderr, **given)
     jobs.check()
     return jobs
 
